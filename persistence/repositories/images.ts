@@ -1,0 +1,94 @@
+/** Named queries over `images` and `image_versions`. */
+import type { Queryable } from '../db.ts';
+
+export interface ImageRow {
+  image_id: string;
+  user_id: string;
+  title: string;
+  width: number;
+  height: number;
+  privacy_level: 'public' | 'followers' | 'private';
+  is_deleted: boolean;
+}
+
+export interface VersionRow {
+  version_id: string;
+  image_id: string;
+  parent_version_id: string | null;
+  version_number: number;
+  branch_name: string | null;
+  canvas_state: unknown;
+  is_current: boolean;
+}
+
+export const imageQueries = {
+  get: `
+    SELECT image_id, user_id, title, width, height, privacy_level, is_deleted
+    FROM images WHERE image_id = $1`,
+  /** The seed's images_view_policy, evaluated for one viewer (the app connects as table owner). */
+  visibleTo: `
+    SELECT 1 FROM images i
+    WHERE i.image_id = $1 AND NOT i.is_deleted AND (
+      i.privacy_level = 'public' OR i.user_id = $2 OR EXISTS (
+        SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.following_id = i.user_id))`,
+  insert: `
+    INSERT INTO images (image_id, user_id, title, filename, mime_type, file_size, width, height,
+                        storage_path, thumbnail_paths, privacy_level)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+  currentVersion: `
+    SELECT version_id, image_id, parent_version_id, version_number, branch_name, canvas_state, is_current
+    FROM image_versions WHERE image_id = $1 AND is_current`,
+  version: `
+    SELECT version_id, image_id, parent_version_id, version_number, branch_name, canvas_state, is_current
+    FROM image_versions WHERE version_id = $1`,
+} as const;
+
+export async function getImage(db: Queryable, imageId: string): Promise<ImageRow | undefined> {
+  const { rows } = await db.query<ImageRow>(imageQueries.get, [imageId]);
+  return rows[0];
+}
+
+export async function isImageVisibleTo(db: Queryable, imageId: string, userId: string): Promise<boolean> {
+  const { rowCount } = await db.query(imageQueries.visibleTo, [imageId, userId]);
+  return (rowCount ?? 0) > 0;
+}
+
+export async function insertImage(
+  db: Queryable,
+  image: {
+    imageId: string;
+    userId: string;
+    title: string;
+    filename: string;
+    mimeType: string;
+    fileSize: number;
+    width: number;
+    height: number;
+    storagePath: string;
+    privacyLevel?: ImageRow['privacy_level'];
+  },
+): Promise<void> {
+  await db.query(imageQueries.insert, [
+    image.imageId,
+    image.userId,
+    image.title,
+    image.filename,
+    image.mimeType,
+    image.fileSize,
+    image.width,
+    image.height,
+    image.storagePath,
+    JSON.stringify({}),
+    image.privacyLevel ?? 'private',
+  ]);
+}
+
+export async function getCurrentVersion(db: Queryable, imageId: string): Promise<VersionRow | undefined> {
+  const { rows } = await db.query<VersionRow>(imageQueries.currentVersion, [imageId]);
+  return rows[0];
+}
+
+export async function getVersion(db: Queryable, versionId: string): Promise<VersionRow | undefined> {
+  const { rows } = await db.query<VersionRow>(imageQueries.version, [versionId]);
+  return rows[0];
+}

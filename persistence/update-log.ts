@@ -1,0 +1,238 @@
+/**
+ * The durable Yjs update log with group commit.
+ *
+ * Invariants:
+ * - Only updates that Yjs has already applied are appended (a log that keeps an update before Yjs
+ *   accepted it can be poisoned: `Y.mergeUpdates` spins on some rejected updates — STACK-NOTES).
+ * - `flushed()` resolves only once every update appended before the call is committed. The
+ *   server holds a client's acknowledgement behind it, so "acknowledged" means "in PostgreSQL".
+ * - While a batch is being written, new updates queue up and go out together in the next batch:
+ *   one INSERT per round trip, however many clients are typing.
+ * - A failed write keeps its updates queued and retries with capped exponential backoff; nothing
+ *   is dropped (except rows whose session no longer exists, which are logged and discarded).
+ * - The log never stores a whole document over existing rows: loading appends nothing, and
+ *   compaction rebuilds its snapshot from the rows themselves, so a failed load or an empty
+ *   in-memory document can never overwrite good state (Hocuspocus #382).
+ */
+import * as Y from 'yjs';
+import type { Database } from './db.ts';
+import {
+  appendSnapshot,
+  appendUpdates,
+  deleteSeqs,
+  loadLog,
+  lockDocument,
+  recordCompaction,
+  type AppendRow,
+} from './repositories/documents.ts';
+
+export interface UpdateLogOptions {
+  nodeId: string;
+  /** Largest number of rows in one INSERT. */
+  maxBatchRows?: number;
+  /** Backoff bounds for failed writes, in ms. */
+  retryMinMs?: number;
+  retryMaxMs?: number;
+  onError?: (error: unknown, context: string) => void;
+}
+
+interface Pending extends AppendRow {
+  ticket: number;
+}
+
+interface Waiter {
+  ticket: number;
+  resolve: () => void;
+}
+
+export interface LoadedDocument {
+  /** The merged state of every row, ready for `Y.applyUpdate`. */
+  state: Uint8Array;
+  rows: number;
+  bytes: number;
+}
+
+export class UpdateLog {
+  readonly #db: Database;
+  readonly #opts: Required<Omit<UpdateLogOptions, 'onError'>> & Pick<UpdateLogOptions, 'onError'>;
+  #pending: Pending[] = [];
+  #waiters: Waiter[] = [];
+  #issued = 0;
+  #durable = 0;
+  #writing: Promise<void> | null = null;
+  #retryTimer: NodeJS.Timeout | null = null;
+  #retryWake: (() => void) | null = null;
+  #failures = 0;
+  #closed = false;
+  /** Updates appended per document since its last load or compaction: the compaction trigger. */
+  readonly #sinceCompaction = new Map<string, number>();
+
+  constructor(db: Database, options: UpdateLogOptions) {
+    this.#db = db;
+    this.#opts = { maxBatchRows: 500, retryMinMs: 50, retryMaxMs: 5_000, ...options };
+  }
+
+  /** False while writes are failing (retrying); `/readyz` reports it. */
+  get healthy(): boolean {
+    return this.#failures === 0;
+  }
+
+  /** Number of updates accepted but not yet committed. */
+  get backlog(): number {
+    return this.#pending.length;
+  }
+
+  updatesSinceCompaction(sessionId: string): number {
+    return this.#sinceCompaction.get(sessionId) ?? 0;
+  }
+
+  /** Queues one update Yjs has applied; returns at once. Pair with `flushed()` to wait for it. */
+  append(sessionId: string, payload: Uint8Array): void {
+    if (this.#closed) throw new Error('update log is closed');
+    this.#pending.push({ sessionId, payload, ticket: ++this.#issued });
+    this.#sinceCompaction.set(sessionId, (this.#sinceCompaction.get(sessionId) ?? 0) + 1);
+    this.#kick();
+  }
+
+  /** Resolves once every update appended before this call is committed. */
+  flushed(): Promise<void> {
+    const ticket = this.#issued;
+    if (this.#durable >= ticket) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push({ ticket, resolve }));
+  }
+
+  /** Reads and merges a document's rows. Throws if the database cannot be read: never "empty". */
+  async load(sessionId: string): Promise<LoadedDocument> {
+    const rows = await loadLog(this.#db, sessionId);
+    this.#sinceCompaction.set(sessionId, rows.filter((r) => r.kind === 'update').length);
+    if (rows.length === 0) return { state: new Uint8Array(0), rows: 0, bytes: 0 };
+    const doc = new Y.Doc();
+    try {
+      doc.transact(() => {
+        for (const row of rows) Y.applyUpdate(doc, row.payload);
+      });
+      const state = Y.encodeStateAsUpdate(doc);
+      return { state, rows: rows.length, bytes: rows.reduce((n, r) => n + r.payload.byteLength, 0) };
+    } finally {
+      doc.destroy();
+    }
+  }
+
+  /**
+   * Replaces a document's rows by one snapshot row built from exactly those rows, under a
+   * per-document advisory lock so two nodes never compact one document at once. Rows appended
+   * meanwhile are not touched. Returns the number of rows merged.
+   */
+  async compact(sessionId: string): Promise<number> {
+    const merged = await this.#db.transaction(async (tx) => {
+      await lockDocument(tx, sessionId);
+      const rows = await loadLog(tx, sessionId);
+      if (rows.length <= 1) return 0;
+      const doc = new Y.Doc();
+      let state: Uint8Array;
+      try {
+        doc.transact(() => {
+          for (const row of rows) Y.applyUpdate(doc, row.payload);
+        });
+        state = Y.encodeStateAsUpdate(doc);
+      } finally {
+        doc.destroy();
+      }
+      const seq = await appendSnapshot(tx, sessionId, state, this.#opts.nodeId);
+      await deleteSeqs(tx, sessionId, rows.map((r) => r.seq));
+      await recordCompaction(tx, sessionId, seq, state.byteLength);
+      return rows.length;
+    });
+    if (merged > 0) this.#sinceCompaction.set(sessionId, 0);
+    return merged;
+  }
+
+  /** Appends a whole initial state as the document's first row (a new session's seed). */
+  async seed(sessionId: string, state: Uint8Array): Promise<void> {
+    await appendSnapshot(this.#db, sessionId, state, this.#opts.nodeId);
+  }
+
+  forget(sessionId: string): void {
+    this.#sinceCompaction.delete(sessionId);
+  }
+
+  /** Writes everything queued (retrying as long as it takes), then refuses new appends. */
+  async close(): Promise<void> {
+    await this.flushed();
+    this.#closed = true;
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+  }
+
+  /** Skips a pending retry's backoff (tests and shutdown use it to retry at once). */
+  retryNow(): void {
+    this.#retryWake?.();
+  }
+
+  #kick(): void {
+    if (this.#writing) return;
+    this.#writing = this.#drain().finally(() => {
+      this.#writing = null;
+      if (this.#pending.length > 0) this.#kick();
+    });
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#pending.length > 0) {
+      const batch = this.#pending.slice(0, this.#opts.maxBatchRows);
+      try {
+        await this.#write(batch);
+      } catch (error) {
+        this.#failures += 1;
+        this.#opts.onError?.(error, `writing ${batch.length} updates (attempt ${this.#failures})`);
+        await this.#backoff();
+        continue;
+      }
+      this.#failures = 0;
+      this.#pending.splice(0, batch.length);
+      this.#durable = batch[batch.length - 1]!.ticket;
+      this.#releaseWaiters();
+    }
+  }
+
+  async #write(batch: Pending[]): Promise<void> {
+    try {
+      await appendUpdates(this.#db, batch, this.#opts.nodeId);
+    } catch (error) {
+      // 23503 = foreign_key_violation: a session in the batch was deleted. Write row by row so
+      // the other sessions' updates land, and drop the orphans (there is nothing to attach them to).
+      if ((error as { code?: string }).code !== '23503') throw error;
+      for (const row of batch) {
+        try {
+          await appendUpdates(this.#db, [row], this.#opts.nodeId);
+        } catch (rowError) {
+          if ((rowError as { code?: string }).code !== '23503') throw rowError;
+          this.#opts.onError?.(rowError, `dropping an update for deleted session ${row.sessionId}`);
+        }
+      }
+    }
+  }
+
+  #backoff(): Promise<void> {
+    const delay = Math.min(this.#opts.retryMaxMs, this.#opts.retryMinMs * 2 ** Math.min(this.#failures - 1, 16));
+    return new Promise((resolve) => {
+      const wake = () => {
+        if (this.#retryTimer) clearTimeout(this.#retryTimer);
+        this.#retryTimer = null;
+        this.#retryWake = null;
+        resolve();
+      };
+      this.#retryWake = wake;
+      this.#retryTimer = setTimeout(wake, delay);
+    });
+  }
+
+  #releaseWaiters(): void {
+    const durable = this.#durable;
+    const still: Waiter[] = [];
+    for (const waiter of this.#waiters) {
+      if (waiter.ticket <= durable) waiter.resolve();
+      else still.push(waiter);
+    }
+    this.#waiters = still;
+  }
+}

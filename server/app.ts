@@ -1,0 +1,135 @@
+/**
+ * Composition root: wires database, migrations, the update log, the Hocuspocus core with its
+ * extensions, the HTTP app and a transport into one running server. The entry point and the tests
+ * both start servers through `startServer`; nothing here reads the environment.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Hocuspocus } from '@hocuspocus/server';
+import pino, { type Logger } from 'pino';
+import { COLLAB_PATH } from '../shared/protocol.ts';
+import { connectPostgres, openEmbedded, type Database } from '../persistence/db.ts';
+import { migrate } from '../persistence/migrate.ts';
+import { UpdateLog } from '../persistence/update-log.ts';
+import { TokenService } from './auth/tokens.ts';
+import type { Config } from './config.ts';
+import { AuthExtension } from './extensions/auth.ts';
+import { PersistenceExtension } from './extensions/persistence.ts';
+import { createHttpApp } from './http/app.ts';
+import { createSocketHooks } from './transport/hooks.ts';
+import { listen, type TransportName } from './transport/index.ts';
+
+export interface RunningServer {
+  readonly port: number;
+  readonly url: string;
+  readonly transport: TransportName;
+  readonly nodeId: string;
+  readonly db: Database;
+  readonly tokens: TokenService;
+  readonly hocuspocus: Hocuspocus;
+  readonly log: UpdateLog;
+  readonly logger: Logger;
+  /** Stops accepting, stores every document, closes the database. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+/** The embedded mode's signing secret: generated once into DATA_DIR, readable only by its owner. */
+async function embeddedSecret(dataDir: string): Promise<string> {
+  const file = join(dataDir, 'jwt-secret');
+  try {
+    return (await readFile(file, 'utf8')).trim();
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  const secret = randomBytes(32).toString('base64url');
+  await mkdir(dataDir, { recursive: true });
+  await writeFile(file, `${secret}\n`, { mode: 0o600, flag: 'wx' });
+  return secret;
+}
+
+export async function openDatabase(config: Config): Promise<Database> {
+  return config.DATABASE_URL ? connectPostgres(config.DATABASE_URL) : openEmbedded(config.DATA_DIR);
+}
+
+export async function signingSecret(config: Config): Promise<string> {
+  return config.AUTH_JWT_SECRET ?? embeddedSecret(config.DATA_DIR);
+}
+
+export async function startServer(config: Config, options: { logger?: Logger } = {}): Promise<RunningServer> {
+  const nodeId = config.NODE_ID ?? `node-${randomBytes(4).toString('hex')}`;
+  const logger = (options.logger ?? pino({ level: config.LOG_LEVEL })).child({ node: nodeId });
+
+  const db = await openDatabase(config);
+  try {
+    const applied = await migrate(db.url);
+    if (applied.length > 0) logger.info({ applied }, 'applied migrations');
+  } catch (error) {
+    await db.close();
+    throw error;
+  }
+
+  const tokens = new TokenService(await signingSecret(config));
+  const log = new UpdateLog(db, {
+    nodeId,
+    onError: (error, context) => logger.error({ err: error }, `update log: ${context}`),
+  });
+
+  const hocuspocus = new Hocuspocus({
+    name: nodeId,
+    quiet: true,
+    timeout: 30_000,
+    extensions: [
+      new AuthExtension(db, tokens),
+      new PersistenceExtension(log, logger, { compactAfterUpdates: config.COMPACT_AFTER_UPDATES }),
+    ],
+  });
+
+  const http = createHttpApp({ db, tokens, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId });
+  const { listening, note } = await listen(
+    config.TRANSPORT,
+    {
+      fetch: (request) => http.fetch(request),
+      socketHooks: ({ copyMessages }) => createSocketHooks({ hocuspocus, logger, copyMessages }),
+      wsPaths: [COLLAB_PATH],
+      maxMessageBytes: config.MAX_MESSAGE_BYTES,
+      maxBodyBytes: config.MAX_MESSAGE_BYTES,
+    },
+    config.HOST,
+    config.PORT,
+  );
+  // The embedded database's loopback URL is logged so `psql` (and the tests) can look inside it.
+  logger.info(
+    { transport: listening.transport, port: listening.port, database: db.kind, ...(db.kind === 'pglite' ? { databaseUrl: db.url } : {}) },
+    `listening; transport: ${note}`,
+  );
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      await listening.close();
+      // Closing the sockets makes Hocuspocus store and unload each document; wait for that,
+      // then for the log to commit everything it holds.
+      const deadline = Date.now() + 10_000;
+      while (hocuspocus.getDocumentsCount() > 0 && Date.now() < deadline) {
+        hocuspocus.flushPendingStores();
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      await log.close();
+      await db.close();
+    })());
+
+  const host = config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST;
+  return {
+    port: listening.port,
+    url: `http://${host}:${listening.port}`,
+    transport: listening.transport,
+    nodeId,
+    db,
+    tokens,
+    hocuspocus,
+    log,
+    logger,
+    close,
+  };
+}

@@ -1,0 +1,49 @@
+/**
+ * Access tokens (CONTRACT "Identity and access"): JWT, HS256, `sub` = users.user_id, `exp`
+ * required, optional `sid` = user_sessions.session_id. jose does the cryptography and claim checks.
+ */
+import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';
+import { AppError } from '../../shared/errors.ts';
+import { isId, type UserId } from '../../shared/ids.ts';
+
+export interface Claims {
+  sub: UserId;
+  exp: number;
+  sid?: string;
+}
+
+const encoder = new TextEncoder();
+
+export class TokenService {
+  readonly #key: Uint8Array;
+
+  constructor(secret: string) {
+    this.#key = encoder.encode(secret);
+  }
+
+  async sign(userId: string, options: { expiresInSeconds?: number; sid?: string } = {}): Promise<string> {
+    const jwt = new SignJWT(options.sid ? { sid: options.sid } : {})
+      .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+      .setSubject(userId)
+      .setIssuedAt()
+      .setExpirationTime(Math.floor(Date.now() / 1000) + (options.expiresInSeconds ?? 3600));
+    return jwt.sign(this.#key);
+  }
+
+  /** Verifies signature, algorithm and expiry; throws `AppError('unauthorized' | 'token_expired')`. */
+  async verify(token: string | undefined | null): Promise<Claims> {
+    if (!token) throw new AppError('unauthorized', 'No access token was given.');
+    try {
+      const { payload } = await jwtVerify(token, this.#key, { algorithms: ['HS256'], requiredClaims: ['exp', 'sub'] });
+      if (!isId(payload.sub)) throw new AppError('unauthorized', 'The token subject is not a valid user id.');
+      if (payload.sid !== undefined && !isId(payload.sid)) {
+        throw new AppError('unauthorized', 'The token sid is not a valid login session id.');
+      }
+      return { sub: payload.sub as UserId, exp: payload.exp!, ...(typeof payload.sid === 'string' ? { sid: payload.sid } : {}) };
+    } catch (error) {
+      if (error instanceof AppError) throw error;
+      if (error instanceof joseErrors.JWTExpired) throw new AppError('token_expired');
+      throw new AppError('unauthorized');
+    }
+  }
+}

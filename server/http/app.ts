@@ -1,0 +1,125 @@
+/**
+ * The HTTP API as a Hono app of web-standard handlers, served unchanged by both transports.
+ * Every error leaves as `{ error: { code, message } }` from the one registry in shared/errors.ts.
+ */
+import { Hono, type Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import type { Hocuspocus } from '@hocuspocus/server';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { AppError } from '../../shared/errors.ts';
+import { isId } from '../../shared/ids.ts';
+import type { Database } from '../../persistence/db.ts';
+import type { UpdateLog } from '../../persistence/update-log.ts';
+import type { SessionRow } from '../../persistence/repositories/sessions.ts';
+import { authenticate } from '../auth/access.ts';
+import type { Claims, TokenService } from '../auth/tokens.ts';
+import { createSession, endSession } from '../sessions.ts';
+
+export interface HttpDeps {
+  db: Database;
+  tokens: TokenService;
+  log: UpdateLog;
+  hocuspocus: Hocuspocus;
+  logger: Logger;
+  maxBodyBytes: number;
+  nodeId: string;
+}
+
+type Env = { Variables: { claims: Claims } };
+
+export function sessionJson(s: SessionRow) {
+  return {
+    sessionId: s.session_id,
+    imageId: s.image_id,
+    ownerId: s.owner_id,
+    createdAt: s.created_at.toISOString(),
+    expiresAt: s.expires_at.toISOString(),
+    isActive: s.is_active,
+    sessionType: s.session_type,
+    baseVersionId: s.base_version_id,
+    headVersionId: s.head_version_id,
+    branchName: s.branch_name,
+    endedAt: s.ended_at?.toISOString() ?? null,
+  };
+}
+
+const createSessionBody = z.strictObject({
+  imageId: z.string().refine(isId, 'must be an id'),
+  sessionType: z.enum(['solo', 'collaborative']).optional(),
+  expiresInSeconds: z.number().int().min(60).max(30 * 24 * 3600).optional(),
+  fromVersionId: z.string().refine(isId, 'must be an id').optional(),
+  branchName: z.string().min(1).max(100).optional(),
+});
+
+async function readJson<T>(c: Context, schema: z.ZodType<T>): Promise<T> {
+  let body: unknown;
+  const text = await c.req.text();
+  try {
+    body = text === '' ? {} : JSON.parse(text);
+  } catch {
+    throw new AppError('invalid_json');
+  }
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new AppError('invalid_body', `${issue.path.join('.') || 'body'}: ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+export function createHttpApp(deps: HttpDeps): Hono<Env> {
+  const app = new Hono<Env>();
+
+  app.onError((error, c) => {
+    if (error instanceof AppError) return c.json(error.toJSON(), error.status as 400);
+    deps.logger.error({ err: error, path: c.req.path }, 'unhandled error in HTTP handler');
+    return c.json(new AppError('internal').toJSON(), 500);
+  });
+  app.notFound((c) => c.json(new AppError('not_found').toJSON(), 404));
+
+  app.use(
+    '/api/*',
+    bodyLimit({
+      maxSize: deps.maxBodyBytes,
+      onError: () => {
+        throw new AppError('payload_too_large');
+      },
+    }),
+  );
+
+  app.get('/healthz', (c) => c.json({ status: 'ok', nodeId: deps.nodeId }));
+
+  app.get('/readyz', async (c) => {
+    const database = await deps.db.ping(2_000);
+    const updateLog = deps.log.healthy;
+    const ready = database && updateLog;
+    return c.json(
+      { status: ready ? 'ready' : 'not_ready', checks: { database, updateLog, backlog: deps.log.backlog } },
+      ready ? 200 : 503,
+    );
+  });
+
+  // Every /api route needs a valid token of an existing, active user.
+  app.use('/api/*', async (c, next) => {
+    const header = c.req.header('authorization') ?? '';
+    const match = /^Bearer\s+(\S+)$/i.exec(header);
+    const claims = await deps.tokens.verify(match?.[1]);
+    await authenticate(deps.db, claims);
+    c.set('claims', claims);
+    await next();
+  });
+
+  app.post('/api/sessions', async (c) => {
+    const body = await readJson(c, createSessionBody);
+    const session = await createSession(deps.db, c.get('claims').sub, body);
+    return c.json({ session: sessionJson(session) }, 201);
+  });
+
+  app.post('/api/sessions/:id/end', async (c) => {
+    const session = await endSession(deps, c.req.param('id'), c.get('claims').sub);
+    return c.json({ session: sessionJson(session) });
+  });
+
+  return app;
+}

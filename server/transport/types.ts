@@ -1,0 +1,21 @@
+import type { Hooks } from 'crossws';
+
+export type TransportName = 'node' | 'uws';
+
+/** What a transport serves: web-standard HTTP handlers and the WebSocket hooks, on one port. */
+export interface TransportHandlers {
+  fetch: (request: Request) => Response | Promise<Response>;
+  /** Built per transport: uWS needs message bytes copied, node does not. */
+  socketHooks: (options: { copyMessages: boolean }) => Partial<Hooks>;
+  /** WebSocket paths served (exact match); other upgrade requests get 404. */
+  wsPaths: readonly string[];
+  maxMessageBytes: number;
+  maxBodyBytes: number;
+}
+
+export interface Listening {
+  readonly transport: TransportName;
+  readonly port: number;
+  /** Stops accepting, closes open sockets, resolves when the listener is gone. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,118 @@
+/**
+ * The uWebSockets.js transport: one uWS app serves WebSockets through crossws's uws adapter and
+ * HTTP through a small bridge to the same web-standard handlers the node transport uses.
+ *
+ * uWS defaults that lose data are overridden (STACK-NOTES): `maxPayloadLength` (16 KiB default,
+ * too small for an initial sync) and `maxBackpressure` (64 KiB, over which sends are dropped
+ * silently) — a socket too slow to drain its backlog is closed instead, and resyncs on reconnect.
+ */
+import { createRequire } from 'node:module';
+import type * as UWS from 'uWebSockets.js';
+import crossws from 'crossws/adapters/uws';
+import type { Listening, TransportHandlers } from './types.ts';
+
+type UwsModule = typeof UWS;
+
+/** Loads uWebSockets.js, or returns the reason it cannot load on this machine. */
+export function loadUws(): { uws: UwsModule } | { error: string } {
+  try {
+    const require = createRequire(import.meta.url);
+    return { uws: require('uWebSockets.js') as UwsModule };
+  } catch (error) {
+    const message = error instanceof Error ? error.message.split('\n')[0]! : String(error);
+    return { error: message };
+  }
+}
+
+const MAX_BACKPRESSURE = 16 * 1024 * 1024;
+
+export async function listenUws(uws: UwsModule, handlers: TransportHandlers, host: string, port: number): Promise<Listening> {
+  const ws = crossws({
+    hooks: handlers.socketHooks({ copyMessages: true }),
+    uws: {
+      maxPayloadLength: handlers.maxMessageBytes,
+      maxBackpressure: MAX_BACKPRESSURE,
+      closeOnBackpressureLimit: true,
+      idleTimeout: 120,
+      sendPingsAutomatically: true,
+    },
+  });
+  const app = uws.App();
+  for (const path of handlers.wsPaths) app.ws(path, ws.websocket);
+  app.any('/*', (res, req) => serveHttp(handlers, host, res, req));
+
+  const token = await new Promise<UWS.us_listen_socket>((resolve, reject) => {
+    app.listen(host, port, (listenSocket) => {
+      if (listenSocket) resolve(listenSocket);
+      else reject(new Error(`uWebSockets.js could not listen on ${host}:${port}`));
+    });
+  });
+  const actualPort = uws.us_socket_local_port(token as unknown as UWS.us_socket);
+
+  return {
+    transport: 'uws',
+    port: actualPort,
+    close: async () => {
+      uws.us_listen_socket_close(token);
+      await ws.close(1001, 'server shutting down');
+      app.close();
+    },
+  };
+}
+
+/** Buffers the request body (refusing more than `maxBodyBytes`), calls `fetch`, writes the answer. */
+function serveHttp(handlers: TransportHandlers, host: string, res: UWS.HttpResponse, req: UWS.HttpRequest): void {
+  let aborted = false;
+  res.onAborted(() => {
+    aborted = true;
+  });
+  // HttpRequest is only valid until this callback returns: copy what we need now.
+  const method = req.getMethod().toUpperCase();
+  const query = req.getQuery();
+  const url = `http://${req.getHeader('host') || host}${req.getUrl()}${query ? `?${query}` : ''}`;
+  const headers = new Headers();
+  req.forEach((key, value) => headers.append(key, value));
+
+  const respond = async (body: Uint8Array<ArrayBuffer> | undefined) => {
+    let response: Response;
+    try {
+      response = await handlers.fetch(new Request(url, { method, headers, body }));
+    } catch {
+      response = new Response(JSON.stringify({ error: { code: 'internal', message: 'An unexpected error occurred.' } }), {
+        status: 500,
+        headers: { 'content-type': 'application/json' },
+      });
+    }
+    const payload = new Uint8Array(await response.arrayBuffer());
+    if (aborted) return;
+    res.cork(() => {
+      res.writeStatus(`${response.status} ${response.statusText || ''}`.trim());
+      response.headers.forEach((value, key) => {
+        if (key !== 'content-length') res.writeHeader(key, value);
+      });
+      res.end(payload);
+    });
+  };
+
+  if (method === 'GET' || method === 'HEAD') {
+    void respond(undefined);
+    return;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  res.onData((chunk, isLast) => {
+    if (aborted) return;
+    size += chunk.byteLength;
+    if (size > handlers.maxBodyBytes) {
+      aborted = true;
+      res.cork(() => {
+        res.writeStatus('413 Payload Too Large').writeHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ error: { code: 'payload_too_large', message: 'The request body is larger than the configured maximum.' } }), true);
+      });
+      return;
+    }
+    // uWS reuses `chunk` after this callback: copy it.
+    chunks.push(Buffer.from(chunk.slice(0)));
+    if (isLast) void respond(new Uint8Array(Buffer.concat(chunks)));
+  });
+}

@@ -1,0 +1,51 @@
+/**
+ * The one registry of stable error codes. HTTP errors answer
+ * `{ "error": { "code", "message" } }` with `status`; WebSocket refusals carry `closeCode`
+ * (Hocuspocus's 4401/4403) and the code as the reason. The README's table is generated from
+ * this object and a test keeps the two in step.
+ */
+export const errors = {
+  bad_request: { status: 400, message: 'The request is malformed.' },
+  invalid_body: { status: 400, message: 'The request body does not match the expected shape.' },
+  invalid_json: { status: 400, message: 'The request body is not valid JSON.' },
+  unauthorized: { status: 401, closeCode: 4401, message: 'A valid, unexpired access token is required.' },
+  token_expired: { status: 401, closeCode: 4401, message: 'The access token has expired.' },
+  login_session_invalid: { status: 401, closeCode: 4401, message: 'The login session named by the token does not exist or has expired.' },
+  unknown_user: { status: 401, closeCode: 4401, message: 'The token names a user that does not exist or is deactivated.' },
+  forbidden: { status: 403, closeCode: 4403, message: 'You do not have access to this resource.' },
+  not_session_owner: { status: 403, closeCode: 4403, message: 'Only the owner of the session may do this.' },
+  image_not_found: { status: 404, message: 'No image with that id is visible to you.' },
+  version_not_found: { status: 404, message: 'No version with that id exists for this image.' },
+  session_not_found: { status: 404, closeCode: 4404, message: 'No edit session with that id exists.' },
+  session_ended: { status: 410, closeCode: 4410, message: 'The edit session has ended.' },
+  session_expired: { status: 410, closeCode: 4410, message: 'The edit session has expired.' },
+  not_found: { status: 404, message: 'There is nothing at this path.' },
+  method_not_allowed: { status: 405, message: 'This path does not accept that method.' },
+  payload_too_large: { status: 413, closeCode: 1009, message: 'The message or body is larger than the configured maximum.' },
+  not_ready: { status: 503, message: 'The server cannot serve this right now; a dependency is unavailable.' },
+  internal: { status: 500, message: 'An unexpected error occurred; it has been logged.' },
+} as const satisfies Record<string, { status: number; message: string; closeCode?: number }>;
+
+export type ErrorCode = keyof typeof errors;
+
+/** An error that knows its stable code. Throw it anywhere; the HTTP layer and auth hooks render it. */
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  constructor(code: ErrorCode, message?: string) {
+    super(message ?? errors[code].message);
+    this.name = 'AppError';
+    this.code = code;
+    this.status = errors[code].status;
+  }
+
+  /** The WebSocket close code for this error (4401/4403/4404/4410…); 4403 where none is set. */
+  get closeCode(): number {
+    const entry = errors[this.code] as { closeCode?: number };
+    return entry.closeCode ?? 4403;
+  }
+
+  toJSON() {
+    return { error: { code: this.code, message: this.message } };
+  }
+}

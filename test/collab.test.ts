@@ -1,0 +1,111 @@
+/**
+ * The foundation end to end, on both transports and both databases: real HocuspocusProvider
+ * clients against the real server started as a child process.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as Y from 'yjs';
+import { acknowledged, connectClient, waitFor } from './support/clients.ts';
+import { createDatabase } from './support/databases.ts';
+import { api, createActor, createImage, createSession, openPool, tokens } from './support/fixtures.ts';
+import { matrix } from './support/matrix.ts';
+import { startServerProcess, tempDir, type ServerProcess } from './support/server-process.ts';
+
+const teardown: Array<() => Promise<void>> = [];
+const register = (fn: () => Promise<void>) => void teardown.unshift(fn);
+afterAll(async () => {
+  for (const fn of teardown.splice(0)) await fn();
+});
+
+for (const c of matrix()) {
+  describe.skipIf(c.skip)(`collaboration over ${c.name}${c.skip ? ` (skipped: ${c.skip})` : ''}`, () => {
+    let server: ServerProcess;
+    let databaseUrl: string | undefined;
+    let dataDir: string;
+
+    const start = () => startServerProcess({ transport: c.transport, databaseUrl, dataDir, register });
+
+    beforeAll(async () => {
+      dataDir = tempDir(register);
+      if (c.database === 'postgres') {
+        const db = await createDatabase('collab');
+        register(db.drop);
+        databaseUrl = db.url;
+      }
+      server = await start();
+    });
+
+    it('starts on the requested transport and reports healthy and ready', async () => {
+      expect(server.transport).toBe(c.transport);
+      const health = await api(server.url, 'GET', '/healthz');
+      expect(health).toMatchObject({ status: 200, body: { status: 'ok' } });
+      const ready = await api(server.url, 'GET', '/readyz');
+      expect(ready).toMatchObject({ status: 200, body: { status: 'ready', checks: { database: true } } });
+    });
+
+    it('two clients on one session converge, and a restarted server serves the same content', async () => {
+      const db = openPool(server.databaseUrl, register);
+      const owner = await createActor(db, 'owner');
+      const imageId = await createImage(db, owner.userId);
+      const sessionId = await createSession(server.url, owner.token, imageId);
+
+      const a = connectClient(server.wsUrl, sessionId, owner.token, register);
+      const b = connectClient(server.wsUrl, sessionId, await tokens.sign(owner.userId), register);
+      await Promise.all([a.synced, b.synced]);
+      // The session was seeded with the image as one layer.
+      expect(a.doc.getMap('meta').get('imageId')).toBe(imageId);
+      expect(a.doc.getMap('layers').size).toBe(1);
+
+      a.doc.getMap('meta').set('background', '#ff0000');
+      b.doc.getText('notes').insert(0, 'hello from b');
+      await waitFor(() => b.doc.getMap('meta').get('background') === '#ff0000', { what: 'a → b' });
+      await waitFor(() => a.doc.getText('notes').toString() === 'hello from b', { what: 'b → a' });
+      await Promise.all([acknowledged(a), acknowledged(b)]);
+      expect(Y.encodeStateVector(a.doc)).toEqual(Y.encodeStateVector(b.doc));
+      const before = a.doc.getMap('meta').toJSON();
+      a.destroy();
+      b.destroy();
+
+      expect(await server.stop()).toBe(0);
+      server = await start();
+      const c2 = connectClient(server.wsUrl, sessionId, owner.token, register);
+      await c2.synced;
+      expect(c2.doc.getMap('meta').toJSON()).toEqual(before);
+      expect(c2.doc.getText('notes').toString()).toBe('hello from b');
+      expect(c2.doc.getMap('layers').size).toBe(1);
+      c2.destroy();
+    });
+
+    it('refuses a session that does not exist, has ended or has expired, and a bad token', async () => {
+      const db = openPool(server.databaseUrl, register);
+      const owner = await createActor(db, 'owner');
+      const imageId = await createImage(db, owner.userId);
+
+      const missing = connectClient(server.wsUrl, 'ses_doesnotexist0000', owner.token, register);
+      expect(await missing.refused).toBe('session_not_found');
+
+      const ended = await createSession(server.url, owner.token, imageId);
+      const live = connectClient(server.wsUrl, ended, owner.token, register);
+      await live.synced;
+      const end = await api(server.url, 'POST', `/api/sessions/${ended}/end`, { token: owner.token });
+      expect(end).toMatchObject({ status: 200, body: { session: { isActive: false } } });
+      const late = connectClient(server.wsUrl, ended, owner.token, register);
+      expect(await late.refused).toBe('session_ended');
+
+      const expiring = await createSession(server.url, owner.token, imageId);
+      await db.query(`UPDATE edit_sessions SET expires_at = created_at + interval '1 millisecond' WHERE session_id = $1`, [expiring]);
+      const expired = connectClient(server.wsUrl, expiring, owner.token, register);
+      expect(await expired.refused).toBe('session_expired');
+
+      const valid = await createSession(server.url, owner.token, imageId);
+      const forged = connectClient(server.wsUrl, valid, `${owner.token.slice(0, -4)}AAAA`, register);
+      expect(await forged.refused).toBe('unauthorized');
+      const expiredToken = await tokens.sign(owner.userId, { expiresInSeconds: -10 });
+      const stale = connectClient(server.wsUrl, valid, expiredToken, register);
+      expect(await stale.refused).toBe('token_expired');
+
+      const stranger = await createActor(db, 'stranger');
+      const intruder = connectClient(server.wsUrl, valid, stranger.token, register);
+      expect(await intruder.refused).toBe('forbidden');
+    });
+  });
+}

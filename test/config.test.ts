@@ -1,0 +1,33 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../server/config.ts';
+
+describe('configuration', () => {
+  it('has the contract defaults', () => {
+    expect(loadConfig({})).toMatchObject({ PORT: 8080, HOST: '127.0.0.1', DATA_DIR: './data', TRANSPORT: 'auto' });
+  });
+
+  it.each([
+    [{ PORT: 'eighty' }, /^invalid configuration: PORT /],
+    [{ PORT: '70000' }, /^invalid configuration: PORT /],
+    [{ TRANSPORT: 'quic' }, /^invalid configuration: TRANSPORT /],
+    [{ DATABASE_URL: 'mysql://x' }, /^invalid configuration: DATABASE_URL must be a postgres:\/\/ URL$/],
+    [{ DATABASE_URL: 'postgres://x/y' }, /^invalid configuration: AUTH_JWT_SECRET is required when DATABASE_URL is set$/],
+    [{ AUTH_JWT_SECRET: 'short' }, /^invalid configuration: AUTH_JWT_SECRET must be at least 32 characters$/],
+    [{ NODE_ID: 'has space' }, /^invalid configuration: NODE_ID /],
+    [{ REDIS_URL: 'http://x' }, /^invalid configuration: REDIS_URL /],
+  ])('refuses %o with a one-line reason', (env, message) => {
+    let error: unknown;
+    try {
+      loadConfig(env);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as Error).message).toMatch(message);
+    expect((error as Error).message).not.toContain('\n');
+  });
+
+  it('treats empty variables as unset', () => {
+    expect(loadConfig({ PORT: '', DATABASE_URL: '' })).toMatchObject({ PORT: 8080 });
+  });
+});

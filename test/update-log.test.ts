@@ -1,0 +1,106 @@
+/** The durable update log on both engines: group commit, load, compaction, orphaned rows. */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import * as Y from 'yjs';
+import type { Database } from '../persistence/db.ts';
+import { UpdateLog } from '../persistence/update-log.ts';
+import { newImageId, newSessionId, newUserId } from '../shared/ids.ts';
+import { insertImage } from '../persistence/repositories/images.ts';
+import { insertSession } from '../persistence/repositories/sessions.ts';
+import { insertUser } from '../persistence/repositories/users.ts';
+import { engines, openEngine } from './support/engines.ts';
+
+const teardown: Array<() => Promise<void>> = [];
+const register = (fn: () => Promise<void>) => void teardown.unshift(fn);
+afterAll(async () => {
+  for (const fn of teardown.splice(0)) await fn();
+});
+
+async function newSession(db: Database): Promise<string> {
+  const userId = newUserId();
+  const imageId = newImageId();
+  const sessionId = newSessionId();
+  await insertUser(db, { userId, username: userId, email: `${userId}@x.invalid`, displayName: 'u' });
+  await insertImage(db, {
+    imageId, userId, title: 't', filename: 'f.png', mimeType: 'image/png', fileSize: 1, width: 1, height: 1, storagePath: 'x',
+  });
+  await insertSession(db, {
+    sessionId, imageId, ownerId: userId, expiresInSeconds: 3600, sessionType: 'solo', baseVersionId: null, branchName: null,
+  });
+  return sessionId;
+}
+
+async function rowCount(db: Database, sessionId: string): Promise<number> {
+  const { rows } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM document_updates WHERE session_id = $1', [sessionId]);
+  return rows[0]!.n;
+}
+
+for (const engine of engines) {
+  describe(`update log on ${engine}`, () => {
+    let db: Database;
+    let log: UpdateLog;
+    const errors: string[] = [];
+
+    beforeAll(async () => {
+      db = await openEngine(engine, register);
+      log = new UpdateLog(db, { nodeId: 'test', onError: (_e, context) => errors.push(context) });
+      register(() => log.close());
+    });
+
+    it('stores every update of concurrent writers and loads the merged state', async () => {
+      const sessionId = await newSession(db);
+      const source = new Y.Doc();
+      source.on('update', (update: Uint8Array) => log.append(sessionId, update));
+      const text = source.getText('t');
+      for (let i = 0; i < 300; i++) text.insert(text.length, `${i % 10}`);
+      await log.flushed();
+      expect(log.backlog).toBe(0);
+      expect(await rowCount(db, sessionId)).toBe(300);
+
+      const loaded = await log.load(sessionId);
+      const copy = new Y.Doc();
+      Y.applyUpdate(copy, loaded.state);
+      expect(copy.getText('t').toString()).toBe(text.toString());
+      expect(loaded.rows).toBe(300);
+    });
+
+    it('answers an unknown document with an empty state, not an error', async () => {
+      const loaded = await log.load('ses_nothinghere0000');
+      expect(loaded).toEqual({ state: new Uint8Array(0), rows: 0, bytes: 0 });
+    });
+
+    it('compacts the rows into one snapshot with the same content, keeping later rows', async () => {
+      const sessionId = await newSession(db);
+      const source = new Y.Doc();
+      source.on('update', (update: Uint8Array) => log.append(sessionId, update));
+      const map = source.getMap('m');
+      for (let i = 0; i < 50; i++) map.set(`k${i % 7}`, i);
+      await log.flushed();
+      expect(log.updatesSinceCompaction(sessionId)).toBe(50);
+
+      expect(await log.compact(sessionId)).toBe(50);
+      expect(await rowCount(db, sessionId)).toBe(1);
+      expect(log.updatesSinceCompaction(sessionId)).toBe(0);
+
+      map.set('after', true);
+      await log.flushed();
+      const copy = new Y.Doc();
+      Y.applyUpdate(copy, (await log.load(sessionId)).state);
+      expect(copy.getMap('m').toJSON()).toEqual(map.toJSON());
+      const { rows } = await db.query<{ kind: string }>('SELECT kind FROM document_updates WHERE session_id = $1 ORDER BY seq', [sessionId]);
+      expect(rows.map((r) => r.kind)).toEqual(['snapshot', 'update']);
+    });
+
+    it('keeps other sessions\' updates when a batch holds one for a deleted session', async () => {
+      const kept = await newSession(db);
+      const doomed = await newSession(db);
+      await db.query('DELETE FROM edit_sessions WHERE session_id = $1', [doomed]);
+      const a = new Y.Doc();
+      a.getMap('m').set('x', 1);
+      log.append(doomed, Y.encodeStateAsUpdate(a));
+      log.append(kept, Y.encodeStateAsUpdate(a));
+      await log.flushed();
+      expect(await rowCount(db, kept)).toBe(1);
+      expect(errors.some((e) => e.includes(doomed))).toBe(true);
+    });
+  });
+}
