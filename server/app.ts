@@ -15,6 +15,7 @@ import { UpdateLog } from '../persistence/update-log.ts';
 import { TokenService } from './auth/tokens.ts';
 import type { Config } from './config.ts';
 import { AuthExtension } from './extensions/auth.ts';
+import { AwarenessGuardExtension } from './extensions/awareness.ts';
 import { PersistenceExtension } from './extensions/persistence.ts';
 import { createHttpApp } from './http/app.ts';
 import { createSocketHooks } from './transport/hooks.ts';
@@ -75,12 +76,14 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     onError: (error, context) => logger.error({ err: error }, `update log: ${context}`),
   });
 
+  const auth = new AuthExtension(db, tokens);
   const hocuspocus = new Hocuspocus({
     name: nodeId,
     quiet: true,
     timeout: 30_000,
     extensions: [
-      new AuthExtension(db, tokens),
+      auth,
+      new AwarenessGuardExtension(),
       new PersistenceExtension(log, logger, { compactAfterUpdates: config.COMPACT_AFTER_UPDATES }),
     ],
   });

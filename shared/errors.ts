@@ -16,6 +16,8 @@ export const errors = {
   not_session_owner: { status: 403, closeCode: 4403, message: 'Only the owner of the session may do this.' },
   image_not_found: { status: 404, message: 'No image with that id is visible to you.' },
   version_not_found: { status: 404, message: 'No version with that id exists for this image.' },
+  user_not_found: { status: 404, message: 'No active user with that id exists.' },
+  participant_not_found: { status: 404, message: 'That user is not a participant of this session.' },
   session_not_found: { status: 404, closeCode: 4404, message: 'No edit session with that id exists.' },
   session_ended: { status: 410, closeCode: 4410, message: 'The edit session has ended.' },
   session_expired: { status: 410, closeCode: 4410, message: 'The edit session has expired.' },

@@ -18,6 +18,7 @@ export interface SessionRow {
 /** A session as seen by one user: the row plus that user's participant permissions, if any. */
 export interface SessionAccessRow extends SessionRow {
   permissions: { canEdit?: boolean; canComment?: boolean } | null;
+  cursor_color: string | null;
   is_participant: boolean;
   /** Evaluated by the database clock, so every node agrees on expiry. */
   is_expired: boolean;
@@ -29,7 +30,7 @@ const columns = `s.session_id, s.image_id, s.owner_id, s.created_at, s.expires_a
 export const sessionQueries = {
   get: `SELECT ${columns} FROM edit_sessions s WHERE s.session_id = $1`,
   access: `
-    SELECT ${columns}, p.permissions, (p.user_id IS NOT NULL) AS is_participant, (s.expires_at <= now()) AS is_expired
+    SELECT ${columns}, p.permissions, p.cursor_color, (p.user_id IS NOT NULL) AS is_participant, (s.expires_at <= now()) AS is_expired
     FROM edit_sessions s
     LEFT JOIN session_participants p ON p.session_id = s.session_id AND p.user_id = $2
     WHERE s.session_id = $1`,

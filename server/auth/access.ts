@@ -4,7 +4,7 @@
  */
 import { AppError } from '../../shared/errors.ts';
 import type { Database } from '../../persistence/db.ts';
-import { getUser, isLoginSessionValid } from '../../persistence/repositories/users.ts';
+import { getUser, isLoginSessionValid, type UserRow } from '../../persistence/repositories/users.ts';
 import { getSessionAccess, type SessionAccessRow } from '../../persistence/repositories/sessions.ts';
 import type { Claims } from './tokens.ts';
 
@@ -21,16 +21,21 @@ export function decideRole(row: SessionAccessRow | undefined, userId: string): R
 }
 
 /** Checks that the token's user exists and is active, and its `sid` (if any) is a live login. */
-export async function authenticate(db: Database, claims: Claims): Promise<void> {
+export async function authenticate(db: Database, claims: Claims): Promise<UserRow> {
   const user = await getUser(db, claims.sub);
   if (!user || !user.is_active) throw new AppError('unknown_user');
   if (claims.sid && !(await isLoginSessionValid(db, claims.sid, claims.sub))) {
     throw new AppError('login_session_invalid');
   }
+  return user;
 }
 
-export async function resolveRole(db: Database, claims: Claims, sessionId: string): Promise<{ role: Role; session: SessionAccessRow }> {
-  await authenticate(db, claims);
+export async function resolveRole(
+  db: Database,
+  claims: Claims,
+  sessionId: string,
+): Promise<{ role: Role; session: SessionAccessRow; user: UserRow }> {
+  const user = await authenticate(db, claims);
   const session = await getSessionAccess(db, sessionId, claims.sub);
-  return { role: decideRole(session, claims.sub), session: session! };
+  return { role: decideRole(session, claims.sub), session: session!, user };
 }

@@ -3,17 +3,26 @@
  * so a name that is not an active, unexpired session the user may join is refused without
  * loading anything. Refusals reach the provider as `onAuthenticationFailed({ reason })`, where
  * `reason` is the stable error code (`session_not_found`, `unauthorized`, …).
+ *
+ * Access is enforced for the life of the connection too: when the token expires the connection
+ * is closed (4401 `token_expired`; the provider reconnects with a fresh token if it has one), and
+ * `applyAccessChange()` acts on a user's connections at once when they are removed or their rights change.
  */
-import type { Extension, onAuthenticatePayload } from '@hocuspocus/server';
+import type { connectedPayload, Extension, Hocuspocus, onAuthenticatePayload } from '@hocuspocus/server';
 import { AppError } from '../../shared/errors.ts';
 import { isId } from '../../shared/ids.ts';
+import { colorFor } from '../../shared/presence.ts';
+import { CloseCode } from '../../shared/protocol.ts';
 import type { Database } from '../../persistence/db.ts';
 import { resolveRole, type Role } from '../auth/access.ts';
 import type { TokenService } from '../auth/tokens.ts';
 
 export interface ConnectionContext {
   userId: string;
+  displayName: string;
   role: Role;
+  cursorColor: string;
+  /** Token expiry, seconds since the epoch. */
   tokenExpiresAt: number;
 }
 
@@ -22,27 +31,83 @@ function refusal(error: AppError) {
   return { reason: error.code, code: error.closeCode };
 }
 
+/** setTimeout's maximum; longer token lifetimes are re-checked when it fires. */
+const MAX_TIMER_MS = 2_147_483_647;
+
 export class AuthExtension implements Extension {
   extensionName = 'auth';
   priority = 1000;
   readonly #db: Database;
   readonly #tokens: TokenService;
+  /** Requests (one per socket) that authenticated at least one document. */
+  readonly authenticated = new WeakSet<Request>();
 
   constructor(db: Database, tokens: TokenService) {
     this.#db = db;
     this.#tokens = tokens;
   }
 
-  async onAuthenticate({ token, documentName, connectionConfig }: onAuthenticatePayload): Promise<ConnectionContext> {
+  async onAuthenticate({ token, documentName, connectionConfig, request }: onAuthenticatePayload): Promise<ConnectionContext> {
     try {
       const claims = await this.#tokens.verify(token);
       if (!isId(documentName)) throw new AppError('session_not_found');
-      const { role } = await resolveRole(this.#db, claims, documentName);
+      const { role, session, user } = await resolveRole(this.#db, claims, documentName);
       connectionConfig.readOnly = role === 'viewer';
-      return { userId: claims.sub, role, tokenExpiresAt: claims.exp };
+      this.authenticated.add(request);
+      return {
+        userId: claims.sub,
+        displayName: user.display_name,
+        role,
+        cursorColor: session.cursor_color ?? colorFor(claims.sub),
+        tokenExpiresAt: claims.exp,
+      };
     } catch (error) {
       // Thrown as a plain object on purpose: Hocuspocus logs thrown Errors' messages to the console.
       throw refusal(error instanceof AppError ? error : new AppError('internal'));
     }
   }
+
+  connected({ connection, context }: connectedPayload<ConnectionContext>): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const arm = () => {
+      const remaining = context.tokenExpiresAt * 1000 - Date.now();
+      if (remaining <= 0) {
+        connection.close({ code: CloseCode.Unauthorized, reason: 'token_expired' });
+        return;
+      }
+      timer = setTimeout(arm, Math.min(remaining, MAX_TIMER_MS));
+    };
+    arm();
+    connection.onClose(() => clearTimeout(timer));
+    return Promise.resolve();
+  }
+}
+
+/**
+ * Applies a change of one user's access to their open connections to one session on this node:
+ * `null` closes them (removed; 4403 with the reason), a role flips read-only in place, so an
+ * editor demoted to viewer stops writing at once without reconnecting.
+ */
+export function applyAccessChange(
+  hocuspocus: Hocuspocus,
+  sessionId: string,
+  userId: string,
+  role: Role | null,
+  reason = 'participant_removed',
+): number {
+  const document = hocuspocus.documents.get(sessionId);
+  if (!document) return 0;
+  let touched = 0;
+  for (const connection of [...document.getConnections()]) {
+    const context = connection.context as ConnectionContext | undefined;
+    if (context?.userId !== userId) continue;
+    touched += 1;
+    if (role === null) {
+      connection.close({ code: CloseCode.Forbidden, reason });
+    } else {
+      context.role = role;
+      connection.readOnly = role === 'viewer';
+    }
+  }
+  return touched;
 }

@@ -2,7 +2,7 @@
  * The HTTP API as a Hono app of web-standard handlers, served unchanged by both transports.
  * Every error leaves as `{ error: { code, message } }` from the one registry in shared/errors.ts.
  */
-import { Hono, type Context } from 'hono';
+import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import type { Hocuspocus } from '@hocuspocus/server';
 import type { Logger } from 'pino';
@@ -13,8 +13,12 @@ import type { Database } from '../../persistence/db.ts';
 import type { UpdateLog } from '../../persistence/update-log.ts';
 import type { SessionRow } from '../../persistence/repositories/sessions.ts';
 import { authenticate } from '../auth/access.ts';
-import type { Claims, TokenService } from '../auth/tokens.ts';
+import type { TokenService } from '../auth/tokens.ts';
 import { createSession, endSession } from '../sessions.ts';
+import { registerParticipantRoutes } from './participants.ts';
+import { readJson, type Env } from './json.ts';
+
+export { readJson, type Env };
 
 export interface HttpDeps {
   db: Database;
@@ -26,7 +30,6 @@ export interface HttpDeps {
   nodeId: string;
 }
 
-type Env = { Variables: { claims: Claims } };
 
 export function sessionJson(s: SessionRow) {
   return {
@@ -51,22 +54,6 @@ const createSessionBody = z.strictObject({
   fromVersionId: z.string().refine(isId, 'must be an id').optional(),
   branchName: z.string().min(1).max(100).optional(),
 });
-
-async function readJson<T>(c: Context, schema: z.ZodType<T>): Promise<T> {
-  let body: unknown;
-  const text = await c.req.text();
-  try {
-    body = text === '' ? {} : JSON.parse(text);
-  } catch {
-    throw new AppError('invalid_json');
-  }
-  const parsed = schema.safeParse(body);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw new AppError('invalid_body', `${issue.path.join('.') || 'body'}: ${issue.message}`);
-  }
-  return parsed.data;
-}
 
 export function createHttpApp(deps: HttpDeps): Hono<Env> {
   const app = new Hono<Env>();
@@ -120,6 +107,8 @@ export function createHttpApp(deps: HttpDeps): Hono<Env> {
     const session = await endSession(deps, c.req.param('id'), c.get('claims').sub);
     return c.json({ session: sessionJson(session) });
   });
+
+  registerParticipantRoutes(app, deps);
 
   return app;
 }

@@ -1,0 +1,63 @@
+/** Named queries over `session_participants`. */
+import type { Queryable } from '../db.ts';
+
+export interface Permissions {
+  canEdit: boolean;
+  canComment: boolean;
+}
+
+export interface ParticipantRow {
+  session_id: string;
+  user_id: string;
+  joined_at: Date | null;
+  last_active_at: Date | null;
+  permissions: Permissions;
+  cursor_color: string | null;
+  is_online: boolean;
+}
+
+const columns = 'session_id, user_id, joined_at, last_active_at, permissions, cursor_color, is_online';
+
+export const participantQueries = {
+  /**
+   * Invites (or re-invites with new permissions). A new participant gets the first palette colour
+   * not yet used in the session; the unique index on (session_id, cursor_color) backs that up.
+   */
+  upsert: `
+    INSERT INTO session_participants (session_id, user_id, permissions, cursor_color, joined_at, last_active_at)
+    VALUES ($1::varchar, $2::varchar, $3::jsonb, (
+      SELECT c FROM unnest($4::varchar[]) WITH ORDINALITY AS p(c, i)
+      WHERE c NOT IN (SELECT cursor_color FROM session_participants WHERE session_id = $1::varchar AND cursor_color IS NOT NULL)
+      ORDER BY i LIMIT 1), NULL, NULL)
+    ON CONFLICT (session_id, user_id) DO UPDATE SET permissions = EXCLUDED.permissions
+    RETURNING ${columns}`,
+  remove: `DELETE FROM session_participants WHERE session_id = $1 AND user_id = $2 RETURNING ${columns}`,
+  get: `SELECT ${columns} FROM session_participants WHERE session_id = $1 AND user_id = $2`,
+  list: `SELECT ${columns} FROM session_participants WHERE session_id = $1 ORDER BY joined_at NULLS LAST, user_id`,
+} as const;
+
+export async function upsertParticipant(
+  db: Queryable,
+  sessionId: string,
+  userId: string,
+  permissions: Permissions,
+  palette: readonly string[],
+): Promise<ParticipantRow> {
+  const { rows } = await db.query<ParticipantRow>(participantQueries.upsert, [sessionId, userId, JSON.stringify(permissions), palette]);
+  return rows[0]!;
+}
+
+export async function removeParticipant(db: Queryable, sessionId: string, userId: string): Promise<ParticipantRow | undefined> {
+  const { rows } = await db.query<ParticipantRow>(participantQueries.remove, [sessionId, userId]);
+  return rows[0];
+}
+
+export async function getParticipant(db: Queryable, sessionId: string, userId: string): Promise<ParticipantRow | undefined> {
+  const { rows } = await db.query<ParticipantRow>(participantQueries.get, [sessionId, userId]);
+  return rows[0];
+}
+
+export async function listParticipants(db: Queryable, sessionId: string): Promise<ParticipantRow[]> {
+  const { rows } = await db.query<ParticipantRow>(participantQueries.list, [sessionId]);
+  return rows;
+}

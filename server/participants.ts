@@ -1,0 +1,78 @@
+/**
+ * Inviting and removing session participants (owner only). A change to someone's access takes
+ * effect on their open connections at once: removal closes them; a changed `canEdit` flips them
+ * between read-write and read-only in place.
+ */
+import type { Hocuspocus } from '@hocuspocus/server';
+import { AppError } from '../shared/errors.ts';
+import { CURSOR_PALETTE } from '../shared/presence.ts';
+import type { Database } from '../persistence/db.ts';
+import {
+  listParticipants,
+  removeParticipant,
+  upsertParticipant,
+  type ParticipantRow,
+  type Permissions,
+} from '../persistence/repositories/participants.ts';
+import { getSession, type SessionRow } from '../persistence/repositories/sessions.ts';
+import { getUser } from '../persistence/repositories/users.ts';
+import { applyAccessChange } from './extensions/auth.ts';
+
+interface Deps {
+  db: Database;
+  hocuspocus: Hocuspocus;
+}
+
+async function ownedSession(db: Database, sessionId: string, userId: string): Promise<SessionRow> {
+  const session = await getSession(db, sessionId);
+  if (!session) throw new AppError('session_not_found');
+  if (session.owner_id !== userId) throw new AppError('not_session_owner');
+  return session;
+}
+
+export async function inviteParticipant(
+  deps: Deps,
+  sessionId: string,
+  actorId: string,
+  input: { userId: string; permissions: Partial<Permissions> },
+): Promise<ParticipantRow> {
+  const session = await ownedSession(deps.db, sessionId, actorId);
+  if (!session.is_active) throw new AppError('session_ended');
+  if (input.userId === session.owner_id) throw new AppError('invalid_body', 'userId: the owner is not invited; they always have access.');
+  const user = await getUser(deps.db, input.userId);
+  if (!user || !user.is_active) throw new AppError('user_not_found');
+  const permissions: Permissions = { canEdit: input.permissions.canEdit ?? true, canComment: input.permissions.canComment ?? true };
+  let row: ParticipantRow;
+  try {
+    row = await upsertParticipant(deps.db, sessionId, input.userId, permissions, CURSOR_PALETTE);
+  } catch (error) {
+    // 23505: two invitations raced for the same free colour; the second retries once.
+    if ((error as { code?: string }).code !== '23505') throw error;
+    row = await upsertParticipant(deps.db, sessionId, input.userId, permissions, CURSOR_PALETTE);
+  }
+  applyAccessChange(deps.hocuspocus, sessionId, input.userId, permissions.canEdit ? 'editor' : 'viewer');
+  return row;
+}
+
+export async function removeSessionParticipant(deps: Deps, sessionId: string, actorId: string, userId: string): Promise<void> {
+  await ownedSession(deps.db, sessionId, actorId);
+  const removed = await removeParticipant(deps.db, sessionId, userId);
+  if (!removed) throw new AppError('participant_not_found');
+  applyAccessChange(deps.hocuspocus, sessionId, userId, null, 'participant_removed');
+}
+
+export async function sessionParticipants(db: Database, sessionId: string): Promise<ParticipantRow[]> {
+  return listParticipants(db, sessionId);
+}
+
+export function participantJson(p: ParticipantRow) {
+  return {
+    sessionId: p.session_id,
+    userId: p.user_id,
+    permissions: p.permissions,
+    cursorColor: p.cursor_color,
+    joinedAt: p.joined_at?.toISOString() ?? null,
+    lastActiveAt: p.last_active_at?.toISOString() ?? null,
+    isOnline: p.is_online,
+  };
+}
