@@ -16,6 +16,8 @@ import { TokenService } from './auth/tokens.ts';
 import type { Config } from './config.ts';
 import { AuthExtension } from './extensions/auth.ts';
 import { AwarenessGuardExtension } from './extensions/awareness.ts';
+import { LimitsExtension } from './extensions/limits.ts';
+import { UpdateGuard } from './yjs-guard.ts';
 import { PersistenceExtension } from './extensions/persistence.ts';
 import { createHttpApp } from './http/app.ts';
 import { createSocketHooks } from './transport/hooks.ts';
@@ -77,13 +79,24 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   });
 
   const auth = new AuthExtension(db, tokens);
+  const guard = new UpdateGuard({ budgetMs: config.UPDATE_DECODE_BUDGET_MS });
   const hocuspocus = new Hocuspocus({
     name: nodeId,
     quiet: true,
     timeout: 30_000,
+    // Pre-authentication floods: far below Hocuspocus's defaults (1,000 messages / 5 MiB).
+    maxUnauthenticatedQueueMessages: 64,
+    maxUnauthenticatedQueueSize: Math.min(config.MAX_MESSAGE_BYTES, 1024 * 1024),
+    maxPendingDocuments: config.MAX_DOCUMENTS_PER_SOCKET,
     extensions: [
       auth,
       new AwarenessGuardExtension(),
+      new LimitsExtension({
+        guard,
+        maxDocumentBytes: config.MAX_DOCUMENT_BYTES,
+        maxDocumentsPerSocket: config.MAX_DOCUMENTS_PER_SOCKET,
+        logger,
+      }),
       new PersistenceExtension(log, logger, { compactAfterUpdates: config.COMPACT_AFTER_UPDATES }),
     ],
   });
@@ -93,7 +106,15 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     config.TRANSPORT,
     {
       fetch: (request) => http.fetch(request),
-      socketHooks: ({ copyMessages }) => createSocketHooks({ hocuspocus, logger, copyMessages }),
+      socketHooks: ({ copyMessages }) =>
+        createSocketHooks({
+          hocuspocus,
+          logger,
+          copyMessages,
+          rateLimit: { messages: config.RATE_LIMIT_MESSAGES, bytes: config.RATE_LIMIT_BYTES },
+          authTimeoutMs: config.AUTH_TIMEOUT_MS,
+          isAuthenticated: (request) => auth.authenticated.has(request),
+        }),
       wsPaths: [COLLAB_PATH],
       maxMessageBytes: config.MAX_MESSAGE_BYTES,
       maxBodyBytes: config.MAX_MESSAGE_BYTES,
@@ -119,6 +140,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
       await log.close();
+      await guard.close();
       await db.close();
     })());
 

@@ -29,6 +29,18 @@ const schema = z
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     /** Largest WebSocket frame accepted, in bytes. */
     MAX_MESSAGE_BYTES: bytes.default(4 * 1024 * 1024),
+    /** Largest a document may grow (estimated from its loaded size plus accepted updates), in bytes. */
+    MAX_DOCUMENT_BYTES: bytes.default(64 * 1024 * 1024),
+    /** Documents one WebSocket may have open at once (Hocuspocus multiplexes documents on a socket). */
+    MAX_DOCUMENTS_PER_SOCKET: bytes.default(16),
+    /** Per-socket rate limit: messages per second (a burst of twice this is allowed). */
+    RATE_LIMIT_MESSAGES: bytes.default(500),
+    /** Per-socket rate limit: bytes per second (a burst of twice this is allowed). */
+    RATE_LIMIT_BYTES: bytes.default(16 * 1024 * 1024),
+    /** A socket that has not authenticated any document after this long is closed, in ms. */
+    AUTH_TIMEOUT_MS: bytes.default(10_000),
+    /** Longest one update may take to decode (in a worker) before it is refused, in ms (yjs#687). */
+    UPDATE_DECODE_BUDGET_MS: bytes.default(100),
     /** Compact a document's update log once this many updates follow its snapshot. */
     COMPACT_AFTER_UPDATES: bytes.default(500),
   })

@@ -5,6 +5,7 @@
  */
 import type { Hooks, Peer } from 'crossws';
 import type { Hocuspocus, WebSocketLike } from '@hocuspocus/server';
+import * as decoding from 'lib0/decoding';
 import type { Logger } from 'pino';
 
 const OPEN = 1;
@@ -49,6 +50,55 @@ type ClientConnection = ReturnType<Hocuspocus['handleConnection']>;
 interface Attached {
   socket: PeerSocket;
   connection: ClientConnection;
+  bucket: TokenBucket;
+  authTimer: NodeJS.Timeout;
+}
+
+/**
+ * A per-socket rate limit on messages and bytes: refills continuously at the configured rate and
+ * holds up to two seconds' worth, so typing bursts pass and floods do not.
+ */
+export class TokenBucket {
+  #messages: number;
+  #bytes: number;
+  #at: number;
+  readonly #rate: { messages: number; bytes: number };
+
+  constructor(rate: { messages: number; bytes: number }, now = performance.now()) {
+    this.#rate = rate;
+    this.#messages = rate.messages * 2;
+    this.#bytes = rate.bytes * 2;
+    this.#at = now;
+  }
+
+  /** Takes one message of `size` bytes; false when either budget is exhausted. */
+  take(size: number, now = performance.now()): boolean {
+    const elapsed = (now - this.#at) / 1000;
+    this.#at = now;
+    this.#messages = Math.min(this.#rate.messages * 2, this.#messages + elapsed * this.#rate.messages) - 1;
+    this.#bytes = Math.min(this.#rate.bytes * 2, this.#bytes + elapsed * this.#rate.bytes) - size;
+    return this.#messages >= 0 && this.#bytes >= 0;
+  }
+}
+
+/** Message types a client may send: Sync, Awareness, Auth, QueryAwareness, SyncReply, Stateless, Close. */
+const CLIENT_MESSAGE_TYPES = new Set([0, 1, 2, 3, 4, 5, 7]);
+
+/**
+ * Checks a frame's envelope (document name, message type) before Hocuspocus sees it, so a
+ * truncated or foreign frame gets a precise close code instead of Hocuspocus's generic 4401, and
+ * the server-internal BroadcastStateless opcode (6) never comes from a client.
+ */
+export function frameProblem(frame: Uint8Array): 'malformed_message' | 'unknown_message_type' | null {
+  let type: number;
+  try {
+    const decoder = decoding.createDecoder(frame);
+    decoding.readVarString(decoder);
+    type = decoding.readVarUint(decoder);
+  } catch {
+    return 'malformed_message';
+  }
+  return CLIENT_MESSAGE_TYPES.has(type) ? null : 'unknown_message_type';
 }
 
 export interface SocketHooksOptions {
@@ -59,25 +109,45 @@ export interface SocketHooksOptions {
    * it): the bytes are copied before Hocuspocus queues them.
    */
   copyMessages: boolean;
+  rateLimit: { messages: number; bytes: number };
+  /** A socket that has authenticated no document after this long is closed (4408). */
+  authTimeoutMs: number;
+  isAuthenticated: (request: Request) => boolean;
 }
 
-export function createSocketHooks({ hocuspocus, logger, copyMessages }: SocketHooksOptions): Partial<Hooks> {
+export function createSocketHooks(options: SocketHooksOptions): Partial<Hooks> {
+  const { hocuspocus, logger, copyMessages } = options;
   const attached = new WeakMap<Peer, Attached>();
   return {
     open(peer) {
       const socket = new PeerSocket(peer);
-      const connection = hocuspocus.handleConnection(socket, peer.request as Request);
-      attached.set(peer, { socket, connection });
+      const request = peer.request as Request;
+      const connection = hocuspocus.handleConnection(socket, request);
+      const authTimer = setTimeout(() => {
+        if (!options.isAuthenticated(request)) socket.close(4408, 'authentication_timeout');
+      }, options.authTimeoutMs);
+      attached.set(peer, { socket, connection, bucket: new TokenBucket(options.rateLimit), authTimer });
     },
     message(peer, message) {
       const entry = attached.get(peer);
-      if (!entry) return;
+      if (!entry || entry.socket.readyState !== 1) return;
       const view = message.uint8Array();
+      if (!entry.bucket.take(view.byteLength)) {
+        logger.warn({ peer: peer.id }, 'rate limit exceeded: closing socket');
+        entry.socket.close(1008, 'rate_limited');
+        return;
+      }
+      const problem = frameProblem(view);
+      if (problem) {
+        entry.socket.close(problem === 'unknown_message_type' ? 1003 : 1007, problem);
+        return;
+      }
       entry.connection.handleMessage(copyMessages ? view.slice() : view);
     },
     close(peer, event) {
       const entry = attached.get(peer);
       if (!entry) return;
+      clearTimeout(entry.authTimer);
       entry.socket.markClosed();
       attached.delete(peer);
       entry.connection.handleClose({ code: event.code ?? 1005, reason: event.reason ?? '' });
