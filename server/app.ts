@@ -22,6 +22,7 @@ import { PersistenceExtension } from './extensions/persistence.ts';
 import { createHttpApp } from './http/app.ts';
 import { createSocketHooks } from './transport/hooks.ts';
 import { listen, type TransportName } from './transport/index.ts';
+import { YJS_PREFIX } from './transport/y-websocket.ts';
 
 export interface RunningServer {
   readonly port: number;
@@ -115,7 +116,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
           authTimeoutMs: config.AUTH_TIMEOUT_MS,
           isAuthenticated: (request) => auth.authenticated.has(request),
         }),
-      wsPaths: [COLLAB_PATH],
+      wsPaths: [COLLAB_PATH, YJS_PREFIX],
       maxMessageBytes: config.MAX_MESSAGE_BYTES,
       maxBodyBytes: config.MAX_MESSAGE_BYTES,
     },

@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
+import { WebsocketProvider } from 'y-websocket';
 import { acknowledged, connectClient, waitFor } from './support/clients.ts';
 import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool, tokens } from './support/fixtures.ts';
@@ -73,6 +74,34 @@ for (const c of matrix()) {
       expect(c2.doc.getText('notes').toString()).toBe('hello from b');
       expect(c2.doc.getMap('layers').size).toBe(1);
       c2.destroy();
+    });
+
+    it('serves the same document to y-websocket clients on /yjs/<sessionId>', async () => {
+      const db = openPool(server.databaseUrl, register);
+      const owner = await createActor(db, 'owner');
+      const imageId = await createImage(db, owner.userId);
+      const sessionId = await createSession(server.url, owner.token, imageId);
+      const hp = connectClient(server.wsUrl, sessionId, owner.token, register);
+      const yDoc = new Y.Doc();
+      const yws = new WebsocketProvider(server.wsUrl.replace(/\/collab$/, '/yjs'), sessionId, yDoc, {
+        params: { token: owner.token },
+        disableBc: true,
+      });
+      register(async () => yws.destroy());
+      await hp.synced;
+      await waitFor(() => yws.synced, { what: 'y-websocket sync' });
+      expect(yDoc.getMap('meta').get('imageId')).toBe(imageId);
+      yDoc.getMap('meta').set('from', 'y-websocket');
+      hp.doc.getMap('meta').set('to', 'y-websocket');
+      await waitFor(() => hp.doc.getMap('meta').get('from') === 'y-websocket', { what: 'y-websocket → hocuspocus' });
+      await waitFor(() => yDoc.getMap('meta').get('to') === 'y-websocket', { what: 'hocuspocus → y-websocket' });
+
+      // A bad token closes the socket with 4401 and the error code as reason.
+      const closed = new Promise<{ code: number; reason: string }>((resolve) => {
+        const ws = new WebSocket(`${server.wsUrl.replace(/\/collab$/, '/yjs')}/${sessionId}?token=nonsense`);
+        ws.addEventListener('close', (event) => resolve({ code: event.code, reason: event.reason }));
+      });
+      expect(await closed).toEqual({ code: 4401, reason: 'unauthorized' });
     });
 
     it('refuses a session that does not exist, has ended or has expired, and a bad token', async () => {

@@ -40,7 +40,16 @@ export class PersistenceExtension implements Extension {
   async onLoadDocument({ document, documentName }: onLoadDocumentPayload): Promise<void> {
     // Throws when the database cannot be read: Hocuspocus then refuses the connection and
     // creates nothing, so no empty document can later be stored over the real one.
-    const loaded = await this.#log.load(documentName);
+    let loaded;
+    try {
+      loaded = await this.#log.load(documentName);
+    } catch (error) {
+      // Hocuspocus does not destroy a document whose load failed (#1156): its awareness timer
+      // would leak. Nothing was broadcast or stored from it.
+      document.destroy();
+      this.#logger.error({ err: error, session: documentName }, 'loading the document failed; connection refused');
+      throw error;
+    }
     if (loaded.rows === 0) this.#logger.warn({ session: documentName }, 'document has no stored state; starting empty');
     else Y.applyUpdate(document, loaded.state);
   }

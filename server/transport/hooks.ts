@@ -7,6 +7,7 @@ import type { Hooks, Peer } from 'crossws';
 import type { Hocuspocus, WebSocketLike } from '@hocuspocus/server';
 import * as decoding from 'lib0/decoding';
 import type { Logger } from 'pino';
+import { authFrame, fromHocuspocus, toHocuspocus, yjsDocumentName } from './y-websocket.ts';
 
 const OPEN = 1;
 const CLOSING = 2;
@@ -19,14 +20,24 @@ const CLOSED = 3;
 export class PeerSocket implements WebSocketLike {
   readyState = OPEN;
   readonly #peer: Peer;
+  /** For a `/yjs/<id>` socket: its document, whose frames are re-addressed both ways. */
+  readonly yjsDocument: string | null;
 
-  constructor(peer: Peer) {
+  constructor(peer: Peer, yjsDocument: string | null = null) {
     this.#peer = peer;
+    this.yjsDocument = yjsDocument;
   }
 
   send(data: string | ArrayBufferLike | Blob | ArrayBufferView): void {
     if (this.readyState !== OPEN) return;
-    this.#peer.send(data);
+    if (this.yjsDocument === null) {
+      this.#peer.send(data);
+      return;
+    }
+    const out = fromHocuspocus(data as Uint8Array);
+    if (!out) return;
+    if ('send' in out) this.#peer.send(out.send);
+    else this.close(out.close.code, out.close.reason);
   }
 
   close(code?: number, reason?: string): void {
@@ -120,9 +131,12 @@ export function createSocketHooks(options: SocketHooksOptions): Partial<Hooks> {
   const attached = new WeakMap<Peer, Attached>();
   return {
     open(peer) {
-      const socket = new PeerSocket(peer);
       const request = peer.request as Request;
+      const url = new URL(request.url);
+      const yjsDocument = yjsDocumentName(url.pathname);
+      const socket = new PeerSocket(peer, yjsDocument);
       const connection = hocuspocus.handleConnection(socket, request);
+      if (yjsDocument !== null) connection.handleMessage(authFrame(yjsDocument, url.searchParams.get('token') ?? ''));
       const authTimer = setTimeout(() => {
         if (!options.isAuthenticated(request)) socket.close(4408, 'authentication_timeout');
       }, options.authTimeoutMs);
@@ -131,7 +145,9 @@ export function createSocketHooks(options: SocketHooksOptions): Partial<Hooks> {
     message(peer, message) {
       const entry = attached.get(peer);
       if (!entry || entry.socket.readyState !== 1) return;
-      const view = message.uint8Array();
+      const raw = message.uint8Array();
+      // y-websocket frames get their document name; that copies, so uWS's buffer reuse is moot.
+      const view = entry.socket.yjsDocument === null ? raw : toHocuspocus(entry.socket.yjsDocument, raw);
       if (!entry.bucket.take(view.byteLength)) {
         logger.warn({ peer: peer.id }, 'rate limit exceeded: closing socket');
         entry.socket.close(1008, 'rate_limited');
@@ -142,7 +158,7 @@ export function createSocketHooks(options: SocketHooksOptions): Partial<Hooks> {
         entry.socket.close(problem === 'unknown_message_type' ? 1003 : 1007, problem);
         return;
       }
-      entry.connection.handleMessage(copyMessages ? view.slice() : view);
+      entry.connection.handleMessage(copyMessages && view === raw ? view.slice() : view);
     },
     close(peer, event) {
       const entry = attached.get(peer);

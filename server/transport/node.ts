@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { getRequestListener } from '@hono/node-server';
 import crossws from 'crossws/adapters/node';
-import type { Listening, TransportHandlers } from './types.ts';
+import { isWsPath, type Listening, type TransportHandlers } from './types.ts';
 
 export async function listenNode(handlers: TransportHandlers, host: string, port: number): Promise<Listening> {
   const ws = crossws({
@@ -17,7 +17,7 @@ export async function listenNode(handlers: TransportHandlers, host: string, port
   const server = createServer(getRequestListener(handlers.fetch));
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
-    if (!handlers.wsPaths.includes(path)) {
+    if (!isWsPath(handlers.wsPaths, path)) {
       socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }

@@ -7,7 +7,7 @@ export interface TransportHandlers {
   fetch: (request: Request) => Response | Promise<Response>;
   /** Built per transport: uWS needs message bytes copied, node does not. */
   socketHooks: (options: { copyMessages: boolean }) => Partial<Hooks>;
-  /** WebSocket paths served (exact match); other upgrade requests get 404. */
+  /** WebSocket paths served: exact paths, or prefixes ending in `/` (uWS: `prefix*`). Others get 404. */
   wsPaths: readonly string[];
   maxMessageBytes: number;
   maxBodyBytes: number;
@@ -18,4 +18,9 @@ export interface Listening {
   readonly port: number;
   /** Stops accepting, closes open sockets, resolves when the listener is gone. */
   close(): Promise<void>;
+}
+
+/** True when `path` is one of `wsPaths` (exact) or under one ending in `/`. */
+export function isWsPath(wsPaths: readonly string[], path: string): boolean {
+  return wsPaths.some((p) => (p.endsWith('/') ? path.startsWith(p) && path.length > p.length : path === p));
 }

@@ -38,7 +38,7 @@ export async function listenUws(uws: UwsModule, handlers: TransportHandlers, hos
     },
   });
   const app = uws.App();
-  for (const path of handlers.wsPaths) app.ws(path, ws.websocket);
+  for (const path of handlers.wsPaths) app.ws(path.endsWith('/') ? `${path}*` : path, ws.websocket);
   app.any('/*', (res, req) => serveHttp(handlers, host, res, req));
 
   const token = await new Promise<UWS.us_listen_socket>((resolve, reject) => {
