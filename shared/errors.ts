@@ -33,7 +33,7 @@ export const errors = {
   too_many_documents: { status: 429, closeCode: 4429, message: 'This connection has too many documents open.' },
   rate_limited: { status: 429, closeCode: 1008, message: 'Too many messages or bytes in too short a time.' },
   authentication_timeout: { status: 401, closeCode: 4408, message: 'The connection did not authenticate in time.' },
-  not_ready: { status: 503, message: 'The server cannot serve this right now; a dependency is unavailable.' },
+  not_ready: { status: 503, closeCode: 1013, message: 'The server cannot serve this right now; a dependency is unavailable.' },
   internal: { status: 500, message: 'An unexpected error occurred; it has been logged.' },
 } as const satisfies Record<string, { status: number; message: string; closeCode?: number }>;
 

@@ -13,6 +13,7 @@ import { AppError } from '../../shared/errors.ts';
 import { isId } from '../../shared/ids.ts';
 import { colorFor } from '../../shared/presence.ts';
 import { CloseCode } from '../../shared/protocol.ts';
+import type { Logger } from 'pino';
 import type { Database } from '../../persistence/db.ts';
 import { resolveRole, type Role } from '../auth/access.ts';
 import type { TokenService } from '../auth/tokens.ts';
@@ -42,9 +43,12 @@ export class AuthExtension implements Extension {
   /** Requests (one per socket) that authenticated at least one document. */
   readonly authenticated = new WeakSet<Request>();
 
-  constructor(db: Database, tokens: TokenService) {
+  readonly #logger: Logger | undefined;
+
+  constructor(db: Database, tokens: TokenService, logger?: Logger) {
     this.#db = db;
     this.#tokens = tokens;
+    this.#logger = logger;
   }
 
   async onAuthenticate({ token, documentName, connectionConfig, request }: onAuthenticatePayload): Promise<ConnectionContext> {
@@ -63,7 +67,11 @@ export class AuthExtension implements Extension {
       };
     } catch (error) {
       // Thrown as a plain object on purpose: Hocuspocus logs thrown Errors' messages to the console.
-      throw refusal(error instanceof AppError ? error : new AppError('internal'));
+      // Anything but a decision (the database unreachable, mostly) is `not_ready`: retry later,
+      // never a definitive answer about the session or the user.
+      if (error instanceof AppError) throw refusal(error);
+      this.#logger?.error({ err: error, session: documentName }, 'authentication could not be decided');
+      throw refusal(new AppError('not_ready'));
     }
   }
 
