@@ -34,6 +34,8 @@ export interface UpdateLogOptions {
   retryMinMs?: number;
   retryMaxMs?: number;
   onError?: (error: unknown, context: string) => void;
+  /** Called after each successful group commit (metrics). */
+  onCommit?: (rows: number, seconds: number) => void;
 }
 
 interface Pending extends AppendRow {
@@ -54,7 +56,7 @@ export interface LoadedDocument {
 
 export class UpdateLog {
   readonly #db: Database;
-  readonly #opts: Required<Omit<UpdateLogOptions, 'onError'>> & Pick<UpdateLogOptions, 'onError'>;
+  readonly #opts: Required<Omit<UpdateLogOptions, 'onError' | 'onCommit'>> & Pick<UpdateLogOptions, 'onError' | 'onCommit'>;
   #pending: Pending[] = [];
   #waiters: Waiter[] = [];
   #issued = 0;
@@ -179,6 +181,7 @@ export class UpdateLog {
   async #drain(): Promise<void> {
     while (this.#pending.length > 0) {
       const batch = this.#pending.slice(0, this.#opts.maxBatchRows);
+      const started = performance.now();
       try {
         await this.#write(batch);
       } catch (error) {
@@ -188,6 +191,7 @@ export class UpdateLog {
         continue;
       }
       this.#failures = 0;
+      this.#opts.onCommit?.(batch.length, (performance.now() - started) / 1000);
       this.#pending.splice(0, batch.length);
       this.#durable = batch[batch.length - 1]!.ticket;
       this.#releaseWaiters();

@@ -18,7 +18,9 @@ import { AuthExtension } from './extensions/auth.ts';
 import { AwarenessGuardExtension } from './extensions/awareness.ts';
 import { LimitsExtension } from './extensions/limits.ts';
 import { UpdateGuard } from './yjs-guard.ts';
+import { Metrics } from './metrics.ts';
 import { PersistenceExtension } from './extensions/persistence.ts';
+import { SnapshotExtension } from './extensions/snapshots.ts';
 import { createHttpApp } from './http/app.ts';
 import { createSocketHooks } from './transport/hooks.ts';
 import { listen, type TransportName } from './transport/index.ts';
@@ -74,12 +76,19 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   }
 
   const tokens = new TokenService(await signingSecret(config));
+  const metrics = new Metrics(nodeId);
   const log = new UpdateLog(db, {
     nodeId,
     onError: (error, context) => logger.error({ err: error }, `update log: ${context}`),
+    onCommit: (rows, seconds) => {
+      metrics.committedUpdates.inc(rows);
+      metrics.commitBatches.observe(rows);
+      metrics.commitSeconds.observe(seconds);
+    },
   });
 
-  const auth = new AuthExtension(db, tokens);
+  const auth = new AuthExtension(db, tokens, logger);
+  const snapshots = new SnapshotExtension({ db, log, logger, quietMs: config.AUTOSAVE_QUIET_MS });
   const guard = new UpdateGuard({ budgetMs: config.UPDATE_DECODE_BUDGET_MS });
   const hocuspocus = new Hocuspocus({
     name: nodeId,
@@ -98,11 +107,23 @@ export async function startServer(config: Config, options: { logger?: Logger } =
         maxDocumentsPerSocket: config.MAX_DOCUMENTS_PER_SOCKET,
         logger,
       }),
-      new PersistenceExtension(log, logger, { compactAfterUpdates: config.COMPACT_AFTER_UPDATES }),
+      new PersistenceExtension(log, logger, {
+        compactAfterUpdates: config.COMPACT_AFTER_UPDATES,
+        onAckWait: (seconds) => metrics.ackWaitSeconds.observe(seconds),
+      }),
+      // After PersistenceExtension: a restore waits for its change to pass this extension's onChange.
+      snapshots,
     ],
   });
 
-  const http = createHttpApp({ db, tokens, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId });
+  metrics.observe({
+    documents: () => hocuspocus.getDocumentsCount(),
+    connections: () => hocuspocus.getConnectionsCount(),
+    logBacklog: () => log.backlog,
+    logHealthy: () => log.healthy,
+    updatesRefused: () => guard.rejected,
+  });
+  const http = createHttpApp({ db, tokens, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId, metrics, versions: snapshots });
   const { listening, note } = await listen(
     config.TRANSPORT,
     {

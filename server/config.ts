@@ -43,6 +43,8 @@ const schema = z
     UPDATE_DECODE_BUDGET_MS: bytes.default(100),
     /** Compact a document's update log once this many updates follow its snapshot. */
     COMPACT_AFTER_UPDATES: bytes.default(500),
+    /** Autosave a version this long after a document's last change, in ms; 0 disables (saving on last leave stays). */
+    AUTOSAVE_QUIET_MS: z.coerce.number().int().min(0).max(24 * 3600 * 1000).default(30_000),
   })
   .superRefine((env, ctx) => {
     if (env.DATABASE_URL && !env.AUTH_JWT_SECRET) {

@@ -76,6 +76,30 @@ for (const c of matrix()) {
       c2.destroy();
     });
 
+    it('exports Prometheus metrics that count committed updates', async () => {
+      const res = await fetch(`${server.url}/metrics`);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toContain('text/plain');
+      const text = await res.text();
+      const committed = /^imageflow_updates_committed_total\{node="[^"]+"\} (\d+)/m.exec(text);
+      // The previous test's edits were acknowledged on this (restarted) server's predecessor; the
+      // client that reconnected here synced without new edits, so make one and watch it count.
+      const before = Number(committed?.[1] ?? 0);
+      const db = openPool(server.databaseUrl, register);
+      const owner = await createActor(db, 'owner');
+      const sessionId = await createSession(server.url, owner.token, await createImage(db, owner.userId));
+      const c1 = connectClient(server.wsUrl, sessionId, owner.token, register);
+      await c1.synced;
+      c1.doc.getMap('meta').set('counted', true);
+      await acknowledged(c1);
+      const after = await (await fetch(`${server.url}/metrics`)).text();
+      const now = Number(/^imageflow_updates_committed_total\{node="[^"]+"\} (\d+)/m.exec(after)?.[1]);
+      expect(now).toBeGreaterThan(before);
+      expect(after).toMatch(/^imageflow_ack_wait_seconds_count\{node="[^"]+"\} [1-9]/m);
+      expect(after).toMatch(/^imageflow_documents_loaded\{node="[^"]+"\} [1-9]/m);
+      c1.destroy();
+    });
+
     it('serves the same document to y-websocket clients on /yjs/<sessionId>', async () => {
       const db = openPool(server.databaseUrl, register);
       const owner = await createActor(db, 'owner');

@@ -15,6 +15,8 @@ describe('configuration', () => {
     [{ AUTH_JWT_SECRET: 'short' }, /^invalid configuration: AUTH_JWT_SECRET must be at least 32 characters$/],
     [{ NODE_ID: 'has space' }, /^invalid configuration: NODE_ID /],
     [{ REDIS_URL: 'http://x' }, /^invalid configuration: REDIS_URL /],
+    [{ AUTOSAVE_QUIET_MS: '-1' }, /^invalid configuration: AUTOSAVE_QUIET_MS /],
+    [{ AUTOSAVE_QUIET_MS: 'soon' }, /^invalid configuration: AUTOSAVE_QUIET_MS /],
   ])('refuses %o with a one-line reason', (env, message) => {
     let error: unknown;
     try {
@@ -25,6 +27,11 @@ describe('configuration', () => {
     expect(error).toBeInstanceOf(ConfigError);
     expect((error as Error).message).toMatch(message);
     expect((error as Error).message).not.toContain('\n');
+  });
+
+  it('autosaves after 30 s of quiet by default; 0 turns the timer off', () => {
+    expect(loadConfig({}).AUTOSAVE_QUIET_MS).toBe(30_000);
+    expect(loadConfig({ AUTOSAVE_QUIET_MS: '0' }).AUTOSAVE_QUIET_MS).toBe(0);
   });
 
   it('treats empty variables as unset', () => {

@@ -14,8 +14,11 @@ import type { UpdateLog } from '../../persistence/update-log.ts';
 import type { SessionRow } from '../../persistence/repositories/sessions.ts';
 import { authenticate } from '../auth/access.ts';
 import type { TokenService } from '../auth/tokens.ts';
+import type { Metrics } from '../metrics.ts';
 import { createSession, endSession } from '../sessions.ts';
 import { registerParticipantRoutes } from './participants.ts';
+import { registerVersionRoutes } from './versions.ts';
+import type { VersionService } from '../extensions/snapshots.ts';
 import { readJson, type Env } from './json.ts';
 
 export { readJson, type Env };
@@ -28,6 +31,9 @@ export interface HttpDeps {
   logger: Logger;
   maxBodyBytes: number;
   nodeId: string;
+  metrics: Metrics;
+  /** Saving and restoring versions of live documents (server/extensions/snapshots.ts). */
+  versions: VersionService;
 }
 
 
@@ -77,6 +83,10 @@ export function createHttpApp(deps: HttpDeps): Hono<Env> {
 
   app.get('/healthz', (c) => c.json({ status: 'ok', nodeId: deps.nodeId }));
 
+  app.get('/metrics', async (c) =>
+    c.body(await deps.metrics.registry.metrics(), 200, { 'content-type': deps.metrics.registry.contentType }),
+  );
+
   app.get('/readyz', async (c) => {
     const database = await deps.db.ping(2_000);
     const updateLog = deps.log.healthy;
@@ -109,6 +119,7 @@ export function createHttpApp(deps: HttpDeps): Hono<Env> {
   });
 
   registerParticipantRoutes(app, deps);
+  registerVersionRoutes(app, deps);
 
   return app;
 }

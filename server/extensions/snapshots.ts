@@ -1,0 +1,384 @@
+/**
+ * Versions of the live documents: saving (HTTP, the `saveVersion` stateless message, autosave)
+ * and restoring. The database side is server/versions.ts; this is the Hocuspocus side.
+ *
+ * - Saving reads the canvas from the loaded document (or, when no client has it open on this
+ *   node, from the durable update log), validates it, and records a version. Saves of one
+ *   document are serialized on this node; across nodes the database locks order them.
+ * - `versionSaved` goes to every connection of the document after any save.
+ * - Autosave: `quietMs` after the last change of a document (each change restarts the wait; 0
+ *   disables it), and when the last connection leaves. Only when something changed: each document
+ *   counts its changes, and a save remembers the count it saw; an autosave then also compares the
+ *   canvas with the session's head version inside the snapshot transaction and records nothing
+ *   when the content is the same (a change and its undo, edits outside the canvas, or another
+ *   node that already saved it). The actor of an autosave is the last user who changed the
+ *   document (else the session's owner).
+ * - Restore writes the version's canvas into the document through a Hocuspocus direct connection
+ *   as ordinary Yjs changes (the fewest: `applyCanvas`), so every client receives them and the
+ *   PersistenceExtension appends them to the update log like any edit; it waits for the log to
+ *   commit them, then records a `restore` version.
+ *
+ * No hook here ever throws: an exception in onChange or onStateless would be an unhandled
+ * rejection (STACK-NOTES). Failures are logged, or answered to the asking connection.
+ */
+import type {
+  Connection,
+  Document,
+  Extension,
+  Hocuspocus,
+  afterLoadDocumentPayload,
+  afterUnloadDocumentPayload,
+  onChangePayload,
+  onConfigurePayload,
+  onDisconnectPayload,
+  onStatelessPayload,
+} from '@hocuspocus/server';
+import type { Logger } from 'pino';
+import * as Y from 'yjs';
+import { applyCanvas, readCanvas } from '../../shared/canvas.ts';
+import { AppError } from '../../shared/errors.ts';
+import { saveVersionMessage, type VersionsServerMessage } from '../../shared/versions.ts';
+import type { Database } from '../../persistence/db.ts';
+import type { UpdateLog } from '../../persistence/update-log.ts';
+import { getSession } from '../../persistence/repositories/sessions.ts';
+import type { VersionMetaRow } from '../../persistence/repositories/versions.ts';
+import { recordVersion, validateCanvas, versionJson, versionToRestore, type RecordVersionInput } from '../versions.ts';
+
+/** What the HTTP routes need from the live side. */
+export interface VersionService {
+  /** Snapshots the session now. The caller has checked that `userId` may edit it. */
+  saveVersion(input: { sessionId: string; userId: string; description: string | null }): Promise<VersionMetaRow>;
+  /** Makes `versionId`'s canvas the live document and records a `restore` version. */
+  restoreVersion(input: { sessionId: string; userId: string; versionId: string; description: string | null }): Promise<VersionMetaRow>;
+}
+
+interface DocState {
+  /** Changes seen (onChange) since the document was loaded on this node. */
+  changes: number;
+  /** `changes` as read by the last successful save (or 0 at load). Dirty = changes !== savedAt. */
+  savedAt: number;
+  lastEditor: string | null;
+  timer: NodeJS.Timeout | null;
+}
+
+/** The context of the direct connection a restore writes through (hooks see it). */
+interface RestoreContext {
+  userId: string;
+  restore: { versionId: string; seen: () => void };
+}
+
+/** How long a restore waits for its change to pass the onChange hooks before going on. */
+const CHANGE_SEEN_TIMEOUT_MS = 10_000;
+
+export class SnapshotExtension implements Extension, VersionService {
+  extensionName = 'snapshots';
+  readonly #db: Database;
+  readonly #log: UpdateLog;
+  readonly #logger: Logger;
+  readonly #quietMs: number;
+  #hocuspocus: Hocuspocus | null = null;
+  readonly #docs = new Map<string, DocState>();
+  /** Per document: the tail of its chain of saves on this node. */
+  readonly #queues = new Map<string, Promise<unknown>>();
+
+  constructor(deps: { db: Database; log: UpdateLog; logger: Logger; quietMs: number }) {
+    this.#db = deps.db;
+    this.#log = deps.log;
+    this.#logger = deps.logger;
+    this.#quietMs = deps.quietMs;
+  }
+
+  onConfigure({ instance }: onConfigurePayload): Promise<void> {
+    this.#hocuspocus = instance;
+    return Promise.resolve();
+  }
+
+  afterLoadDocument({ documentName }: afterLoadDocumentPayload): Promise<void> {
+    this.#state(documentName);
+    return Promise.resolve();
+  }
+
+  onChange({ documentName, context, transactionOrigin }: onChangePayload): Promise<void> {
+    try {
+      const state = this.#state(documentName);
+      state.changes += 1;
+      const userId = (context as { userId?: unknown } | undefined)?.userId;
+      if (typeof userId === 'string') state.lastEditor = userId;
+      const origin = transactionOrigin as { source?: string; context?: Partial<RestoreContext> } | null;
+      origin?.context?.restore?.seen();
+      this.#schedule(documentName, state);
+    } catch (error) {
+      this.#logger.error({ err: error, session: documentName }, 'snapshots: onChange failed');
+    }
+    return Promise.resolve();
+  }
+
+  async onDisconnect({ document, documentName }: onDisconnectPayload): Promise<void> {
+    // The last connection left: save what changed now instead of after the quiet period.
+    if (document.getConnectionsCount() > 0) return;
+    const state = this.#docs.get(documentName);
+    if (!state) return;
+    this.#clearTimer(state);
+    await this.#autosave(documentName, 'last connection left');
+  }
+
+  afterUnloadDocument({ documentName }: afterUnloadDocumentPayload): Promise<void> {
+    const state = this.#docs.get(documentName);
+    if (state) this.#clearTimer(state);
+    this.#docs.delete(documentName);
+    return Promise.resolve();
+  }
+
+  onDestroy(): Promise<void> {
+    for (const state of this.#docs.values()) this.#clearTimer(state);
+    this.#docs.clear();
+    return Promise.resolve();
+  }
+
+  async onStateless({ payload, connection, documentName }: onStatelessPayload): Promise<void> {
+    let message: unknown;
+    try {
+      message = JSON.parse(payload);
+    } catch {
+      return; // not JSON: not ours
+    }
+    if ((message as { type?: unknown } | null)?.type !== 'saveVersion') return;
+    const rawId = (message as { requestId?: unknown }).requestId;
+    const requestId = typeof rawId === 'string' && rawId.length <= 100 ? rawId : undefined;
+    try {
+      const parsed = saveVersionMessage.safeParse(message);
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0]!;
+        throw new AppError('invalid_body', `${issue.path.join('.') || 'message'}: ${issue.message}`);
+      }
+      const userId = (connection.context as { userId?: unknown } | undefined)?.userId;
+      if (connection.readOnly || typeof userId !== 'string') {
+        throw new AppError('forbidden', 'A read-only connection cannot save versions.');
+      }
+      await this.#save({ sessionId: documentName, userId, description: parsed.data.description ?? null, kind: 'manual' }, requestId);
+    } catch (error) {
+      this.#replyError(connection, documentName, error, requestId);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // VersionService
+  // -------------------------------------------------------------------------------------------
+
+  async saveVersion(input: { sessionId: string; userId: string; description: string | null }): Promise<VersionMetaRow> {
+    const version = await this.#save({ ...input, kind: 'manual' });
+    return version!;
+  }
+
+  async restoreVersion(input: { sessionId: string; userId: string; versionId: string; description: string | null }): Promise<VersionMetaRow> {
+    const hocuspocus = this.#requireHocuspocus();
+    const session = await getSession(this.#db, input.sessionId);
+    if (!session) throw new AppError('session_not_found');
+    const target = await versionToRestore(this.#db, session.image_id, input.versionId);
+    // The restored document says which version it now continues from.
+    const canvas = { ...target.canvas, meta: { ...target.canvas.meta, baseVersionId: target.row.version_id } };
+
+    let seen!: () => void;
+    const changeSeen = new Promise<void>((resolve) => (seen = resolve));
+    const context: RestoreContext = { userId: input.userId, restore: { versionId: target.row.version_id, seen } };
+    // Opening loads the document if no client has it open here; closing stores and unloads it then.
+    const connection = await hocuspocus.openDirectConnection(input.sessionId, context);
+    try {
+      return await this.#serialize(input.sessionId, async () => {
+        let changed = false;
+        await connection.transact((document) => {
+          changed = applyCanvas(document, canvas);
+        });
+        if (changed) {
+          // onChange hooks run after the transaction, in order: once ours has seen the change, the
+          // PersistenceExtension (listed before this extension) has appended it to the log.
+          await withTimeout(changeSeen, CHANGE_SEEN_TIMEOUT_MS, () =>
+            this.#logger.warn({ session: input.sessionId }, 'restore: change not seen by onChange in time; flushing anyway'),
+          );
+        }
+        const state = this.#state(input.sessionId);
+        const seenChanges = state.changes;
+        await this.#log.flushed();
+        const recorded = await recordVersion(this.#db, {
+          sessionId: input.sessionId,
+          userId: input.userId,
+          canvas,
+          description: input.description ?? `Restored from version ${target.row.version_number}`,
+          kind: 'restore',
+          restoredFromVersionId: target.row.version_id,
+        });
+        this.#afterSave(input.sessionId, seenChanges, recorded!.version);
+        return recorded!.version;
+      });
+    } finally {
+      await connection.disconnect();
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Internals
+  // -------------------------------------------------------------------------------------------
+
+  #requireHocuspocus(): Hocuspocus {
+    if (!this.#hocuspocus) throw new Error('SnapshotExtension used before Hocuspocus configured it');
+    return this.#hocuspocus;
+  }
+
+  #state(documentName: string): DocState {
+    let state = this.#docs.get(documentName);
+    if (!state) {
+      state = { changes: 0, savedAt: 0, lastEditor: null, timer: null };
+      this.#docs.set(documentName, state);
+    }
+    return state;
+  }
+
+  #schedule(documentName: string, state: DocState): void {
+    if (this.#quietMs <= 0) return;
+    this.#clearTimer(state);
+    state.timer = setTimeout(() => {
+      state.timer = null;
+      if (!this.#hocuspocus?.documents.has(documentName)) {
+        this.#docs.delete(documentName); // unloaded meanwhile: its last leave already saved it
+        return;
+      }
+      void this.#autosave(documentName, 'quiet period');
+    }, this.#quietMs);
+    state.timer.unref();
+  }
+
+  #clearTimer(state: DocState): void {
+    if (state.timer) clearTimeout(state.timer);
+    state.timer = null;
+  }
+
+  /** Runs `fn` after every earlier save of this document on this node has finished. */
+  #serialize<T>(documentName: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.#queues.get(documentName) ?? Promise.resolve();
+    const run = previous.then(fn, fn);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#queues.set(documentName, tail);
+    void tail.then(() => {
+      if (this.#queues.get(documentName) === tail) this.#queues.delete(documentName);
+    });
+    return run;
+  }
+
+  /**
+   * Reads the live canvas: from the document loaded on this node, else from the update log.
+   * Returns the change count the read corresponds to and the last editor at that moment (null
+   * when read from the log).
+   */
+  async #readLive(sessionId: string): Promise<{ raw: unknown; changes: number | null; lastEditor: string | null }> {
+    const hocuspocus = this.#requireHocuspocus();
+    let document: Document | undefined = hocuspocus.documents.get(sessionId);
+    if (!document) {
+      const loading = hocuspocus.loadingDocuments.get(sessionId);
+      if (loading) document = await loading.catch(() => undefined);
+    }
+    if (document && !document.isDestroyed) {
+      // Synchronous: the canvas, the change count and the last editor describe the same moment.
+      const state = this.#docs.get(sessionId);
+      return { raw: readCanvas(document), changes: state?.changes ?? null, lastEditor: state?.lastEditor ?? null };
+    }
+    await this.#log.flushed();
+    const loaded = await this.#log.load(sessionId);
+    const doc = new Y.Doc();
+    try {
+      if (loaded.rows > 0) Y.applyUpdate(doc, loaded.state);
+      return { raw: readCanvas(doc), changes: null, lastEditor: null };
+    } finally {
+      doc.destroy();
+    }
+  }
+
+  /**
+   * A manual save or an autosave; null when an autosave found nothing to record. A null `userId`
+   * (autosave) means the last user who changed the document as read (else the session's owner).
+   */
+  #save(input: Omit<RecordVersionInput, 'canvas'>, requestId?: string): Promise<VersionMetaRow | null> {
+    return this.#serialize(input.sessionId, async () => {
+      const live = await this.#readLive(input.sessionId);
+      const canvas = validateCanvas(live.raw);
+      const recorded = await recordVersion(this.#db, { ...input, userId: input.userId ?? live.lastEditor, canvas });
+      if (!recorded) {
+        if (live.changes !== null) this.#markSaved(input.sessionId, live.changes);
+        return null;
+      }
+      this.#afterSave(input.sessionId, live.changes, recorded.version, requestId);
+      return recorded.version;
+    });
+  }
+
+  #markSaved(sessionId: string, changes: number): void {
+    const state = this.#docs.get(sessionId);
+    if (state && changes > state.savedAt) state.savedAt = changes;
+  }
+
+  #afterSave(sessionId: string, changes: number | null, version: VersionMetaRow, requestId?: string): void {
+    if (changes !== null) this.#markSaved(sessionId, changes);
+    const document = this.#hocuspocus?.documents.get(sessionId);
+    if (!document) return;
+    const message: VersionsServerMessage = { type: 'versionSaved', version: versionJson(version), ...(requestId ? { requestId } : {}) };
+    document.broadcastStateless(JSON.stringify(message));
+  }
+
+  async #autosave(sessionId: string, reason: string): Promise<void> {
+    const state = this.#docs.get(sessionId);
+    if (!state || state.changes === state.savedAt) return;
+    try {
+      const version = await this.#save({
+        sessionId,
+        userId: null,
+        description: null,
+        kind: 'autosave',
+        onlyIfChanged: true,
+      });
+      if (version) this.#logger.debug({ session: sessionId, version: version.version_id, reason }, 'autosaved a version');
+    } catch (error) {
+      if (error instanceof AppError && error.code === 'invalid_canvas') {
+        this.#logger.warn({ session: sessionId, reason, problem: error.message }, 'autosave skipped: invalid canvas');
+      } else if (error instanceof AppError && error.code === 'session_not_found') {
+        this.#logger.debug({ session: sessionId }, 'autosave skipped: the session is gone');
+      } else {
+        this.#logger.error({ err: error, session: sessionId, reason }, 'autosave failed; will retry after the next change');
+      }
+    }
+  }
+
+  #replyError(connection: Connection, documentName: string, error: unknown, requestId?: string): void {
+    const appError = error instanceof AppError ? error : new AppError('internal');
+    if (!(error instanceof AppError)) this.#logger.error({ err: error, session: documentName }, 'saveVersion failed');
+    const message: VersionsServerMessage = {
+      type: 'error',
+      code: appError.code,
+      message: appError.message,
+      ...(requestId ? { requestId } : {}),
+    };
+    try {
+      connection.sendStateless(JSON.stringify(message));
+    } catch (sendError) {
+      this.#logger.debug({ err: sendError, session: documentName }, 'could not answer a saveVersion (connection closed)');
+    }
+  }
+}
+
+/** Waits for `promise`, or `ms` at most (then calls `onTimeout`). */
+async function withTimeout(promise: Promise<void>, ms: number, onTimeout: () => void): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => {
+    timer = setTimeout(() => {
+      onTimeout();
+      resolve();
+    }, ms);
+  });
+  try {
+    await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
