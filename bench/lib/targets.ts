@@ -1,0 +1,117 @@
+/**
+ * The servers compared, each started as its own child process on port 0 against the bench
+ * database: ours (`server/main.ts`, as test/support/server-process.ts starts it) on the node or
+ * uws transport, and stock Hocuspocus (`bench/stock-server.ts`).
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TokenService } from '../../server/auth/tokens.ts';
+import { COLLAB_PATH } from '../../shared/protocol.ts';
+import { nodeBin, repoRoot } from '../../test/support/uws-runtime.ts';
+import { spawnServer, type ServerChild } from './child.ts';
+import { createOwnerWithImage, type BenchDatabase } from './database.ts';
+
+export interface Target {
+  /** 'stock', 'ours-node', 'ours-uws'. */
+  readonly id: string;
+  readonly label: string;
+  /** The table the server writes documents to (scenario 3b locks it). */
+  readonly storageTable: string;
+  /** Starts a server process on the bench database (again after a kill: same data). */
+  start(): Promise<ServerChild>;
+  /** Token every client of this target presents. */
+  token(): string;
+  /** Names of `count` new documents a client may open (for ours: new sessions). */
+  newDocuments(server: ServerChild, count: number): Promise<string[]>;
+  /** Removes what `start()` left on disk. */
+  cleanup(): void;
+}
+
+const BENCH_SECRET = randomBytes(32).toString('base64url');
+
+/** The servers' environment: nothing inherited but PATH and HOME, plus BENCH_SERVER_NODE_OPTIONS (e.g. --cpu-prof). */
+function baseEnv(): Record<string, string> {
+  const options = process.env.BENCH_SERVER_NODE_OPTIONS;
+  return {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: process.env.HOME ?? '/tmp',
+    ...(options ? { NODE_OPTIONS: options } : {}),
+  };
+}
+
+export function stockTarget(db: BenchDatabase): Target {
+  return {
+    id: 'stock',
+    label: 'stock Hocuspocus',
+    storageTable: 'stock_documents',
+    start: () =>
+      spawnServer({
+        label: 'stock Hocuspocus',
+        command: [nodeBin, join(repoRoot, 'bench/stock-server.ts')],
+        env: { ...baseEnv(), DATABASE_URL: db.url },
+        cwd: repoRoot,
+        wsPath: '/',
+      }),
+    token: () => 'ignored-by-stock',
+    newDocuments: async (_server, count) => Array.from({ length: count }, () => `doc-${randomBytes(6).toString('hex')}`),
+    cleanup: () => {},
+  };
+}
+
+export function oursTarget(db: BenchDatabase, transport: 'node' | 'uws', launcherPrefix: readonly string[]): Target {
+  const tokens = new TokenService(BENCH_SECRET);
+  const dataDir = mkdtempSync(join(tmpdir(), `bench-${transport}-`));
+  let owner: { userId: string; imageId: string; token: string } | undefined;
+  const label = `ours (${transport})`;
+  return {
+    id: `ours-${transport}`,
+    label,
+    storageTable: 'document_updates',
+    start: () =>
+      spawnServer({
+        label,
+        command: [...launcherPrefix, nodeBin, join(repoRoot, 'server/main.ts')],
+        env: {
+          ...baseEnv(),
+          PORT: '0',
+          HOST: '127.0.0.1',
+          DATA_DIR: dataDir,
+          TRANSPORT: transport,
+          LOG_LEVEL: 'info',
+          AUTH_JWT_SECRET: BENCH_SECRET,
+          DATABASE_URL: db.url,
+          NODE_ID: `bench-${transport}`,
+        },
+        cwd: repoRoot,
+        wsPath: COLLAB_PATH,
+      }),
+    token: () => {
+      if (!owner) throw new Error('no documents created yet: newDocuments() writes the fixtures');
+      return owner.token;
+    },
+    newDocuments: async (server, count) => {
+      // The server has migrated the database by the time it listens; fixtures go in after.
+      if (!owner) {
+        const { userId, imageId } = await createOwnerWithImage(db.pool);
+        owner = { userId, imageId, token: await tokens.sign(userId, { expiresInSeconds: 3600 }) };
+      }
+      const names: string[] = [];
+      for (let i = 0; i < count; i += 1) {
+        const response = await fetch(`${server.httpUrl}/api/sessions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${owner.token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ imageId: owner.imageId }),
+        });
+        const body = (await response.json()) as { session?: { sessionId?: string } };
+        if (response.status !== 201 || !body.session?.sessionId) {
+          throw new Error(`POST /api/sessions answered ${response.status}: ${JSON.stringify(body)}`);
+        }
+        names.push(body.session.sessionId);
+      }
+      return names;
+    },
+    cleanup: () => rmSync(dataDir, { recursive: true, force: true }),
+  };
+}
