@@ -86,6 +86,7 @@ export async function startServerProcess(options: StartOptions): Promise<ServerP
           const entry = JSON.parse(line) as { port?: number; databaseUrl?: string; transport?: string; msg?: string };
           if (entry.msg?.startsWith('listening') && entry.port) {
             clearTimeout(timer);
+            child.stdout!.off('data', check);
             resolve(entry as { port: number; databaseUrl?: string; transport: string });
             return;
           }
