@@ -11,6 +11,7 @@ import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool } from './support/fixtures.ts';
 import { authFrame, awarenessFrame, frame, rawClient, syncFrame, MessageType } from './support/raw-client.ts';
 import { startServerProcess, type ServerProcess } from './support/server-process.ts';
+import { mulberry32 } from './support/random.ts';
 import type pg from 'pg';
 
 const teardown: Array<() => Promise<void>> = [];
@@ -313,18 +314,6 @@ describe('seeded fuzzer of mutated real messages', () => {
     fresh.destroy();
   });
 });
-
-/** A small seeded PRNG (mulberry32). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function mutate(input: Uint8Array, random: () => number): Uint8Array {
   const bytes = Array.from(input);

@@ -22,6 +22,7 @@ import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool, tokens } from './support/fixtures.ts';
 import { startServerProcess, type ServerProcess } from './support/server-process.ts';
 import { startProxy, type TcpProxy } from './support/tcp-proxy.ts';
+import { mulberry32 } from './support/random.ts';
 
 type Register = (fn: () => Promise<void>) => void;
 
@@ -38,17 +39,7 @@ const DEADLINE = 20_000;
 const SEED = process.env.DURABILITY_SEED ? Number(process.env.DURABILITY_SEED) : Math.floor(Math.random() * 2 ** 31);
 console.log(`[durability] random seed ${SEED} (replay with DURABILITY_SEED=${SEED})`);
 
-/** mulberry32: a small seeded PRNG, so a failing series can be replayed exactly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = mulberry32;
 
 const MAP = 'durabilityMap';
 const LIST = 'durabilityList';

@@ -9,6 +9,7 @@
  * the new one never trips idx_versions_one_current. Lock order: image, then session.
  */
 import type { Queryable } from '../db.ts';
+import type { LayerRowJson } from '../../shared/versions.ts';
 
 export type VersionKind = 'manual' | 'autosave' | 'restore';
 
@@ -57,20 +58,7 @@ export interface LayerRowRaw {
 }
 
 /** What one canvas_layers row is written from (see server/versions.ts `canvasToLayerRows`). */
-export interface LayerRowInput {
-  layerId: string;
-  layerKey: string;
-  layerOrder: number;
-  layerType: string;
-  name: string;
-  visible: boolean;
-  opacity: number;
-  blendMode: string;
-  locked: boolean;
-  layerData: unknown;
-  transformMatrix: unknown;
-  filters: unknown;
-}
+export type LayerRowInput = Omit<LayerRowJson, 'createdAt'>;
 
 export interface NewVersion {
   versionId: string;
