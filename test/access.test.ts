@@ -153,6 +153,28 @@ describe('who may join and write', () => {
   });
 });
 
+describe('who may start a session on an image (the seed\'s privacy rules)', () => {
+  it('public: anyone; followers: the owner\'s followers; private: the owner only', async () => {
+    const owner = await createActor(db, 'owner');
+    const follower = await createActor(db, 'follower');
+    const stranger = await createActor(db, 'stranger');
+    await db.query('INSERT INTO follows (follower_id, following_id) VALUES ($1, $2)', [follower.userId, owner.userId]);
+    const images = {
+      public: await createImage(db, owner.userId, { privacyLevel: 'public' }),
+      followers: await createImage(db, owner.userId, { privacyLevel: 'followers' }),
+      private: await createImage(db, owner.userId, { privacyLevel: 'private' }),
+    };
+    const attempt = async (token: string, imageId: string) =>
+      (await api(server.url, 'POST', '/api/sessions', { token, body: { imageId } })).status;
+    expect(await attempt(stranger.token, images.public)).toBe(201);
+    expect(await attempt(stranger.token, images.followers)).toBe(404);
+    expect(await attempt(stranger.token, images.private)).toBe(404);
+    expect(await attempt(follower.token, images.followers)).toBe(201);
+    expect(await attempt(follower.token, images.private)).toBe(404);
+    expect(await attempt(owner.token, images.private)).toBe(201);
+  });
+});
+
 describe('awareness', () => {
   it('forces user.id and colour, and drops updates for another connection\'s clientID', async () => {
     const { owner, editor, viewer, sessionId } = await setup();

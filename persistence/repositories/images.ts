@@ -25,12 +25,16 @@ export const imageQueries = {
   get: `
     SELECT image_id, user_id, title, width, height, privacy_level, is_deleted
     FROM images WHERE image_id = $1`,
-  /** The seed's images_view_policy, evaluated for one viewer (the app connects as table owner). */
+  /**
+   * The seed's images_view_policy for one viewer (the app connects as table owner, so RLS does not
+   * apply to it): public images, your own, and `followers` images of people you follow. As in
+   * migration 001's policy, `private` means owner-only (the seed's text let followers see those too).
+   */
   visibleTo: `
     SELECT 1 FROM images i
     WHERE i.image_id = $1 AND NOT i.is_deleted AND (
-      i.privacy_level = 'public' OR i.user_id = $2 OR EXISTS (
-        SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.following_id = i.user_id))`,
+      i.privacy_level = 'public' OR i.user_id = $2 OR (i.privacy_level = 'followers' AND EXISTS (
+        SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.following_id = i.user_id)))`,
   insert: `
     INSERT INTO images (image_id, user_id, title, filename, mime_type, file_size, width, height,
                         storage_path, thumbnail_paths, privacy_level)
