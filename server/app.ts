@@ -21,6 +21,8 @@ import { UpdateGuard } from './yjs-guard.ts';
 import { Metrics } from './metrics.ts';
 import { PersistenceExtension } from './extensions/persistence.ts';
 import { SnapshotExtension } from './extensions/snapshots.ts';
+import { PresenceExtension } from './extensions/presence.ts';
+import { RedisSyncExtension } from './extensions/redis-sync.ts';
 import { createHttpApp } from './http/app.ts';
 import { createSocketHooks } from './transport/hooks.ts';
 import { listen, type TransportName } from './transport/index.ts';
@@ -90,6 +92,18 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   const auth = new AuthExtension(db, tokens, logger);
   const snapshots = new SnapshotExtension({ db, log, logger, quietMs: config.AUTOSAVE_QUIET_MS });
   const guard = new UpdateGuard({ budgetMs: config.UPDATE_DECODE_BUDGET_MS });
+  const presence = new PresenceExtension({ db, nodeId, logger, heartbeatMs: config.PRESENCE_HEARTBEAT_MS });
+  await presence.start();
+  // Only with REDIS_URL: otherwise a single node, and nothing Redis-related runs.
+  const redis = config.REDIS_URL
+    ? new RedisSyncExtension({
+        url: config.REDIS_URL,
+        nodeId,
+        prefix: config.REDIS_PREFIX,
+        syncIntervalMs: config.REDIS_SYNC_INTERVAL_MS,
+        logger,
+      })
+    : undefined;
   const hocuspocus = new Hocuspocus({
     name: nodeId,
     quiet: true,
@@ -113,6 +127,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
       }),
       // After PersistenceExtension: a restore waits for its change to pass this extension's onChange.
       snapshots,
+      presence,
+      ...(redis ? [redis] : []),
     ],
   });
 
@@ -123,7 +139,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     logHealthy: () => log.healthy,
     updatesRefused: () => guard.rejected,
   });
-  const http = createHttpApp({ db, tokens, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId, metrics, versions: snapshots });
+  const http = createHttpApp({ db, tokens, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId, metrics, versions: snapshots, ...(redis ? { redis } : {}) });
   const { listening, note } = await listen(
     config.TRANSPORT,
     {
@@ -161,6 +177,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
         hocuspocus.flushPendingStores();
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
+      await redis?.close();
+      await presence.close();
       await log.close();
       await guard.close();
       await db.close();

@@ -19,6 +19,15 @@ const schema = z
       .string()
       .regex(/^rediss?:\/\//, 'must be a redis:// URL')
       .optional(),
+    /** Namespace of this deployment's Redis keys and channels. */
+    REDIS_PREFIX: z
+      .string()
+      .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'must be 1-64 characters of A-Z a-z 0-9 _ . : -')
+      .default('imageflow'),
+    /** How often each node exchanges state vectors of its loaded documents through Redis, in ms. */
+    REDIS_SYNC_INTERVAL_MS: z.coerce.number().int().min(100).max(60_000).default(2_000),
+    /** Presence heartbeat of this node in node_presence, in ms; rows older than three beats are swept. */
+    PRESENCE_HEARTBEAT_MS: z.coerce.number().int().min(100).max(300_000).default(10_000),
     AUTH_JWT_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
     DATA_DIR: z.string().min(1).default('./data'),
     TRANSPORT: z.enum(['auto', 'uws', 'node']).default('auto'),

@@ -34,6 +34,8 @@ export interface HttpDeps {
   metrics: Metrics;
   /** Saving and restoring versions of live documents (server/extensions/snapshots.ts). */
   versions: VersionService;
+  /** Cross-node fan-out (only with REDIS_URL): its reachability is part of `/readyz`. */
+  redis?: { healthy(): boolean };
 }
 
 
@@ -91,8 +93,12 @@ export function createHttpApp(deps: HttpDeps): Hono<Env> {
     const database = await deps.db.ping(2_000);
     const updateLog = deps.log.healthy;
     const ready = database && updateLog;
+    // Redis down is `degraded`, still 200: this node keeps serving its own clients (and stores
+    // everything); only fan-out to other nodes waits, and anti-entropy catches up once it is back.
+    const redis = deps.redis?.healthy();
+    const status = !ready ? 'not_ready' : redis === false ? 'degraded' : 'ready';
     return c.json(
-      { status: ready ? 'ready' : 'not_ready', checks: { database, updateLog, backlog: deps.log.backlog } },
+      { status, checks: { database, updateLog, backlog: deps.log.backlog, ...(redis === undefined ? {} : { redis }) } },
       ready ? 200 : 503,
     );
   });

@@ -1,0 +1,295 @@
+/**
+ * Cross-node fan-out through Redis: @hocuspocus/extension-redis for the live path (each change
+ * publishes a state vector on the document's channel, peers answer with the diff on the sender's
+ * reply channel; awareness is relayed the same way), plus what it gets wrong (STACK-NOTES):
+ *
+ * - **No store lock.** Its `onStoreDocument` takes a Redlock with no retry and makes a node that
+ *   misses it skip its store (`SkipFurtherHooksError`). Our log is append-only and idempotent and
+ *   compaction has its own advisory lock (persistence/update-log.ts), so the lock is dropped:
+ *   every node's persistence hooks always run.
+ * - **Anti-entropy.** Pub/sub is at-most-once: a message published while a subscriber reconnects
+ *   is gone, and stock extension-redis only repairs that on the next edit. Every `syncIntervalMs`
+ *   (and at once whenever a Redis connection becomes ready again) each node publishes, for every
+ *   loaded document, its state vector and a digest of its delete set on one node-wide channel. A
+ *   node that holds structs the sender lacks, or whose delete set differs, sends the sender
+ *   `encodeStateAsUpdate(doc, senderStateVector)` on the sender's reply channel only (never the
+ *   document channel: a diff computed for one state vector must not reach others, #1151). Delete
+ *   sets are compared by digest because a delete-only update does not move the state vector.
+ * - **Presence removals.** Hocuspocus re-encodes relayed awareness through a scratch Awareness,
+ *   which drops `null` (removed) states, and extension-redis publishes nothing once the last local
+ *   connection is gone, so a user who left stays visible on other nodes until y-protocols' 30 s
+ *   timeout. Removals caused by a local connection closing are published on the node-wide channel
+ *   and applied with `removeAwarenessStates` on every other node.
+ * - **Redis unreachable.** Loading a document does not wait for Redis longer than
+ *   `loadWaitMs`; each node keeps serving its own clients; when Redis is back, document channels
+ *   are re-subscribed and an anti-entropy round runs at once, so nodes reconverge without new edits.
+ *
+ * Keys and channels are namespaced `<prefix>:…` (default `imageflow`); the only key written is
+ * `<prefix>:node:<nodeId>`, a liveness record that expires after three sync intervals.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { Redis as RedisExtension, type RedisInstance } from '@hocuspocus/extension-redis';
+import { OutgoingMessage } from '@hocuspocus/server';
+import type {
+  afterLoadDocumentPayload,
+  afterStoreDocumentPayload,
+  Document,
+  Hocuspocus,
+  onAwarenessUpdatePayload,
+} from '@hocuspocus/server';
+import * as decoding from 'lib0/decoding';
+import * as encoding from 'lib0/encoding';
+import type { Logger } from 'pino';
+import { removeAwarenessStates } from 'y-protocols/awareness';
+import * as Y from 'yjs';
+
+export interface RedisSyncOptions {
+  url: string;
+  nodeId: string;
+  /** Key and channel namespace; distinct per deployment (and per test file). */
+  prefix: string;
+  /** Anti-entropy period, ms. */
+  syncIntervalMs: number;
+  logger: Logger;
+  /** Longest a document load waits for Redis (subscribe, initial peer sync), ms. */
+  loadWaitMs?: number;
+}
+
+const MSG_STATE = 0;
+const MSG_AWARENESS_REMOVED = 1;
+
+/** Pure: does `local` hold a struct that the peer with state vector `remote` lacks? */
+export function hasStructsMissingFrom(local: Map<number, number>, remote: Map<number, number>): boolean {
+  for (const [client, clock] of local) if (clock > (remote.get(client) ?? 0)) return true;
+  return false;
+}
+
+/** Pure: the digest of a document's delete set (the only part of the state a state vector misses). */
+export function deleteSetDigest(doc: Y.Doc, stateVector: Uint8Array): string {
+  return createHash('sha1').update(Y.encodeStateAsUpdate(doc, stateVector)).digest('base64');
+}
+
+export class RedisSyncExtension extends RedisExtension {
+  override priority = 1000;
+  readonly #opts: RedisSyncOptions;
+  readonly #control: RedisInstance;
+  readonly #controlChannel: string;
+  readonly #disposers: Array<() => void> = [];
+  #closed = false;
+  /** Messages this node published on, and applied from, the control channel (for tests and metrics). */
+  diffsSent = 0;
+
+  constructor(options: RedisSyncOptions) {
+    const identifier = `${options.nodeId}-${randomBytes(4).toString('hex')}`;
+    const url = new URL(options.url);
+    super({
+      prefix: options.prefix,
+      identifier,
+      host: url.hostname,
+      port: Number(url.port || 6379),
+      options: {
+        ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+        ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+        db: Number(url.pathname.slice(1) || 0),
+        ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
+        // Subscriptions wait for Redis however long it takes (see the publisher below).
+        maxRetriesPerRequest: null,
+        retryStrategy: (times: number) => Math.min(times * 100, 1000),
+        connectionName: `${options.prefix}:${options.nodeId}`,
+      },
+      // The store lock is not used (see onStoreDocument).
+      lockTimeout: 1000,
+      disconnectDelay: 500,
+      awaitInitialSyncTimeout: 1000,
+    });
+    // Publisher: a publish fails after one reconnect attempt instead of piling up in memory during
+    // an outage (read by ioredis when a connection closes); anti-entropy repairs what it missed.
+    (this.pub.options as { maxRetriesPerRequest: number | null }).maxRetriesPerRequest = 1;
+    this.#opts = options;
+    this.#controlChannel = `${options.prefix}#control`;
+    this.#control = this.sub.duplicate();
+    for (const client of [this.pub, this.sub, this.#control]) {
+      client.on('error', (error: Error) => options.logger.debug({ err: error }, 'redis connection error'));
+    }
+    this.#control.on('messageBuffer', (_channel: Buffer, data: Buffer) => {
+      try {
+        this.#handleControl(new Uint8Array(data));
+      } catch (error) {
+        options.logger.warn({ err: error }, 'redis sync: bad control message');
+      }
+    });
+    void this.#control.subscribe(this.#controlChannel).catch((error: unknown) => {
+      options.logger.warn({ err: error }, 'redis sync: control subscription failed');
+    });
+    // Reconnected: re-subscribe every loaded document's channel (a load during the outage may have
+    // given up on it) and exchange state at once, so nodes reconverge without waiting for an edit.
+    const onReady = () => {
+      if (this.#closed) return;
+      this.#resubscribe();
+      this.#soon();
+    };
+    this.sub.on('ready', onReady);
+    this.#control.on('ready', onReady);
+    this.pub.on('ready', onReady);
+    const timer = setInterval(() => void this.#round(), options.syncIntervalMs);
+    timer.unref();
+    this.#disposers.push(() => clearInterval(timer));
+  }
+
+  get identifier(): string {
+    return this.configuration.identifier;
+  }
+
+  /** Redis reachable for publishing and for receiving. */
+  healthy(): boolean {
+    return this.pub.status === 'ready' && this.sub.status === 'ready' && this.#control.status === 'ready';
+  }
+
+  #hocuspocus(): Hocuspocus | undefined {
+    return (this as { instance?: Hocuspocus }).instance;
+  }
+
+  /** A load never blocks on Redis longer than `loadWaitMs`: an outage must not refuse clients. */
+  override async afterLoadDocument(payload: afterLoadDocumentPayload): Promise<void> {
+    const waitMs = this.#opts.loadWaitMs ?? 2_000;
+    let timer: NodeJS.Timeout | undefined;
+    const work = super.afterLoadDocument(payload).catch((error: unknown) => {
+      this.#opts.logger.warn({ err: error, session: payload.documentName }, 'redis sync: subscribing the document failed; will retry on reconnect');
+    });
+    await Promise.race([work, new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)))]);
+    clearTimeout(timer);
+  }
+
+  /** No Redlock: every node stores what its own clients sent (append-only log; see file comment). */
+  override onStoreDocument(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  override afterStoreDocument(payload: afterStoreDocumentPayload): Promise<void> {
+    return super.afterStoreDocument(payload);
+  }
+
+  override async onAwarenessUpdate(payload: onAwarenessUpdatePayload): Promise<void> {
+    await super.onAwarenessUpdate(payload);
+    const origin = payload.transactionOrigin as { source?: string } | null | undefined;
+    // Only removals of this node's own clients: `null` is Hocuspocus removing a closed
+    // connection's states. Timeouts (origin 'timeout') and relayed removals are not re-published.
+    if (payload.removed.length === 0 || (origin !== null && origin !== undefined)) return;
+    const e = encoding.createEncoder();
+    encoding.writeVarUint(e, MSG_AWARENESS_REMOVED);
+    encoding.writeVarString(e, this.identifier);
+    encoding.writeVarString(e, payload.documentName);
+    encoding.writeVarUint(e, payload.removed.length);
+    for (const id of payload.removed) encoding.writeVarUint(e, id);
+    await this.#publish(this.#controlChannel, encoding.toUint8Array(e));
+  }
+
+  #handleControl(data: Uint8Array): void {
+    const d = decoding.createDecoder(data);
+    const type = decoding.readVarUint(d);
+    const sender = decoding.readVarString(d);
+    if (sender === this.identifier) return;
+    const name = decoding.readVarString(d);
+    const document = this.#hocuspocus()?.documents.get(name);
+    if (!document) return;
+    if (type === MSG_AWARENESS_REMOVED) {
+      const count = decoding.readVarUint(d);
+      const ids: number[] = [];
+      for (let i = 0; i < count; i++) {
+        const id = decoding.readVarUint(d);
+        if (document.awareness.getStates().has(id)) ids.push(id);
+      }
+      if (ids.length > 0) removeAwarenessStates(document.awareness, ids, this.redisTransactionOrigin);
+      return;
+    }
+    if (type !== MSG_STATE) return;
+    const remoteVector = decoding.readVarUint8Array(d);
+    const remoteDigest = decoding.readVarString(d);
+    const localVector = Y.encodeStateVector(document);
+    const missing = hasStructsMissingFrom(Y.decodeStateVector(localVector), Y.decodeStateVector(remoteVector));
+    if (!missing && remoteDigest === deleteSetDigest(document, localVector)) return;
+    this.#sendDiff(sender, name, document, remoteVector);
+  }
+
+  /** The diff for one peer's state vector, on that peer's reply channel only (#1151). */
+  #sendDiff(peer: string, name: string, document: Document, remoteVector: Uint8Array): void {
+    const message = new OutgoingMessage(name).createSyncMessage().writeUpdate(Y.encodeStateAsUpdate(document, remoteVector)).toUint8Array();
+    const id = Buffer.from(this.identifier, 'utf8');
+    const envelope = Buffer.concat([Buffer.from([id.length]), id, Buffer.from(message)]);
+    this.diffsSent += 1;
+    void this.#publish(`${this.#opts.prefix}#reply:${peer}`, envelope);
+  }
+
+  async #publish(channel: string, message: Uint8Array): Promise<void> {
+    if (this.pub.status !== 'ready') return; // anti-entropy repairs it once Redis is back
+    try {
+      await this.pub.publish(channel, Buffer.from(message));
+    } catch (error) {
+      this.#opts.logger.debug({ err: error, channel }, 'redis publish failed');
+    }
+  }
+
+  #resubscribe(): void {
+    const documents = this.#hocuspocus()?.documents;
+    if (!documents || this.sub.status !== 'ready') return;
+    for (const name of documents.keys()) {
+      this.sub.subscribe(`${this.#opts.prefix}:${name}`).catch((error: unknown) => {
+        this.#opts.logger.debug({ err: error, session: name }, 'redis resubscribe failed');
+      });
+    }
+  }
+
+  #soonTimer: NodeJS.Timeout | undefined;
+  #soon(): void {
+    if (this.#soonTimer) return;
+    this.#soonTimer = setTimeout(() => {
+      this.#soonTimer = undefined;
+      void this.#round();
+    }, 100);
+  }
+
+  /** One anti-entropy round: this node's state vector and delete-set digest for each loaded document. */
+  async #round(): Promise<void> {
+    if (this.#closed || !this.healthy()) return;
+    const documents = this.#hocuspocus()?.documents ?? new Map<string, Document>();
+    const sends: Promise<void>[] = [];
+    for (const [name, document] of documents) {
+      const vector = Y.encodeStateVector(document);
+      const e = encoding.createEncoder();
+      encoding.writeVarUint(e, MSG_STATE);
+      encoding.writeVarString(e, this.identifier);
+      encoding.writeVarString(e, name);
+      encoding.writeVarUint8Array(e, vector);
+      encoding.writeVarString(e, deleteSetDigest(document, vector));
+      sends.push(this.#publish(this.#controlChannel, encoding.toUint8Array(e)));
+    }
+    const ttl = this.#opts.syncIntervalMs * 3;
+    sends.push(
+      this.pub
+        .set(`${this.#opts.prefix}:node:${this.#opts.nodeId}`, JSON.stringify({ identifier: this.identifier, documents: documents.size }), 'PX', ttl)
+        .then(() => undefined, () => undefined),
+    );
+    await Promise.all(sends);
+  }
+
+  override async onDestroy(): Promise<void> {
+    this.#closed = true;
+    for (const dispose of this.#disposers.splice(0)) dispose();
+    if (this.#soonTimer) clearTimeout(this.#soonTimer);
+    this.#control.disconnect(false);
+    try {
+      await super.onDestroy();
+    } catch (error) {
+      // Redlock's quit fails while Redis is unreachable; the connections are dropped either way.
+      this.#opts.logger.debug({ err: error }, 'redis sync: closing');
+      this.pub.disconnect(false);
+      this.sub.disconnect(false);
+    }
+  }
+
+  /** Disposer for the server's close(): same as Hocuspocus's onDestroy (idempotent). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    await this.onDestroy();
+  }
+}

@@ -1,0 +1,291 @@
+/**
+ * Many nodes: three real servers (child processes, node transport) on one PostgreSQL database and
+ * the shared Redis, reached through a TCP proxy the test controls (the shared Redis itself is
+ * never stopped). Real HocuspocusProvider clients spread over the nodes.
+ *
+ * - Seeded random concurrent edits on every node converge; the seed is printed
+ *   (`MULTINODE_SEED=<n>` replays one).
+ * - Presence is seen across nodes and a leave is seen at once (not after y-protocols' 30 s).
+ * - Redis cut off: `/readyz` says degraded, each node keeps acknowledging its own clients; after
+ *   the restore the nodes reconverge with no new edit.
+ * - kill -9 of a node mid-edit: its clients reconnect to another node; every acknowledged edit is
+ *   in every client and in the log.
+ * - Two nodes compacting one document concurrently while both append lose nothing.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider';
+import type pg from 'pg';
+import * as Y from 'yjs';
+import { connectPostgres } from '../persistence/db.ts';
+import { UpdateLog } from '../persistence/update-log.ts';
+import { acknowledged, waitFor } from './support/clients.ts';
+import { createDatabase } from './support/databases.ts';
+import { api, createActor, createImage, createSession, openPool } from './support/fixtures.ts';
+import { startServerProcess, type ServerProcess } from './support/server-process.ts';
+import { startProxy, type TcpProxy } from './support/tcp-proxy.ts';
+import { mulberry32 } from './support/random.ts';
+
+type Register = (fn: () => Promise<void>) => void;
+const fns: Array<() => Promise<void>> = [];
+const register: Register = (fn) => void fns.unshift(fn);
+afterAll(async () => {
+  for (const fn of fns.splice(0)) await fn();
+});
+
+const SEED = process.env.MULTINODE_SEED ? Number(process.env.MULTINODE_SEED) : Math.floor(Math.random() * 2 ** 31);
+console.log(`[multi-node] random seed ${SEED} (replay with MULTINODE_SEED=${SEED})`);
+
+/** Canonical JSON of what the tests edit (map keys sorted: Y.Map iterates in local insertion order). */
+const content = (doc: Y.Doc) =>
+  JSON.stringify({
+    map: Object.entries(doc.getMap('m').toJSON()).sort(([a], [b]) => (a < b ? -1 : 1)),
+    list: doc.getArray('l').toJSON(),
+    text: doc.getText('t').toString(),
+  });
+
+interface Peer {
+  doc: Y.Doc;
+  provider: HocuspocusProvider;
+  destroy(): void;
+}
+
+/** A provider on `wsUrl` for an existing document (so a client can move to another node keeping its state). */
+function attach(wsUrl: string, name: string, token: string, doc = new Y.Doc()): Peer {
+  const websocketProvider = new HocuspocusProviderWebsocket({ url: wsUrl, maxAttempts: 0 });
+  const provider = new HocuspocusProvider({ websocketProvider, name, document: doc, token });
+  provider.attach();
+  let destroyed = false;
+  const destroy = () => {
+    if (destroyed) return;
+    destroyed = true;
+    provider.destroy();
+    websocketProvider.destroy();
+  };
+  register(async () => destroy());
+  return { doc, provider, destroy };
+}
+
+const synced = (p: Peer) => waitFor(() => p.provider.isSynced, { timeout: 15_000, what: 'sync' });
+
+/** One random edit: map set, list insert/delete, text insert/delete. */
+function randomEdit(doc: Y.Doc, rnd: () => number, tag: string): void {
+  const r = rnd();
+  if (r < 0.35) doc.getMap('m').set(`k${Math.floor(rnd() * 20)}`, tag);
+  else if (r < 0.6) doc.getArray('l').insert(0, [tag]);
+  else if (r < 0.7 && doc.getArray('l').length > 0) doc.getArray('l').delete(Math.floor(rnd() * doc.getArray('l').length), 1);
+  else if (r < 0.9) {
+    const t = doc.getText('t');
+    t.insert(Math.floor(rnd() * (t.length + 1)), tag);
+  } else {
+    const t = doc.getText('t');
+    if (t.length > 2) t.delete(Math.floor(rnd() * (t.length - 2)), 2);
+  }
+}
+
+async function converged(peers: Peer[], timeout = 15_000): Promise<void> {
+  await waitFor(() => peers.every((p) => content(p.doc) === content(peers[0]!.doc)), { timeout, what: 'convergence' });
+}
+
+/** The document as the log holds it, merged from its rows. */
+async function logged(pool: pg.Pool, sessionId: string): Promise<Y.Doc> {
+  const { rows } = await pool.query<{ payload: Buffer }>('SELECT payload FROM document_updates WHERE session_id = $1 ORDER BY seq', [sessionId]);
+  const doc = new Y.Doc();
+  for (const row of rows) Y.applyUpdate(doc, new Uint8Array(row.payload));
+  return doc;
+}
+
+describe('three nodes over Redis', () => {
+  let nodes: ServerProcess[];
+  let proxy: TcpProxy;
+  let pool: pg.Pool;
+  let owner: { userId: string; token: string };
+  let sessionId: string;
+  const prefix = `imageflow-test-${randomBytes(4).toString('hex')}`;
+
+  beforeAll(async () => {
+    const database = await createDatabase('mn');
+    register(database.drop);
+    proxy = await startProxy('127.0.0.1', 6379, register);
+    const start = (i: number) =>
+      startServerProcess({
+        transport: 'node',
+        databaseUrl: database.url,
+        register,
+        env: {
+          REDIS_URL: `redis://127.0.0.1:${proxy.port}`,
+          REDIS_PREFIX: prefix,
+          REDIS_SYNC_INTERVAL_MS: '500',
+          PRESENCE_HEARTBEAT_MS: '500',
+          NODE_ID: `node-${i}`,
+          AUTOSAVE_QUIET_MS: '0',
+        },
+      });
+    // The first node applies the migrations; the others then start at once.
+    const first = await start(0);
+    nodes = [first, ...(await Promise.all([start(1), start(2)]))];
+    pool = openPool(database.url, register);
+    owner = await createActor(pool, 'owner');
+    const imageId = await createImage(pool, owner.userId);
+    sessionId = await createSession(first.url, owner.token, imageId);
+  }, 120_000);
+
+  it('converges after seeded random concurrent edits on every node', async () => {
+    const rnd = mulberry32(SEED);
+    const peers = [0, 1, 2, 0, 1, 2].map((i) => attach(nodes[i]!.wsUrl, sessionId, owner.token));
+    await Promise.all(peers.map(synced));
+    for (let round = 0; round < 20; round++) {
+      for (const [i, peer] of peers.entries()) {
+        const edits = Math.floor(rnd() * 4);
+        for (let e = 0; e < edits; e++) randomEdit(peer.doc, rnd, `${round}.${i}.${e}`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.floor(rnd() * 30)));
+    }
+    await Promise.all(peers.map((p) => acknowledged({ provider: p.provider } as never, 15_000)));
+    await converged(peers);
+    const stored = await logged(pool, sessionId);
+    expect(content(stored)).toBe(content(peers[0]!.doc));
+    for (const p of peers) p.destroy();
+  }, 60_000);
+
+  it('shows presence across nodes and removes it at once when a user leaves', async () => {
+    const a = attach(nodes[0]!.wsUrl, sessionId, owner.token);
+    const b = attach(nodes[1]!.wsUrl, sessionId, owner.token);
+    const c = attach(nodes[2]!.wsUrl, sessionId, owner.token);
+    await Promise.all([a, b, c].map(synced));
+    a.provider.setAwarenessField('cursor', { x: 1, y: 2 });
+    const aId = a.doc.clientID;
+    for (const other of [b, c]) {
+      await waitFor(() => (other.provider.awareness!.getStates().get(aId) as { cursor?: { x: number } } | undefined)?.cursor?.x === 1, {
+        timeout: 5_000,
+        what: 'presence on another node',
+      });
+    }
+    const left = Date.now();
+    a.destroy();
+    for (const other of [b, c]) {
+      await waitFor(() => !other.provider.awareness!.getStates().has(aId), { timeout: 2_000, what: 'presence removal on another node' });
+    }
+    expect(Date.now() - left).toBeLessThan(2_000);
+    b.destroy();
+    c.destroy();
+  }, 30_000);
+
+  it('keeps serving through a Redis outage, says degraded, and reconverges without new edits', async () => {
+    const a = attach(nodes[0]!.wsUrl, sessionId, owner.token);
+    const b = attach(nodes[1]!.wsUrl, sessionId, owner.token);
+    await Promise.all([a, b].map(synced));
+    await converged([a, b]);
+
+    proxy.cut();
+    await waitFor(async () => (await api(nodes[0]!.url, 'GET', '/readyz')).body.status === 'degraded', { timeout: 10_000, what: 'degraded' });
+    const ready = await api(nodes[1]!.url, 'GET', '/readyz');
+    expect(ready.status).toBe(200);
+    expect(ready.body.checks.redis).toBe(false);
+
+    // Each node keeps acknowledging (durably) its own clients' edits.
+    a.doc.getMap('m').set('during-outage-a', 'a');
+    b.doc.getText('t').insert(0, 'during-outage-b ');
+    b.doc.getArray('l').delete(0, Math.min(1, b.doc.getArray('l').length));
+    await acknowledged({ provider: a.provider } as never, 15_000);
+    await acknowledged({ provider: b.provider } as never, 15_000);
+    expect(a.doc.getMap('m').get('during-outage-a')).toBe('a');
+    expect(b.doc.getMap('m').get('during-outage-a')).toBeUndefined();
+
+    proxy.restore();
+    const restored = Date.now();
+    await converged([a, b], 10_000);
+    console.log(`[multi-node] reconverged ${Date.now() - restored} ms after Redis returned`);
+    expect(b.doc.getMap('m').get('during-outage-a')).toBe('a');
+    expect(a.doc.getText('t').toString()).toContain('during-outage-b');
+    await waitFor(async () => (await api(nodes[0]!.url, 'GET', '/readyz')).body.status === 'ready', { timeout: 10_000, what: 'ready again' });
+    a.destroy();
+    b.destroy();
+  }, 60_000);
+
+  it('loses no acknowledged edit when a node is killed mid-edit; its clients move to another node', async () => {
+    const rnd = mulberry32(SEED + 1);
+    const victim = nodes[2]!;
+    const onVictim = [attach(victim.wsUrl, sessionId, owner.token), attach(victim.wsUrl, sessionId, owner.token)];
+    const survivor = attach(nodes[0]!.wsUrl, sessionId, owner.token);
+    await Promise.all([...onVictim, survivor].map(synced));
+
+    // Each victim client writes keys `v<i>-<n>` until the kill; `acked[i]` is the highest n the
+    // server had acknowledged (hasUnsyncedChanges false right after writing up to n).
+    const acked = [-1, -1];
+    const written = [-1, -1];
+    let killed = false;
+    const writing = onVictim.map(async (peer, i) => {
+      for (let n = 0; n < 5_000 && !killed; n++) {
+        peer.doc.getMap('kill').set(`v${i}-${n}`, n);
+        written[i] = n;
+        await new Promise((resolve) => setTimeout(resolve, 2 + Math.floor(rnd() * 5)));
+        if (!killed && !peer.provider.hasUnsyncedChanges) acked[i] = n;
+      }
+    });
+    await waitFor(() => acked[0]! > 20 && acked[1]! > 20, { timeout: 30_000, what: 'some acknowledged edits' });
+    await victim.kill();
+    killed = true;
+    const ackedAtKill = [...acked];
+    await Promise.all(writing);
+    console.log(`[multi-node] killed mid-edit: acknowledged ${ackedAtKill.join(', ')} of written ${written.join(', ')}`);
+
+    // The clients move to a live node, keeping their documents (and any unacknowledged edits).
+    const moved = onVictim.map((peer, i) => {
+      peer.destroy();
+      return attach(nodes[i]!.wsUrl, sessionId, owner.token, peer.doc);
+    });
+    await Promise.all(moved.map(synced));
+    await Promise.all(moved.map((p) => acknowledged({ provider: p.provider } as never, 15_000)));
+    await converged([...moved, survivor]);
+    for (const [i, top] of ackedAtKill.entries()) {
+      for (let n = 0; n <= top!; n++) expect(survivor.doc.getMap('kill').get(`v${i}-${n}`), `v${i}-${n}`).toBe(n);
+    }
+    const stored = await logged(pool, sessionId);
+    for (const [i, top] of ackedAtKill.entries()) {
+      for (let n = 0; n <= top!; n++) expect(stored.getMap('kill').get(`v${i}-${n}`), `stored v${i}-${n}`).toBe(n);
+    }
+    for (const p of [...moved, survivor]) p.destroy();
+  }, 60_000);
+});
+
+describe('two nodes compacting one document at once', () => {
+  it('loses no update', async () => {
+    const database = await createDatabase('mc');
+    register(database.drop);
+    const pool = openPool(database.url, register);
+    // Two nodes = two UpdateLogs with their own connection pools on one database.
+    const dbs = [connectPostgres(database.url), connectPostgres(database.url)];
+    for (const db of dbs) register(() => db.close());
+    const { migrate } = await import('../persistence/migrate.ts');
+    await migrate(database.url);
+    const owner = await createActor(pool, 'owner');
+    const imageId = await createImage(pool, owner.userId);
+    const { insertSession } = await import('../persistence/repositories/sessions.ts');
+    const { newSessionId } = await import('../shared/ids.ts');
+    const sessionId = newSessionId();
+    await insertSession(pool, {
+      sessionId, imageId, ownerId: owner.userId, expiresInSeconds: 3600, sessionType: 'collaborative', baseVersionId: null, branchName: null,
+    });
+    const logs = dbs.map((db, i) => new UpdateLog(db, { nodeId: `node-${i}` }));
+    for (const log of logs) register(() => log.close());
+    const sources = logs.map((log) => {
+      const doc = new Y.Doc();
+      doc.on('update', (update: Uint8Array) => log.append(sessionId, update));
+      return doc;
+    });
+    const rounds: Promise<number>[] = [];
+    for (let i = 0; i < 300; i++) {
+      for (const [n, doc] of sources.entries()) doc.getMap('m').set(`n${n}-${i}`, i);
+      if (i % 25 === 0) for (const log of logs) rounds.push(log.flushed().then(() => log.compact(sessionId)));
+    }
+    await Promise.all(logs.map((log) => log.flushed()));
+    const merged = await Promise.all(rounds);
+    expect(merged.some((m) => m > 0)).toBe(true);
+    await Promise.all(logs.map((log) => log.compact(sessionId)));
+    const stored = await logged(pool, sessionId);
+    for (let i = 0; i < 300; i++) {
+      for (let n = 0; n < 2; n++) expect(stored.getMap('m').get(`n${n}-${i}`), `n${n}-${i}`).toBe(i);
+    }
+  }, 60_000);
+});

@@ -1,0 +1,147 @@
+/**
+ * Presence in `session_participants` across nodes: two real servers on one database (and Redis),
+ * real clients. Joining sets `joined_at` once and `is_online`; the owner gets a participant row with
+ * a colour distinct within the session; cursor moves do not write `last_active_at` each time; the
+ * user is offline only when their last connection on any node closes; a node killed with -9 does
+ * not leave its users online (heartbeat + sweeper over `node_presence`).
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import { connectClient, waitFor, type Client } from './support/clients.ts';
+import { createDatabase } from './support/databases.ts';
+import { api, createActor, createImage, createSession, openPool } from './support/fixtures.ts';
+import { startServerProcess, type ServerProcess } from './support/server-process.ts';
+
+const fns: Array<() => Promise<void>> = [];
+const register = (fn: () => Promise<void>) => void fns.unshift(fn);
+afterAll(async () => {
+  for (const fn of fns.splice(0)) await fn();
+});
+
+interface Row {
+  user_id: string;
+  joined_at: Date | null;
+  last_active_at: Date | null;
+  is_online: boolean;
+  cursor_color: string | null;
+  left_at: Date | null;
+}
+
+describe('presence in session_participants', () => {
+  let nodes: ServerProcess[];
+  let pool: pg.Pool;
+  let owner: { userId: string; token: string };
+  let guest: { userId: string; token: string };
+  let sessionId: string;
+
+  const row = async (userId: string): Promise<Row | undefined> =>
+    (
+      await pool.query<Row>(
+        'SELECT user_id, joined_at, last_active_at, is_online, cursor_color, left_at FROM session_participants WHERE session_id = $1 AND user_id = $2',
+        [sessionId, userId],
+      )
+    ).rows[0];
+  const online = async (userId: string) => (await row(userId))?.is_online === true;
+  const connect = async (node: ServerProcess, token: string): Promise<Client> => {
+    const client = connectClient(node.wsUrl, sessionId, token, register);
+    await client.synced;
+    return client;
+  };
+
+  beforeAll(async () => {
+    const database = await createDatabase('pr');
+    register(database.drop);
+    const prefix = `imageflow-test-${randomBytes(4).toString('hex')}`;
+    const start = (i: number) =>
+      startServerProcess({
+        transport: 'node',
+        databaseUrl: database.url,
+        register,
+        env: {
+          REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+          REDIS_PREFIX: prefix,
+          REDIS_SYNC_INTERVAL_MS: '500',
+          PRESENCE_HEARTBEAT_MS: '400',
+          NODE_ID: `presence-${i}`,
+          AUTOSAVE_QUIET_MS: '0',
+        },
+      });
+    const first = await start(0);
+    nodes = [first, await start(1)];
+    pool = openPool(database.url, register);
+    owner = await createActor(pool, 'owner');
+    guest = await createActor(pool, 'guest');
+    const imageId = await createImage(pool, owner.userId);
+    sessionId = await createSession(first.url, owner.token, imageId);
+    const invited = await api(first.url, 'POST', `/api/sessions/${sessionId}/participants`, {
+      token: owner.token,
+      body: { userId: guest.userId, permissions: { canEdit: true } },
+    });
+    expect(invited.status).toBe(201);
+  }, 120_000);
+
+  it('marks a joining participant online once, keeps joined_at, and lists them', async () => {
+    expect((await row(guest.userId))?.joined_at).toBeNull();
+    const a = await connect(nodes[0]!, guest.token);
+    await waitFor(() => online(guest.userId), { timeout: 5_000, what: 'guest online' });
+    const joined = (await row(guest.userId))!;
+    expect(joined.joined_at).not.toBeNull();
+    expect(joined.last_active_at).not.toBeNull();
+    expect(joined.left_at).toBeNull();
+
+    // Many cursor moves within the throttle window write last_active_at no more.
+    for (let i = 0; i < 30; i++) a.provider.setAwarenessField('cursor', { x: i, y: i });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect((await row(guest.userId))!.last_active_at!.getTime()).toBe(joined.last_active_at!.getTime());
+
+    const listed = await api(nodes[1]!.url, 'GET', `/api/sessions/${sessionId}/participants`, { token: owner.token });
+    expect(listed.status).toBe(200);
+    expect(listed.body.participants.find((p: { userId: string }) => p.userId === guest.userId).isOnline).toBe(true);
+
+    // A second connection on another node; leaving the first keeps them online.
+    const b = await connect(nodes[1]!, guest.token);
+    a.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(await online(guest.userId)).toBe(true);
+    b.destroy();
+    await waitFor(async () => !(await online(guest.userId)), { timeout: 2_000, what: 'guest offline after the last connection left' });
+    const left = (await row(guest.userId))!;
+    expect(left.left_at).not.toBeNull();
+    expect(left.joined_at!.getTime()).toBe(joined.joined_at!.getTime());
+
+    const after = await api(nodes[0]!.url, 'GET', `/api/sessions/${sessionId}/participants`, { token: guest.token });
+    expect(after.body.participants.find((p: { userId: string }) => p.userId === guest.userId).isOnline).toBe(false);
+  }, 30_000);
+
+  it('gives the owner a participant row with a colour distinct within the session', async () => {
+    const c = await connect(nodes[0]!, owner.token);
+    await waitFor(() => online(owner.userId), { timeout: 5_000, what: 'owner online' });
+    const ownerRow = (await row(owner.userId))!;
+    const guestRow = (await row(guest.userId))!;
+    expect(ownerRow.cursor_color).toMatch(/^#/);
+    expect(ownerRow.cursor_color).not.toBe(guestRow.cursor_color);
+    // The owner's awareness, as others see it, carries that colour.
+    const watcher = await connect(nodes[1]!, guest.token);
+    c.provider.setAwarenessField('cursor', { x: 1, y: 1 });
+    await waitFor(
+      () =>
+        (watcher.provider.awareness!.getStates().get(c.doc.clientID) as { user?: { color?: string } } | undefined)?.user?.color ===
+        ownerRow.cursor_color,
+      { timeout: 5_000, what: 'owner colour in awareness' },
+    );
+    watcher.destroy();
+    c.destroy();
+    await waitFor(async () => !(await online(owner.userId)), { timeout: 2_000, what: 'owner offline' });
+  }, 30_000);
+
+  it('does not leave the users of a node killed with -9 online', async () => {
+    await connect(nodes[1]!, guest.token);
+    await waitFor(() => online(guest.userId), { timeout: 5_000, what: 'guest online on node 1' });
+    await nodes[1]!.kill();
+    // Swept by node 0 once the dead node's rows are older than three heartbeats (3 × 400 ms).
+    await waitFor(async () => !(await online(guest.userId)), { timeout: 5_000, what: 'guest offline after kill -9' });
+    const { rows } = await pool.query('SELECT 1 FROM node_presence WHERE node_id = $1', ['presence-1']);
+    expect(rows).toHaveLength(0);
+  }, 30_000);
+});
