@@ -31,6 +31,18 @@ export interface Target {
 
 const BENCH_SECRET = randomBytes(32).toString('base64url');
 
+/**
+ * Per-process overrides, so several processes of one server can form a deployment (the
+ * cross-node bench): `env` is added to (and wins over) the target's own environment; `id` and
+ * `label` name the process. Every target of one bench run shares BENCH_SECRET, so a token one of
+ * our targets hands out is accepted by all of them.
+ */
+export interface TargetOptions {
+  id?: string;
+  label?: string;
+  env?: Record<string, string>;
+}
+
 /** The servers' environment: nothing inherited but PATH and HOME, plus BENCH_SERVER_NODE_OPTIONS (e.g. --cpu-prof). */
 function baseEnv(): Record<string, string> {
   const options = process.env.BENCH_SERVER_NODE_OPTIONS;
@@ -41,16 +53,17 @@ function baseEnv(): Record<string, string> {
   };
 }
 
-export function stockTarget(db: BenchDatabase): Target {
+export function stockTarget(db: BenchDatabase, options: TargetOptions = {}): Target {
+  const label = options.label ?? 'stock Hocuspocus';
   return {
-    id: 'stock',
-    label: 'stock Hocuspocus',
+    id: options.id ?? 'stock',
+    label,
     storageTable: 'stock_documents',
     start: () =>
       spawnServer({
-        label: 'stock Hocuspocus',
+        label,
         command: [nodeBin, join(repoRoot, 'bench/stock-server.ts')],
-        env: { ...baseEnv(), DATABASE_URL: db.url },
+        env: { ...baseEnv(), DATABASE_URL: db.url, ...options.env },
         cwd: repoRoot,
         wsPath: '/',
       }),
@@ -60,13 +73,18 @@ export function stockTarget(db: BenchDatabase): Target {
   };
 }
 
-export function oursTarget(db: BenchDatabase, transport: 'node' | 'uws', launcherPrefix: readonly string[]): Target {
+export function oursTarget(
+  db: BenchDatabase,
+  transport: 'node' | 'uws',
+  launcherPrefix: readonly string[],
+  options: TargetOptions = {},
+): Target {
   const tokens = new TokenService(BENCH_SECRET);
   const dataDir = mkdtempSync(join(tmpdir(), `bench-${transport}-`));
   let owner: { userId: string; imageId: string; token: string } | undefined;
-  const label = `ours (${transport})`;
+  const label = options.label ?? `ours (${transport})`;
   return {
-    id: `ours-${transport}`,
+    id: options.id ?? `ours-${transport}`,
     label,
     storageTable: 'document_updates',
     start: () =>
@@ -83,6 +101,7 @@ export function oursTarget(db: BenchDatabase, transport: 'node' | 'uws', launche
           AUTH_JWT_SECRET: BENCH_SECRET,
           DATABASE_URL: db.url,
           NODE_ID: `bench-${transport}`,
+          ...options.env,
         },
         cwd: repoRoot,
         wsPath: COLLAB_PATH,
