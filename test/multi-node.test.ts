@@ -10,6 +10,8 @@
  *   the restore the nodes reconverge with no new edit.
  * - kill -9 of a node mid-edit: its clients reconnect to another node; every acknowledged edit is
  *   in every client and in the log.
+ * - The cursors of a killed node disappear elsewhere within a few sync intervals; a client that
+ *   moved to another node keeps its cursor, and loses it at once when it vanishes from there.
  * - Two nodes compacting one document concurrently while both append lose nothing.
  */
 import { randomBytes } from 'node:crypto';
@@ -48,6 +50,8 @@ interface Peer {
   doc: Y.Doc;
   provider: HocuspocusProvider;
   destroy(): void;
+  /** Leave as a closed tab or a lost network does: the socket closes with no awareness goodbye. */
+  vanish(): void;
 }
 
 /** A provider on `wsUrl` for an existing document (so a client can move to another node keeping its state). */
@@ -63,7 +67,11 @@ function attach(wsUrl: string, name: string, token: string, doc = new Y.Doc()): 
     websocketProvider.destroy();
   };
   register(async () => destroy());
-  return { doc, provider, destroy };
+  const vanish = () => {
+    websocketProvider.webSocket?.close();
+    destroy(); // its awareness removal finds the socket closed and is not sent
+  };
+  return { doc, provider, destroy, vanish };
 }
 
 const synced = (p: Peer) => waitFor(() => p.provider.isSynced, { timeout: 15_000, what: 'sync' });
@@ -101,13 +109,14 @@ describe('three nodes over Redis', () => {
   let pool: pg.Pool;
   let owner: { userId: string; token: string };
   let sessionId: string;
+  let start: (i: number) => Promise<ServerProcess>;
   const prefix = `imageflow-test-${randomBytes(4).toString('hex')}`;
 
   beforeAll(async () => {
     const database = await createDatabase('mn');
     register(database.drop);
     proxy = await startProxy('127.0.0.1', 6379, register);
-    const start = (i: number) =>
+    start = (i: number) =>
       startServerProcess({
         transport: 'node',
         databaseUrl: database.url,
@@ -246,6 +255,53 @@ describe('three nodes over Redis', () => {
       for (let n = 0; n <= top!; n++) expect(stored.getMap('kill').get(`v${i}-${n}`), `stored v${i}-${n}`).toBe(n);
     }
     for (const p of [...moved, survivor]) p.destroy();
+  }, 60_000);
+
+  it('removes the cursors of a killed node within seconds; a client that moved keeps its own until it leaves', async () => {
+    const victim = await start(3);
+    const ghost = attach(victim.wsUrl, sessionId, owner.token);
+    const mover = attach(victim.wsUrl, sessionId, owner.token);
+    const watcher = attach(nodes[0]!.wsUrl, sessionId, owner.token);
+    // Keeps the document loaded on node 1, so that node already knows the mover's clientID when it arrives.
+    const holder = attach(nodes[1]!.wsUrl, sessionId, owner.token);
+    await Promise.all([ghost, mover, watcher, holder].map(synced));
+    const cursorX = (id: number) => (watcher.provider.awareness!.getStates().get(id) as { cursor?: { x: number } } | undefined)?.cursor?.x;
+    ghost.provider.setAwarenessField('cursor', { x: 1, y: 1 });
+    mover.provider.setAwarenessField('cursor', { x: 2, y: 2 });
+    for (const peer of [watcher, holder]) {
+      await waitFor(() => {
+        const states = peer.provider.awareness!.getStates() as Map<number, { cursor?: { x: number } }>;
+        return states.get(ghost.doc.clientID)?.cursor?.x === 1 && states.get(mover.doc.clientID)?.cursor?.x === 2;
+      }, { timeout: 5_000, what: 'both cursors seen on the other nodes' });
+    }
+
+    await victim.kill();
+    const killedAt = Date.now();
+    ghost.destroy();
+    // The mover reconnects to a live node with the same document (same clientID) and moves its cursor.
+    mover.destroy();
+    const moved = attach(nodes[1]!.wsUrl, sessionId, owner.token, mover.doc);
+    await synced(moved);
+    moved.provider.setAwarenessField('cursor', { x: 3, y: 3 });
+
+    // y-protocols alone would keep the ghost for 30 s; three sync intervals (3 × 500 ms) are expected.
+    await waitFor(() => !watcher.provider.awareness!.getStates().has(ghost.doc.clientID), { timeout: 6_000, what: 'ghost cursor removed' });
+    const gone = Date.now() - killedAt;
+    console.log(`[multi-node] a killed node's cursor disappeared elsewhere ${gone} ms after the kill`);
+    expect(gone).toBeLessThan(6_000);
+    await waitFor(() => cursorX(moved.doc.clientID) === 3, { timeout: 5_000, what: 'the moved cursor' });
+    // Still there after further rounds: it belongs to a live node now.
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    expect(cursorX(moved.doc.clientID)).toBe(3);
+
+    // Vanishing from its new node (no goodbye) removes it at once: the node knew its clientID
+    // before this connection used it, and still counts it as this connection's.
+    const left = Date.now();
+    moved.vanish();
+    await waitFor(() => !watcher.provider.awareness!.getStates().has(moved.doc.clientID), { timeout: 3_000, what: 'moved cursor removed on leave' });
+    expect(Date.now() - left).toBeLessThan(3_000);
+    watcher.destroy();
+    holder.destroy();
   }, 60_000);
 });
 

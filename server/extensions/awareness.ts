@@ -38,14 +38,19 @@ export class AwarenessGuardExtension implements Extension {
         states.delete(clientId);
         continue;
       }
-      if (!owner) this.#claim(owners, clientId, connection);
+      if (!owner) this.#claim(owners, clientId, connection, document);
       states.set(clientId, clean as unknown as Record<string, unknown>);
     }
     return Promise.resolve();
   }
 
-  #claim(owners: Map<number, Connection>, clientId: number, connection: Connection): void {
+  #claim(owners: Map<number, Connection>, clientId: number, connection: Connection, document: Document): void {
     owners.set(clientId, connection);
+    // Hocuspocus removes a closing connection's states by the clientIDs it saw *added* through that
+    // connection. A client that moves here from a killed node keeps its clientID, whose state is
+    // already known (relayed through Redis), so its first update counts as an update and the
+    // clientID would never be removed when it leaves: a 30 s ghost everywhere. Register it here.
+    document.getClients(connection).add(clientId);
     connection.onClose(() => {
       if (owners.get(clientId) === connection) owners.delete(clientId);
     });

@@ -20,6 +20,13 @@
  *   connection is gone, so a user who left stays visible on other nodes until y-protocols' 30 s
  *   timeout. Removals caused by a local connection closing are published on the node-wide channel
  *   and applied with `removeAwarenessStates` on every other node.
+ * - **Presence of a dead node.** A node killed with -9 publishes no removals. Every node keeps,
+ *   per document, which node each remote awareness clientID belongs to: the sender of the last
+ *   update for it on the document's channel, and the clientIDs each node claims in its anti-entropy
+ *   round (for states first learned from an awareness query's replies). A peer not heard from for
+ *   three sync intervals (its rounds stopped) is dead: the states it owned are removed on every node
+ *   that holds them, instead of lingering until y-protocols' 30 s timeout. Awareness changes relayed
+ *   from Redis are not published again (stock re-publishes them, N-1 times each).
  * - **Redis unreachable.** Loading a document does not wait for Redis longer than
  *   `loadWaitMs`; each node keeps serving its own clients; when Redis is back, document channels
  *   are re-subscribed and an anti-entropy round runs at once, so nodes reconverge without new edits.
@@ -29,10 +36,11 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { Redis as RedisExtension, type RedisInstance } from '@hocuspocus/extension-redis';
-import { OutgoingMessage } from '@hocuspocus/server';
+import { MessageType, OutgoingMessage } from '@hocuspocus/server';
 import type {
   afterLoadDocumentPayload,
   afterStoreDocumentPayload,
+  afterUnloadDocumentPayload,
   Document,
   Hocuspocus,
   onAwarenessUpdatePayload,
@@ -58,6 +66,18 @@ export interface RedisSyncOptions {
 const MSG_STATE = 0;
 const MSG_AWARENESS_REMOVED = 1;
 
+function writeIds(e: encoding.Encoder, ids: readonly number[]): void {
+  encoding.writeVarUint(e, ids.length);
+  for (const id of ids) encoding.writeVarUint(e, id);
+}
+
+function readIds(d: decoding.Decoder): number[] {
+  const count = decoding.readVarUint(d);
+  const ids: number[] = [];
+  for (let i = 0; i < count; i++) ids.push(decoding.readVarUint(d));
+  return ids;
+}
+
 /** Pure: does `local` hold a struct that the peer with state vector `remote` lacks? */
 export function hasStructsMissingFrom(local: Map<number, number>, remote: Map<number, number>): boolean {
   for (const [client, clock] of local) if (clock > (remote.get(client) ?? 0)) return true;
@@ -76,6 +96,16 @@ export class RedisSyncExtension extends RedisExtension {
   readonly #controlChannel: string;
   readonly #disposers: Array<() => void> = [];
   #closed = false;
+  /** Per document: remote awareness clientID → identifier of the node its client is connected to. */
+  readonly #remoteOwners = new Map<string, Map<number, string>>();
+  /** Per document: awareness clientIDs of this node's own connections. */
+  readonly #localClients = new Map<string, Set<number>>();
+  /** Peer identifier → when a message from it last arrived (ms). */
+  readonly #lastHeard = new Map<string, number>();
+  /** Since when all three Redis connections have been ready (a silent peer means nothing before). */
+  #healthySince = Date.now();
+  /** Remote awareness states removed because their node went silent (for tests and logs). */
+  deadPeerStatesRemoved = 0;
   /** Messages this node published on, and applied from, the control channel (for tests and metrics). */
   diffsSent = 0;
 
@@ -111,6 +141,13 @@ export class RedisSyncExtension extends RedisExtension {
     for (const client of [this.pub, this.sub, this.#control]) {
       client.on('error', (error: Error) => options.logger.debug({ err: error }, 'redis connection error'));
     }
+    this.sub.on('messageBuffer', (channel: Buffer, data: Buffer) => {
+      try {
+        this.#noteRelayedAwareness(channel, data);
+      } catch (error) {
+        options.logger.debug({ err: error }, 'redis sync: unreadable relayed message');
+      }
+    });
     this.#control.on('messageBuffer', (_channel: Buffer, data: Buffer) => {
       try {
         this.#handleControl(new Uint8Array(data));
@@ -125,6 +162,7 @@ export class RedisSyncExtension extends RedisExtension {
     // given up on it) and exchange state at once, so nodes reconverge without waiting for an edit.
     const onReady = () => {
       if (this.#closed) return;
+      this.#healthySince = Date.now();
       this.#resubscribe();
       this.#soon();
     };
@@ -169,9 +207,31 @@ export class RedisSyncExtension extends RedisExtension {
     return super.afterStoreDocument(payload);
   }
 
+  override async afterUnloadDocument(payload: afterUnloadDocumentPayload): Promise<void> {
+    await super.afterUnloadDocument(payload);
+    if (payload.instance.documents.has(payload.documentName)) return;
+    this.#remoteOwners.delete(payload.documentName);
+    this.#localClients.delete(payload.documentName);
+  }
+
   override async onAwarenessUpdate(payload: onAwarenessUpdatePayload): Promise<void> {
-    await super.onAwarenessUpdate(payload);
     const origin = payload.transactionOrigin as { source?: string } | null | undefined;
+    // Relayed changes were published by the node whose client made them; publishing them again
+    // only costs every node a message it ignores (same clock).
+    if (origin?.source === 'redis') return;
+    await super.onAwarenessUpdate(payload);
+    if (origin?.source === 'connection') {
+      let local = this.#localClients.get(payload.documentName);
+      if (!local) this.#localClients.set(payload.documentName, (local = new Set()));
+      const remote = this.#remoteOwners.get(payload.documentName);
+      for (const id of [...payload.added, ...payload.updated]) {
+        local.add(id);
+        remote?.delete(id);
+      }
+      for (const id of payload.removed) local.delete(id);
+    } else if (origin === null || origin === undefined) {
+      for (const id of payload.removed) this.#localClients.get(payload.documentName)?.delete(id);
+    }
     // Only removals of this node's own clients: `null` is Hocuspocus removing a closed
     // connection's states. Timeouts (origin 'timeout') and relayed removals are not re-published.
     if (payload.removed.length === 0 || (origin !== null && origin !== undefined)) return;
@@ -179,8 +239,7 @@ export class RedisSyncExtension extends RedisExtension {
     encoding.writeVarUint(e, MSG_AWARENESS_REMOVED);
     encoding.writeVarString(e, this.identifier);
     encoding.writeVarString(e, payload.documentName);
-    encoding.writeVarUint(e, payload.removed.length);
-    for (const id of payload.removed) encoding.writeVarUint(e, id);
+    writeIds(e, payload.removed);
     await this.#publish(this.#controlChannel, encoding.toUint8Array(e));
   }
 
@@ -189,26 +248,101 @@ export class RedisSyncExtension extends RedisExtension {
     const type = decoding.readVarUint(d);
     const sender = decoding.readVarString(d);
     if (sender === this.identifier) return;
+    this.#lastHeard.set(sender, Date.now());
     const name = decoding.readVarString(d);
     const document = this.#hocuspocus()?.documents.get(name);
     if (!document) return;
     if (type === MSG_AWARENESS_REMOVED) {
-      const count = decoding.readVarUint(d);
-      const ids: number[] = [];
-      for (let i = 0; i < count; i++) {
-        const id = decoding.readVarUint(d);
-        if (document.awareness.getStates().has(id)) ids.push(id);
-      }
-      if (ids.length > 0) removeAwarenessStates(document.awareness, ids, this.redisTransactionOrigin);
+      const ids = readIds(d);
+      const remote = this.#remoteOwners.get(name);
+      for (const id of ids) if (remote?.get(id) === sender) remote.delete(id);
+      const present = ids.filter((id) => document.awareness.getStates().has(id));
+      if (present.length > 0) removeAwarenessStates(document.awareness, present, this.redisTransactionOrigin);
       return;
     }
     if (type !== MSG_STATE) return;
     const remoteVector = decoding.readVarUint8Array(d);
     const remoteDigest = decoding.readVarString(d);
+    // The sender's own clients (absent from messages of nodes older than this field).
+    if (decoding.hasContent(d)) {
+      const local = this.#localClients.get(name);
+      for (const id of readIds(d)) if (!local?.has(id)) this.#owners(name).set(id, sender);
+    }
     const localVector = Y.encodeStateVector(document);
     const missing = hasStructsMissingFrom(Y.decodeStateVector(localVector), Y.decodeStateVector(remoteVector));
     if (!missing && remoteDigest === deleteSetDigest(document, localVector)) return;
     this.#sendDiff(sender, name, document, remoteVector);
+  }
+
+  #owners(name: string): Map<number, string> {
+    let owners = this.#remoteOwners.get(name);
+    if (!owners) this.#remoteOwners.set(name, (owners = new Map()));
+    return owners;
+  }
+
+  /**
+   * Who owns a relayed awareness state: the node that published the update on the document's
+   * channel. Replies to an awareness query (on our reply channel) may carry states a node only
+   * relays, so they name an owner only where none is known yet; the owner's next round corrects it.
+   */
+  #noteRelayedAwareness(channel: Buffer, data: Buffer): void {
+    // extension-redis's envelope: identifier length (1 byte), identifier, Hocuspocus message.
+    const length = data[0] ?? 0;
+    const sender = data.toString('utf8', 1, length + 1);
+    const body = data.subarray(length + 1);
+    if (sender === this.identifier) return;
+    this.#lastHeard.set(sender, Date.now());
+    const d = decoding.createDecoder(new Uint8Array(body));
+    const name = decoding.readVarString(d);
+    if (decoding.readVarUint(d) !== MessageType.Awareness) return;
+    const onDocumentChannel = channel.toString('utf8') === `${this.#opts.prefix}:${name}`;
+    const update = decoding.createDecoder(decoding.readVarUint8Array(d));
+    const owners = this.#owners(name);
+    const local = this.#localClients.get(name);
+    const count = decoding.readVarUint(update);
+    for (let i = 0; i < count; i++) {
+      const id = decoding.readVarUint(update);
+      decoding.readVarUint(update); // clock
+      const state = decoding.readVarString(update);
+      if (local?.has(id)) continue;
+      if (state === 'null') {
+        if (owners.get(id) === sender) owners.delete(id);
+      } else if (onDocumentChannel || !owners.has(id)) {
+        owners.set(id, sender);
+      }
+    }
+  }
+
+  /**
+   * Peers silent for three sync intervals are dead (their rounds stopped): remove the awareness
+   * states they owned here, so their users' cursors do not linger for 30 s. Not while this node's
+   * own Redis connections have been ready for less than that (silence is then ours, not theirs).
+   */
+  #removeStatesOfSilentPeers(now: number): void {
+    const limit = this.#opts.syncIntervalMs * 3;
+    if (now - this.#healthySince < limit) return;
+    const documents = this.#hocuspocus()?.documents;
+    for (const [peer, heard] of this.#lastHeard) {
+      if (now - heard < limit) continue;
+      this.#lastHeard.delete(peer);
+      let removed = 0;
+      for (const [name, owners] of this.#remoteOwners) {
+        const ids: number[] = [];
+        for (const [id, owner] of owners) {
+          if (owner !== peer) continue;
+          owners.delete(id);
+          ids.push(id);
+        }
+        const awareness = documents?.get(name)?.awareness;
+        const present = awareness ? ids.filter((id) => awareness.getStates().has(id)) : [];
+        if (awareness && present.length > 0) {
+          removeAwarenessStates(awareness, present, this.redisTransactionOrigin);
+          removed += present.length;
+        }
+      }
+      this.deadPeerStatesRemoved += removed;
+      this.#opts.logger.info({ peer, silentMs: now - heard, removed }, 'redis sync: peer silent, removed the presence it owned');
+    }
   }
 
   /** The diff for one peer's state vector, on that peer's reply channel only (#1151). */
@@ -250,7 +384,12 @@ export class RedisSyncExtension extends RedisExtension {
 
   /** One anti-entropy round: this node's state vector and delete-set digest for each loaded document. */
   async #round(): Promise<void> {
-    if (this.#closed || !this.healthy()) return;
+    if (this.#closed) return;
+    if (!this.healthy()) {
+      this.#healthySince = Date.now();
+      return;
+    }
+    this.#removeStatesOfSilentPeers(Date.now());
     const documents = this.#hocuspocus()?.documents ?? new Map<string, Document>();
     const sends: Promise<void>[] = [];
     for (const [name, document] of documents) {
@@ -261,6 +400,8 @@ export class RedisSyncExtension extends RedisExtension {
       encoding.writeVarString(e, name);
       encoding.writeVarUint8Array(e, vector);
       encoding.writeVarString(e, deleteSetDigest(document, vector));
+      const states = document.awareness.getStates();
+      writeIds(e, [...(this.#localClients.get(name) ?? [])].filter((id) => states.has(id)));
       sends.push(this.#publish(this.#controlChannel, encoding.toUint8Array(e)));
     }
     const ttl = this.#opts.syncIntervalMs * 3;
