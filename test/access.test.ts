@@ -4,7 +4,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
-import { Awareness, applyAwarenessUpdate, encodeAwarenessUpdate } from 'y-protocols/awareness';
+import { applyAwarenessUpdate } from 'y-protocols/awareness';
+import { fakeUpdate } from './support/awareness.ts';
 import { acknowledged, connectClient, waitFor } from './support/clients.ts';
 import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool } from './support/fixtures.ts';
@@ -192,8 +193,6 @@ describe('awareness', () => {
     expect(aState.user).toEqual({ id: owner.userId, name: 'Alice', color: expect.stringMatching(/^#[0-9a-f]{6}$/) });
 
     // B forges A's clientID with a newer clock: first an overwrite, then a removal.
-    const forged = new Awareness(new Y.Doc());
-    forged.setLocalState(null);
     const clock = (a.provider.awareness!.meta.get(aId)?.clock ?? 0) + 10;
     const overwrite = fakeUpdate(aId, clock, { user: { name: 'Mallory' }, cursor: { x: 999, y: 999 } });
     applyAwarenessUpdate(b.provider.awareness!, overwrite, 'spoof');
@@ -209,14 +208,3 @@ describe('awareness', () => {
     expect(after?.user.name).toBe('Alice');
   });
 });
-
-/** An awareness update claiming `clientId` at `clock` with `state` (null = removal). */
-function fakeUpdate(clientId: number, clock: number, state: unknown): Uint8Array {
-  const doc = new Y.Doc();
-  const aw = new Awareness(doc);
-  aw.states.set(clientId, state as Record<string, unknown>);
-  aw.meta.set(clientId, { clock, lastUpdated: Date.now() });
-  const update = encodeAwarenessUpdate(aw, [clientId]);
-  aw.destroy();
-  return update;
-}

@@ -18,9 +18,11 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider';
 import type pg from 'pg';
+import { applyAwarenessUpdate } from 'y-protocols/awareness';
 import * as Y from 'yjs';
 import { connectPostgres } from '../persistence/db.ts';
 import { UpdateLog } from '../persistence/update-log.ts';
+import { fakeUpdate } from './support/awareness.ts';
 import { acknowledged, waitFor } from './support/clients.ts';
 import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool } from './support/fixtures.ts';
@@ -178,6 +180,34 @@ describe('three nodes over Redis', () => {
     expect(Date.now() - left).toBeLessThan(2_000);
     b.destroy();
     c.destroy();
+  }, 30_000);
+
+  it('does not let a client on another node overwrite or remove the presence of a client connected here', async () => {
+    const a = attach(nodes[0]!.wsUrl, sessionId, owner.token);
+    const watcher = attach(nodes[0]!.wsUrl, sessionId, owner.token);
+    const forger = attach(nodes[1]!.wsUrl, sessionId, owner.token);
+    const sentinel = attach(nodes[1]!.wsUrl, sessionId, owner.token);
+    await Promise.all([a, watcher, forger, sentinel].map(synced));
+    const aId = a.doc.clientID;
+    a.provider.setAwarenessField('cursor', { x: 1, y: 1 });
+    await waitFor(() => (forger.provider.awareness!.getStates().get(aId) as { cursor?: { x: number } } | undefined)?.cursor?.x === 1, {
+      timeout: 5_000,
+      what: "A's cursor on the forger's node",
+    });
+    // The forger claims A's clientID with a newer clock, then vanishes (its node removes what it claimed).
+    const clock = (a.provider.awareness!.meta.get(aId)?.clock ?? 0) + 10;
+    applyAwarenessUpdate(forger.provider.awareness!, fakeUpdate(aId, clock, { user: { name: 'Mallory' }, cursor: { x: 999, y: 999 } }), 'spoof');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    forger.vanish();
+    sentinel.provider.setAwarenessField('cursor', { x: 42, y: 42 });
+    await waitFor(() => (watcher.provider.awareness!.getStates().get(sentinel.doc.clientID) as { cursor?: { x: number } } | undefined)?.cursor?.x === 42, {
+      timeout: 5_000,
+      what: 'sentinel on A\'s node',
+    });
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const seen = watcher.provider.awareness!.getStates().get(aId) as { cursor?: { x: number } } | undefined;
+    expect(seen?.cursor?.x).toBe(1);
+    for (const p of [a, watcher, sentinel]) p.destroy();
   }, 30_000);
 
   it('keeps serving through a Redis outage, says degraded, and reconverges without new edits', async () => {

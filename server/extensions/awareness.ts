@@ -16,11 +16,18 @@ export class AwarenessGuardExtension implements Extension {
   /** Per document: clientID → the connection that owns it. */
   readonly #owners = new WeakMap<Document, Map<number, Connection>>();
 
-  beforeHandleAwareness({ states, connection, document, context }: beforeHandleAwarenessPayload): Promise<void> {
-    // Updates that did not come from a client socket (server-side or another node) pass as they are.
-    if (!connection) return Promise.resolve();
-    const identity = context as ConnectionContext | undefined;
+  beforeHandleAwareness({ states, connection, document, context, transactionOrigin }: beforeHandleAwarenessPayload): Promise<void> {
     let owners = this.#owners.get(document);
+    if (!connection) {
+      // Updates that did not come from a client socket (server-side, or relayed by another node)
+      // pass as they are, except that another node never overwrites the state of a client
+      // connected here: that can only be a forgery made on that node (or a client whose old
+      // connection here has not closed yet, which then sees its relayed cursor after the close).
+      const origin = transactionOrigin as { source?: string } | null | undefined;
+      if (owners && origin?.source === 'redis') for (const clientId of [...states.keys()]) if (owners.has(clientId)) states.delete(clientId);
+      return Promise.resolve();
+    }
+    const identity = context as ConnectionContext | undefined;
     if (!owners) {
       owners = new Map();
       this.#owners.set(document, owners);

@@ -253,7 +253,9 @@ export class RedisSyncExtension extends RedisExtension {
     const document = this.#hocuspocus()?.documents.get(name);
     if (!document) return;
     if (type === MSG_AWARENESS_REMOVED) {
-      const ids = readIds(d);
+      // Never a client connected here: a removal of it from another node is a forgery made there.
+      const local = this.#localClients.get(name);
+      const ids = readIds(d).filter((id) => !local?.has(id));
       const remote = this.#remoteOwners.get(name);
       for (const id of ids) if (remote?.get(id) === sender) remote.delete(id);
       const present = ids.filter((id) => document.awareness.getStates().has(id));
