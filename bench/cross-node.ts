@@ -20,10 +20,8 @@
  * database (default postgres://root@127.0.0.1:5432/test); BENCH_REDIS_URL the Redis (default
  * redis://127.0.0.1:6379); BENCH_SERVER_NODE_OPTIONS is passed to every server as NODE_OPTIONS.
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -32,8 +30,9 @@ import { repoRoot } from '../test/support/uws-runtime.ts';
 import type { ServerChild } from './lib/child.ts';
 import { connectMany, type BenchClient } from './lib/clients.ts';
 import { backendCpu, commitSettings, createBenchDatabase, type BenchDatabase } from './lib/database.ts';
-import { busyCores, cpuSeconds, machineBusySeconds } from './lib/procfs.ts';
+import { cpuSeconds, machineBusySeconds } from './lib/procfs.ts';
 import { deleteKeysWithPrefix, openRedis, redisCounters, REDIS_URL, type RedisConnection } from './lib/redis.ts';
+import { machineFacts, runBounded, waitForQuiet, type MachineFacts } from './lib/machine.ts';
 import { writeSection } from './lib/results-file.ts';
 import { fmt, fmtRatio, ratio, summarize, type Summary } from './lib/stats.ts';
 import { oursTarget, stockTarget, type Target } from './lib/targets.ts';
@@ -132,12 +131,6 @@ async function abort(reason: string, code: number): Promise<never> {
   process.exit(code);
 }
 
-async function waitForQuiet(): Promise<number> {
-  const deadline = Date.now() + QUIET_WAIT_MS;
-  let cores = await busyCores(1_000);
-  while (cores > QUIET_CORES && Date.now() < deadline) cores = await busyCores(1_000);
-  return cores;
-}
 
 async function startTracked(target: Target): Promise<ServerChild> {
   const child = await target.start();
@@ -295,7 +288,7 @@ async function benchSystem(system: System, db: BenchDatabase, redis: RedisConnec
   const out: RoundResult = { round, stopExitCodes: [], keysDeleted: 0 };
   const servers: ServerChild[] = [];
   try {
-    if (!checkOnly) log(`${system.label}, round ${round}: machine busy before: ${(await waitForQuiet()).toFixed(2)} cores`);
+    if (!checkOnly) log(`${system.label}, round ${round}: machine busy before: ${(await waitForQuiet(QUIET_CORES, QUIET_WAIT_MS)).toFixed(2)} cores`);
     // One after the other: stock creates its table at start-up, ours migrates.
     for (const node of system.nodes) servers.push(await startTracked(node));
     const pair: [ServerChild, ServerChild] = [servers[0]!, servers[1]!];
@@ -309,7 +302,7 @@ async function benchSystem(system: System, db: BenchDatabase, redis: RedisConnec
       let result = await measure(system, pair, db, redis);
       if (result.otherCores > BUSY_CORES) {
         log(`${system.label}: window ran beside ${result.otherCores.toFixed(2)} cores of other work; running it again`);
-        await waitForQuiet();
+        await waitForQuiet(QUIET_CORES, QUIET_WAIT_MS);
         const second = await measure(system, pair, db, redis);
         out.rerun = `other load ${result.otherCores.toFixed(2)} then ${second.otherCores.toFixed(2)} cores; kept the lower`;
         if (second.otherCores < result.otherCores) result = second;
@@ -396,14 +389,7 @@ function emptyResult(): CrossNodeResult {
   };
 }
 
-interface Facts {
-  startedAt: Date;
-  durationSeconds: number;
-  nproc: number;
-  cpuModel: string;
-  node: string;
-  git: string;
-  postgres: Record<string, string>;
+interface Facts extends MachineFacts {
   redisVersion: string;
   extensionRedis: string;
 }
@@ -553,15 +539,6 @@ function renderConsole(results: SystemResult[]): string {
   return lines.join('\n');
 }
 
-function gitFacts(): string {
-  try {
-    const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repoRoot, encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain'], { cwd: repoRoot, encoding: 'utf8' }).split('\n').filter(Boolean).length;
-    return dirty > 0 ? `commit ${sha} + ${dirty} uncommitted file(s) in the working tree` : `commit ${sha} (clean)`;
-  } catch {
-    return 'git unavailable';
-  }
-}
 
 function systems(db: BenchDatabase, run: string): System[] {
   const wanted = (process.env.BENCH_CROSS_TARGETS ?? 'stock,ours').split(',').map((s) => s.trim());
@@ -626,13 +603,7 @@ async function main(): Promise<void> {
     return;
   }
   const facts: Facts = {
-    startedAt,
-    durationSeconds: (Date.now() - startedAt.getTime()) / 1000,
-    nproc: Number(execFileSync('nproc', { encoding: 'utf8' }).trim()) || availableParallelism(),
-    cpuModel: cpus()[0]?.model ?? 'unknown CPU',
-    node: process.version,
-    git: gitFacts(),
-    postgres: await commitSettings(db.admin),
+    ...machineFacts(startedAt, await commitSettings(db.admin)),
     redisVersion: (await redisCounters(redis)).version,
     extensionRedis: packageVersion('@hocuspocus/extension-redis'),
   };
@@ -642,13 +613,4 @@ async function main(): Promise<void> {
   if (results.some((r) => r.error && !r.unavailable)) process.exitCode = 1;
 }
 
-const watchdog = setTimeout(() => void abort(`watchdog: the run took over ${WATCHDOG_MS / 1000} s`, 2), WATCHDOG_MS);
-watchdog.unref();
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void abort(signal, 130));
-
-try {
-  await main();
-} finally {
-  clearTimeout(watchdog);
-  await cleanupAll();
-}
+await runBounded(main, abort, WATCHDOG_MS, cleanupAll);

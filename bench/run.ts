@@ -13,16 +13,14 @@
  * admin database (default postgres://root@127.0.0.1:5432/test); BENCH_SERVER_NODE_OPTIONS is
  * passed to every server as NODE_OPTIONS (e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`).
  */
-import { execFileSync } from 'node:child_process';
-import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { repoRoot, uwsLauncher } from '../test/support/uws-runtime.ts';
 import type { ServerChild } from './lib/child.ts';
 import { commitLatency, commitSettings, createBenchDatabase, type BenchDatabase } from './lib/database.ts';
 import { renderConsole, renderMarkdown, type RunFacts, type TargetResult } from './lib/report.ts';
+import { machineFacts, runBounded, waitForQuiet } from './lib/machine.ts';
 import { writeSection } from './lib/results-file.ts';
-import { busyCores } from './lib/procfs.ts';
 import { oursTarget, stockTarget, type Target } from './lib/targets.ts';
 import { runAck } from './scenarios/ack.ts';
 import { runDurability } from './scenarios/durability.ts';
@@ -61,13 +59,6 @@ async function abort(reason: string, code: number): Promise<never> {
   process.exit(code);
 }
 
-/** Waits for the machine to be quiet; returns the busy cores last measured. */
-async function waitForQuiet(): Promise<number> {
-  const deadline = Date.now() + QUIET_WAIT_MS;
-  let cores = await busyCores(1_000);
-  while (cores > QUIET_CORES && Date.now() < deadline) cores = await busyCores(1_000);
-  return cores;
-}
 
 /** Tracks every process a target starts, so a failure or the watchdog can kill them all. */
 function tracked(target: Target): Target {
@@ -96,7 +87,7 @@ async function quietly<T extends { otherCores: number }>(
   const first = await run();
   if (first.otherCores <= BUSY_CORES) return first;
   log(`${result.label}: ${what} ran beside ${first.otherCores.toFixed(2)} cores of other work; running it again`);
-  await waitForQuiet();
+  await waitForQuiet(QUIET_CORES, QUIET_WAIT_MS);
   const second = await run();
   const [keep, drop] = second.otherCores < first.otherCores ? [second, first] : [first, second];
   discard(drop);
@@ -108,7 +99,7 @@ async function benchTarget(target: Target, db: BenchDatabase): Promise<TargetRes
   const result: TargetResult = { id: target.id, label: target.label };
   let server: ServerChild | undefined;
   try {
-    result.quietCores = await waitForQuiet();
+    result.quietCores = await waitForQuiet(QUIET_CORES, QUIET_WAIT_MS);
     log(`${target.label}: starting (machine busy before: ${result.quietCores.toFixed(2)} cores)`);
     server = await target.start();
     // fsync latency moves with whatever else the disk is doing: measured next to each server's run.
@@ -151,15 +142,6 @@ function log(message: string): void {
   process.stderr.write(`[bench] ${message}\n`);
 }
 
-function gitFacts(): string {
-  try {
-    const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repoRoot, encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain'], { cwd: repoRoot, encoding: 'utf8' }).split('\n').filter(Boolean).length;
-    return dirty > 0 ? `commit ${sha} + ${dirty} uncommitted file(s) in the working tree` : `commit ${sha} (clean)`;
-  } catch {
-    return 'git unavailable';
-  }
-}
 
 async function main(): Promise<void> {
   const startedAt = new Date();
@@ -190,13 +172,7 @@ async function main(): Promise<void> {
 
     const facts: RunFacts = {
       command: 'npm run bench',
-      startedAt,
-      durationSeconds: (Date.now() - startedAt.getTime()) / 1000,
-      nproc: Number(execFileSync('nproc', { encoding: 'utf8' }).trim()) || availableParallelism(),
-      cpuModel: cpus()[0]?.model ?? 'unknown CPU',
-      node: process.version,
-      git: gitFacts(),
-      postgres,
+      ...machineFacts(startedAt, postgres),
       ackEdits: ACK_EDITS,
       fanout: FANOUT,
       memory: MEMORY,
@@ -211,13 +187,4 @@ async function main(): Promise<void> {
   }
 }
 
-const watchdog = setTimeout(() => void abort(`watchdog: the run took over ${WATCHDOG_MS / 1000} s`, 2), WATCHDOG_MS);
-watchdog.unref();
-
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void abort(signal, 130));
-
-try {
-  await main();
-} finally {
-  clearTimeout(watchdog);
-}
+await runBounded(main, abort, WATCHDOG_MS);

@@ -5,6 +5,7 @@ import type { FanoutOptions, FanoutResult } from '../scenarios/fanout.ts';
 import type { HeldCommitResult } from '../scenarios/held-commit.ts';
 import type { MemoryResult } from '../scenarios/memory.ts';
 import { fmt, fmtRatio, ratio, type Summary } from './stats.ts';
+import type { MachineFacts } from './machine.ts';
 
 export interface TargetResult {
   id: string;
@@ -26,15 +27,8 @@ export interface TargetResult {
   stopExitCode?: number | null;
 }
 
-export interface RunFacts {
+export interface RunFacts extends MachineFacts {
   command: string;
-  startedAt: Date;
-  durationSeconds: number;
-  nproc: number;
-  cpuModel: string;
-  node: string;
-  git: string;
-  postgres: Record<string, string>;
   ackEdits: number;
   fanout: FanoutOptions;
   memory: { connections: number; documents: number };
