@@ -569,7 +569,7 @@ async function main(): Promise<void> {
   const startedAt = new Date();
   const run = randomBytes(4).toString('hex');
   const redis = await openRedis();
-  cleanups.push(async () => redis.close());
+  cleanups.push(async () => void redis.disconnect());
   const db = await createBenchDatabase();
   cleanups.push(db.drop);
   log(`database ${db.name}, Redis prefixes bench-xnode-${run}-*`);

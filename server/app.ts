@@ -114,7 +114,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     maxPendingDocuments: config.MAX_DOCUMENTS_PER_SOCKET,
     extensions: [
       auth,
-      new AwarenessGuardExtension(),
+      // With Redis, clientIDs are claimed across nodes (no forging under another node's client's).
+      new AwarenessGuardExtension(redis),
       new LimitsExtension({
         guard,
         maxDocumentBytes: config.MAX_DOCUMENT_BYTES,

@@ -12,11 +12,14 @@
  *   in every client and in the log.
  * - The cursors of a killed node disappear elsewhere within a few sync intervals; a client that
  *   moved to another node keeps its cursor, and loses it at once when it vanishes from there.
+ * - A client on one node cannot use a clientID a client on another node has (no forged or
+ *   removed presence anywhere).
  * - Two nodes compacting one document concurrently while both append lose nothing.
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider';
+import { Redis } from 'ioredis';
 import type pg from 'pg';
 import { applyAwarenessUpdate } from 'y-protocols/awareness';
 import * as Y from 'yjs';
@@ -182,12 +185,13 @@ describe('three nodes over Redis', () => {
     c.destroy();
   }, 30_000);
 
-  it('does not let a client on another node overwrite or remove the presence of a client connected here', async () => {
+  it("does not let a client on another node use a clientID that is taken: no forged or removed presence on any node", async () => {
     const a = attach(nodes[0]!.wsUrl, sessionId, owner.token);
-    const watcher = attach(nodes[0]!.wsUrl, sessionId, owner.token);
+    // One watcher per node: A's own node, the forger's node, and a third one.
+    const watchers = nodes.map((node) => attach(node.wsUrl, sessionId, owner.token));
     const forger = attach(nodes[1]!.wsUrl, sessionId, owner.token);
     const sentinel = attach(nodes[1]!.wsUrl, sessionId, owner.token);
-    await Promise.all([a, watcher, forger, sentinel].map(synced));
+    await Promise.all([a, ...watchers, forger, sentinel].map(synced));
     const aId = a.doc.clientID;
     a.provider.setAwarenessField('cursor', { x: 1, y: 1 });
     await waitFor(() => (forger.provider.awareness!.getStates().get(aId) as { cursor?: { x: number } } | undefined)?.cursor?.x === 1, {
@@ -200,14 +204,73 @@ describe('three nodes over Redis', () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     forger.vanish();
     sentinel.provider.setAwarenessField('cursor', { x: 42, y: 42 });
-    await waitFor(() => (watcher.provider.awareness!.getStates().get(sentinel.doc.clientID) as { cursor?: { x: number } } | undefined)?.cursor?.x === 42, {
-      timeout: 5_000,
-      what: 'sentinel on A\'s node',
-    });
+    for (const [i, watcher] of watchers.entries()) {
+      await waitFor(() => (watcher.provider.awareness!.getStates().get(sentinel.doc.clientID) as { cursor?: { x: number } } | undefined)?.cursor?.x === 42, {
+        timeout: 5_000,
+        what: `sentinel on node ${i}`,
+      });
+    }
     await new Promise((resolve) => setTimeout(resolve, 1_000));
-    const seen = watcher.provider.awareness!.getStates().get(aId) as { cursor?: { x: number } } | undefined;
-    expect(seen?.cursor?.x).toBe(1);
-    for (const p of [a, watcher, sentinel]) p.destroy();
+    for (const [i, watcher] of watchers.entries()) {
+      const seen = watcher.provider.awareness!.getStates().get(aId) as { cursor?: { x: number } } | undefined;
+      expect(seen?.cursor?.x, `A's cursor as node ${i} shows it`).toBe(1);
+    }
+    // A's next move reaches everyone (no forged clock got ahead of it anywhere).
+    a.provider.setAwarenessField('cursor', { x: 2, y: 2 });
+    for (const [i, watcher] of watchers.entries()) {
+      await waitFor(() => (watcher.provider.awareness!.getStates().get(aId) as { cursor?: { x: number } } | undefined)?.cursor?.x === 2, {
+        timeout: 5_000,
+        what: `A's next move on node ${i}`,
+      });
+    }
+    for (const p of [a, ...watchers, sentinel]) p.destroy();
+  }, 30_000);
+
+  it('lets a client that left one node use its clientID on another at once', async () => {
+    const watcher = attach(nodes[0]!.wsUrl, sessionId, owner.token);
+    const first = attach(nodes[0]!.wsUrl, sessionId, owner.token);
+    await Promise.all([watcher, first].map(synced));
+    first.provider.setAwarenessField('cursor', { x: 5, y: 5 });
+    const id = first.doc.clientID;
+    const cursor = () => (watcher.provider.awareness!.getStates().get(id) as { cursor?: { x: number } } | undefined)?.cursor?.x;
+    await waitFor(() => cursor() === 5, { timeout: 5_000, what: 'first cursor' });
+    first.destroy();
+    await waitFor(() => cursor() === undefined, { timeout: 3_000, what: 'left' });
+    const again = attach(nodes[1]!.wsUrl, sessionId, owner.token, first.doc);
+    await synced(again);
+    // A new provider on the same document starts a new awareness clock, behind the removal the
+    // nodes recorded for this clientID (y-protocols ignores older clocks): a few moves overtake it.
+    for (let x = 6; x <= 9; x++) again.provider.setAwarenessField('cursor', { x, y: x });
+    await waitFor(() => cursor() === 9, { timeout: 5_000, what: 'the same clientID from another node' });
+    again.destroy();
+    watcher.destroy();
+  }, 30_000);
+
+  it('writes Redis keys only under REDIS_PREFIX, each expiring', async () => {
+    const a = attach(nodes[0]!.wsUrl, sessionId, owner.token);
+    await synced(a);
+    a.provider.setAwarenessField('cursor', { x: 1, y: 1 });
+    const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+    register(async () => void redis.disconnect());
+    const keys = async () => {
+      const found: string[] = [];
+      let cursor = '0';
+      do {
+        const [next, batch] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        found.push(...batch);
+        cursor = next;
+      } while (cursor !== '0');
+      return found.sort();
+    };
+    await waitFor(async () => (await keys()).includes(`${prefix}:aw:${sessionId}`), { timeout: 5_000, what: 'the awareness claims key' });
+    const found = await keys();
+    expect(found).toEqual(expect.arrayContaining([`${prefix}:node:node-0`, `${prefix}:node:node-1`, `${prefix}:aw:${sessionId}`]));
+    for (const key of found) {
+      const ttl = await redis.pttl(key);
+      expect(ttl, `${key} expires`).toBeGreaterThan(0);
+    }
+    expect(await redis.hget(`${prefix}:aw:${sessionId}`, String(a.doc.clientID))).toMatch(/^node-0-/);
+    a.destroy();
   }, 30_000);
 
   it('keeps serving through a Redis outage, says degraded, and reconverges without new edits', async () => {

@@ -27,12 +27,18 @@
  *   three sync intervals (its rounds stopped) is dead: the states it owned are removed on every node
  *   that holds them, instead of lingering until y-protocols' 30 s timeout. Awareness changes relayed
  *   from Redis are not published again (stock re-publishes them, N-1 times each).
+ * - **Awareness clientIDs are claimed cluster-wide.** The awareness guard owns a clientID per
+ *   connection on one node; across nodes, the first use of a clientID claims it in a Redis hash
+ *   (`<prefix>:aw:<session>`, field clientID → node), so a client on another node cannot forge a
+ *   state under it (stock: any client can, on every node). A claim held by a node that is no longer
+ *   subscribed to Redis (dead) is taken over: a client moving from a killed node keeps its clientID.
  * - **Redis unreachable.** Loading a document does not wait for Redis longer than
  *   `loadWaitMs`; each node keeps serving its own clients; when Redis is back, document channels
  *   are re-subscribed and an anti-entropy round runs at once, so nodes reconverge without new edits.
  *
- * Keys and channels are namespaced `<prefix>:…` (default `imageflow`); the only key written is
- * `<prefix>:node:<nodeId>`, a liveness record that expires after three sync intervals.
+ * Keys and channels are namespaced `<prefix>:…` (default `imageflow`); the keys written are
+ * `<prefix>:node:<nodeId>`, a liveness record that expires after three sync intervals, and
+ * `<prefix>:aw:<session>`, the awareness claims, which expire when no node renews them.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { Redis as RedisExtension, type RedisInstance } from '@hocuspocus/extension-redis';
@@ -50,6 +56,7 @@ import * as encoding from 'lib0/encoding';
 import type { Logger } from 'pino';
 import { removeAwarenessStates } from 'y-protocols/awareness';
 import * as Y from 'yjs';
+import type { AwarenessClaims } from './awareness.ts';
 
 export interface RedisSyncOptions {
   url: string;
@@ -61,6 +68,32 @@ export interface RedisSyncOptions {
   logger: Logger;
   /** Longest a document load waits for Redis (subscribe, initial peer sync), ms. */
   loadWaitMs?: number;
+}
+
+/**
+ * Claim an awareness clientID for a node: KEYS[1] the document's claim hash, ARGV = clientID, this
+ * node's identifier, TTL ms, and the identifier of a dead owner that may be replaced (or '').
+ * Returns '' when the clientID is now this node's, otherwise the live owner's identifier.
+ */
+const CLAIM_SCRIPT = `local owner = redis.call('HGET', KEYS[1], ARGV[1])
+if owner == false or owner == ARGV[2] or owner == ARGV[4] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return ''
+end
+return owner`;
+/** Release a claim if it is still this node's: KEYS[1] the hash, ARGV = clientID, identifier. */
+const RELEASE_SCRIPT = `if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0`;
+/** Keep this node's claims (a Redis restart loses them): KEYS[1] the hash, ARGV = identifier, TTL ms, clientIDs. */
+const RENEW_SCRIPT = `for i = 3, #ARGV do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 0`;
+
+interface ClaimCommands {
+  ifcClaim(key: string, clientId: string, identifier: string, ttlMs: string, replaceable: string): Promise<string>;
+  ifcRelease(key: string, clientId: string, identifier: string): Promise<number>;
+  ifcRenew(key: string, identifier: string, ttlMs: string, ...clientIds: string[]): Promise<number>;
 }
 
 const MSG_STATE = 0;
@@ -89,7 +122,7 @@ export function deleteSetDigest(doc: Y.Doc, stateVector: Uint8Array): string {
   return createHash('sha1').update(Y.encodeStateAsUpdate(doc, stateVector)).digest('base64');
 }
 
-export class RedisSyncExtension extends RedisExtension {
+export class RedisSyncExtension extends RedisExtension implements AwarenessClaims {
   override priority = 1000;
   readonly #opts: RedisSyncOptions;
   readonly #control: RedisInstance;
@@ -136,6 +169,9 @@ export class RedisSyncExtension extends RedisExtension {
     // an outage (read by ioredis when a connection closes); anti-entropy repairs what it missed.
     (this.pub.options as { maxRetriesPerRequest: number | null }).maxRetriesPerRequest = 1;
     this.#opts = options;
+    this.pub.defineCommand('ifcClaim', { numberOfKeys: 1, lua: CLAIM_SCRIPT });
+    this.pub.defineCommand('ifcRelease', { numberOfKeys: 1, lua: RELEASE_SCRIPT });
+    this.pub.defineCommand('ifcRenew', { numberOfKeys: 1, lua: RENEW_SCRIPT });
     this.#controlChannel = `${options.prefix}#control`;
     this.#control = this.sub.duplicate();
     for (const client of [this.pub, this.sub, this.#control]) {
@@ -276,6 +312,54 @@ export class RedisSyncExtension extends RedisExtension {
     this.#sendDiff(sender, name, document, remoteVector);
   }
 
+  get #commands(): ClaimCommands {
+    return this.pub as unknown as ClaimCommands;
+  }
+
+  #claimKey(name: string): string {
+    return `${this.#opts.prefix}:aw:${name}`;
+  }
+
+  /** Claims outlive a node's last round by this much; rounds renew them. */
+  get #claimTtl(): string {
+    return String(Math.max(this.#opts.syncIntervalMs * 10, 20_000));
+  }
+
+  /**
+   * Cluster-wide: may a connection here use awareness `clientId` in `name`? Yes unless a node that
+   * is still subscribed to Redis (alive) has claimed it; a dead owner's claim (a client moving here
+   * from a killed node keeps its clientID) is taken over. With Redis unreachable or slow (500 ms),
+   * yes: presence must not stop because Redis did, and the claim is written at the next round.
+   */
+  async claim(name: string, clientId: number): Promise<boolean> {
+    if (!this.healthy()) return true;
+    const work = async () => {
+      const key = this.#claimKey(name);
+      const id = String(clientId);
+      const owner = await this.#commands.ifcClaim(key, id, this.identifier, this.#claimTtl, '');
+      if (owner === '') return true;
+      const [, subscribers] = (await this.pub.pubsub('NUMSUB', `${this.#opts.prefix}#reply:${owner}`)) as [string, number];
+      if (Number(subscribers) > 0) return false;
+      return (await this.#commands.ifcClaim(key, id, this.identifier, this.#claimTtl, owner)) === '';
+    };
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([work(), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), 500)))]);
+    } catch (error) {
+      this.#opts.logger.debug({ err: error, session: name }, 'redis sync: awareness claim failed; allowed');
+      return true;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  release(name: string, clientId: number): void {
+    if (this.pub.status !== 'ready') return;
+    this.#commands.ifcRelease(this.#claimKey(name), String(clientId), this.identifier).catch((error: unknown) => {
+      this.#opts.logger.debug({ err: error, session: name }, 'redis sync: awareness release failed');
+    });
+  }
+
   #owners(name: string): Map<number, string> {
     let owners = this.#remoteOwners.get(name);
     if (!owners) this.#remoteOwners.set(name, (owners = new Map()));
@@ -403,8 +487,14 @@ export class RedisSyncExtension extends RedisExtension {
       encoding.writeVarUint8Array(e, vector);
       encoding.writeVarString(e, deleteSetDigest(document, vector));
       const states = document.awareness.getStates();
-      writeIds(e, [...(this.#localClients.get(name) ?? [])].filter((id) => states.has(id)));
+      const local = [...(this.#localClients.get(name) ?? [])].filter((id) => states.has(id));
+      writeIds(e, local);
       sends.push(this.#publish(this.#controlChannel, encoding.toUint8Array(e)));
+      if (local.length > 0) {
+        sends.push(
+          this.#commands.ifcRenew(this.#claimKey(name), this.identifier, this.#claimTtl, ...local.map(String)).then(() => undefined, () => undefined),
+        );
+      }
     }
     const ttl = this.#opts.syncIntervalMs * 3;
     sends.push(
