@@ -139,6 +139,16 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     logBacklog: () => log.backlog,
     logHealthy: () => log.healthy,
     updatesRefused: () => guard.rejected,
+    ...(redis
+      ? {
+          redis: {
+            healthy: () => redis.healthy(),
+            diffsSent: () => redis.diffsSent,
+            deadPeerStatesRemoved: () => redis.deadPeerStatesRemoved,
+            claimsRefused: () => redis.claimsRefused,
+          },
+        }
+      : {}),
   });
   const http = createHttpApp({ db, tokens, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId, metrics, versions: snapshots, ...(redis ? { redis } : {}) });
   const { listening, note } = await listen(

@@ -11,6 +11,13 @@ export interface MetricSources {
   logBacklog: () => number;
   logHealthy: () => boolean;
   updatesRefused: () => number;
+  /** With REDIS_URL only. */
+  redis?: {
+    healthy: () => boolean;
+    diffsSent: () => number;
+    deadPeerStatesRemoved: () => number;
+    claimsRefused: () => number;
+  };
 }
 
 export class Metrics {
@@ -66,5 +73,19 @@ export class Metrics {
     gauge('imageflow_update_log_backlog', 'Updates accepted but not yet committed.', sources.logBacklog);
     gauge('imageflow_update_log_healthy', '1 while update log writes succeed, 0 while retrying.', () => (sources.logHealthy() ? 1 : 0));
     gauge('imageflow_updates_refused_total', 'Updates refused by the decode guard (yjs#687 and invalid updates).', sources.updatesRefused);
+    const redis = sources.redis;
+    if (!redis) return;
+    gauge('imageflow_redis_connected', '1 while every Redis connection of this node is ready, 0 while degraded.', () => (redis.healthy() ? 1 : 0));
+    gauge('imageflow_redis_anti_entropy_diffs_total', 'Diffs this node sent to peers found behind by the anti-entropy exchange.', redis.diffsSent);
+    gauge(
+      'imageflow_redis_dead_peer_presence_removed_total',
+      'Awareness states removed because the node that owned them went silent (killed).',
+      redis.deadPeerStatesRemoved,
+    );
+    gauge(
+      'imageflow_awareness_claims_refused_total',
+      'Awareness states dropped because their clientID belongs to a connection on another live node.',
+      redis.claimsRefused,
+    );
   }
 }

@@ -96,6 +96,14 @@ function randomEdit(doc: Y.Doc, rnd: () => number, tag: string): void {
   }
 }
 
+/** One sample of a metric from a node's `/metrics` (the first series of that name). */
+async function metric(node: ServerProcess, name: string): Promise<number> {
+  const text = await (await fetch(`${node.url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
+  if (!line) throw new Error(`no ${name} in /metrics`);
+  return Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
 async function converged(peers: Peer[], timeout = 15_000): Promise<void> {
   await waitFor(() => peers.every((p) => content(p.doc) === content(peers[0]!.doc)), { timeout, what: 'convergence' });
 }
@@ -215,6 +223,7 @@ describe('three nodes over Redis', () => {
       const seen = watcher.provider.awareness!.getStates().get(aId) as { cursor?: { x: number } } | undefined;
       expect(seen?.cursor?.x, `A's cursor as node ${i} shows it`).toBe(1);
     }
+    expect(await metric(nodes[1]!, 'imageflow_awareness_claims_refused_total')).toBeGreaterThanOrEqual(1);
     // A's next move reaches everyone (no forged clock got ahead of it anywhere).
     a.provider.setAwarenessField('cursor', { x: 2, y: 2 });
     for (const [i, watcher] of watchers.entries()) {
@@ -281,6 +290,7 @@ describe('three nodes over Redis', () => {
 
     proxy.cut();
     await waitFor(async () => (await api(nodes[0]!.url, 'GET', '/readyz')).body.status === 'degraded', { timeout: 10_000, what: 'degraded' });
+    expect(await metric(nodes[0]!, 'imageflow_redis_connected')).toBe(0);
     const ready = await api(nodes[1]!.url, 'GET', '/readyz');
     expect(ready.status).toBe(200);
     expect(ready.body.checks.redis).toBe(false);
@@ -301,6 +311,7 @@ describe('three nodes over Redis', () => {
     expect(b.doc.getMap('m').get('during-outage-a')).toBe('a');
     expect(a.doc.getText('t').toString()).toContain('during-outage-b');
     await waitFor(async () => (await api(nodes[0]!.url, 'GET', '/readyz')).body.status === 'ready', { timeout: 10_000, what: 'ready again' });
+    expect(await metric(nodes[0]!, 'imageflow_redis_connected')).toBe(1);
     a.destroy();
     b.destroy();
   }, 60_000);
@@ -382,6 +393,7 @@ describe('three nodes over Redis', () => {
     const gone = Date.now() - killedAt;
     console.log(`[multi-node] a killed node's cursor disappeared elsewhere ${gone} ms after the kill`);
     expect(gone).toBeLessThan(6_000);
+    expect(await metric(nodes[0]!, 'imageflow_redis_dead_peer_presence_removed_total')).toBeGreaterThanOrEqual(1);
     await waitFor(() => cursorX(moved.doc.clientID) === 3, { timeout: 5_000, what: 'the moved cursor' });
     // Still there after further rounds: it belongs to a live node now.
     await new Promise((resolve) => setTimeout(resolve, 2_000));

@@ -137,9 +137,11 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
   readonly #lastHeard = new Map<string, number>();
   /** Since when all three Redis connections have been ready (a silent peer means nothing before). */
   #healthySince = Date.now();
-  /** Remote awareness states removed because their node went silent (for tests and logs). */
+  /** Remote awareness states removed because their node went silent (metrics). */
   deadPeerStatesRemoved = 0;
-  /** Messages this node published on, and applied from, the control channel (for tests and metrics). */
+  /** Claims refused because another live node holds the clientID (metrics). */
+  claimsRefused = 0;
+  /** Anti-entropy diffs this node sent to peers that were behind (metrics). */
   diffsSent = 0;
 
   constructor(options: RedisSyncOptions) {
@@ -339,8 +341,9 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
       const owner = await this.#commands.ifcClaim(key, id, this.identifier, this.#claimTtl, '');
       if (owner === '') return true;
       const [, subscribers] = (await this.pub.pubsub('NUMSUB', `${this.#opts.prefix}#reply:${owner}`)) as [string, number];
-      if (Number(subscribers) > 0) return false;
-      return (await this.#commands.ifcClaim(key, id, this.identifier, this.#claimTtl, owner)) === '';
+      const taken = Number(subscribers) > 0 || (await this.#commands.ifcClaim(key, id, this.identifier, this.#claimTtl, owner)) !== '';
+      if (taken) this.claimsRefused += 1;
+      return !taken;
     };
     let timer: NodeJS.Timeout | undefined;
     try {
