@@ -109,6 +109,7 @@ async function main(): Promise<void> {
       AUTH_JWT_SECRET: SECRET,
       LOG_LEVEL: 'info',
       AUTOSAVE_QUIET_MS: '0',
+      ...(process.env.BENCH_SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS } : {}),
     },
     cwd: repoRoot,
     wsPath: '/collab',
