@@ -12,6 +12,7 @@ import { api, createActor, createImage, createSession, openPool } from './suppor
 import { authFrame, awarenessFrame, frame, rawClient, syncFrame, MessageType } from './support/raw-client.ts';
 import { startServerProcess, type ServerProcess } from './support/server-process.ts';
 import { mulberry32 } from './support/random.ts';
+import { appendUpdates } from '../persistence/repositories/documents.ts';
 import type pg from 'pg';
 
 const teardown: Array<() => Promise<void>> = [];
@@ -220,6 +221,14 @@ describe('bad input', () => {
 
   it('refuses more documents per socket than allowed, keeping the socket and its documents', async () => {
     const extra = [await createSession(env.server.url, env.token, env.imageId), await createSession(env.server.url, env.token, env.imageId)];
+    // The second document is slow to load (a log of 20,000 one-character updates): Hocuspocus
+    // answers "authenticated" before it loads a document, so the third request arrives while the
+    // second is still loading, and must be counted against the slot the second already took.
+    const slow = new Y.Doc();
+    const rows: Array<{ sessionId: string; payload: Uint8Array }> = [];
+    slow.on('update', (update: Uint8Array) => rows.push({ sessionId: extra[0]!, payload: update }));
+    for (let i = 0; i < 20_000; i++) slow.getText('slow').insert(i, 'x');
+    await appendUpdates(env.db, rows, 'test');
     const raw = rawClient(env.server.wsUrl, register);
     await raw.opened;
     raw.send(authFrame(env.sessionId, env.token));

@@ -56,22 +56,31 @@ export class LimitsExtension implements Extension {
     this.#opts = options;
   }
 
+  /**
+   * Counts a document against its socket when it is authenticated, not when it is connected:
+   * Hocuspocus answers "authenticated" before it loads the document, so a client may ask for the
+   * next one before the previous is connected. Runs after the auth extension (lower priority), so
+   * a refused token takes no slot. A document whose load then fails keeps its slot until the socket
+   * closes.
+   */
   onAuthenticate({ request, documentName }: onAuthenticatePayload): Promise<void> {
-    const open = this.#perSocket.get(request);
-    if (open && !open.has(documentName) && open.size >= this.#opts.maxDocumentsPerSocket) {
-      return Promise.reject({ reason: 'too_many_documents', code: new AppError('too_many_documents').closeCode });
-    }
-    return Promise.resolve();
-  }
-
-  connected({ request, documentName, connection }: connectedPayload): Promise<void> {
     let open = this.#perSocket.get(request);
     if (!open) {
       open = new Set();
       this.#perSocket.set(request, open);
     }
+    if (open.has(documentName)) return Promise.resolve();
+    if (open.size >= this.#opts.maxDocumentsPerSocket) {
+      return Promise.reject({ reason: 'too_many_documents', code: new AppError('too_many_documents').closeCode });
+    }
     open.add(documentName);
-    connection.onClose(() => open.delete(documentName));
+    return Promise.resolve();
+  }
+
+  connected({ request, documentName, connection }: connectedPayload): Promise<void> {
+    const open = this.#perSocket.get(request);
+    open?.add(documentName);
+    connection.onClose(() => open?.delete(documentName));
     return Promise.resolve();
   }
 
