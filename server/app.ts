@@ -90,10 +90,16 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   });
 
   const auth = new AuthExtension(db, tokens, logger);
-  const snapshots = new SnapshotExtension({ db, log, logger, quietMs: config.AUTOSAVE_QUIET_MS });
-  const guard = new UpdateGuard({ budgetMs: config.UPDATE_DECODE_BUDGET_MS });
   const presence = new PresenceExtension({ db, nodeId, logger, heartbeatMs: config.PRESENCE_HEARTBEAT_MS });
   await presence.start();
+  const snapshots = new SnapshotExtension({
+    db,
+    log,
+    logger,
+    quietMs: config.AUTOSAVE_QUIET_MS,
+    onlineElsewhere: (sessionId) => presence.onlineElsewhere(sessionId),
+  });
+  const guard = new UpdateGuard({ budgetMs: config.UPDATE_DECODE_BUDGET_MS });
   // Only with REDIS_URL: otherwise a single node, and nothing Redis-related runs.
   const redis = config.REDIS_URL
     ? new RedisSyncExtension({

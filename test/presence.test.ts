@@ -8,7 +8,8 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
-import { connectClient, waitFor, type Client } from './support/clients.ts';
+import { addLayer } from '../shared/layers.ts';
+import { acknowledged, connectClient, waitFor, type Client } from './support/clients.ts';
 import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool } from './support/fixtures.ts';
 import { startServerProcess, type ServerProcess } from './support/server-process.ts';
@@ -34,6 +35,7 @@ describe('presence in session_participants', () => {
   let owner: { userId: string; token: string };
   let guest: { userId: string; token: string };
   let sessionId: string;
+  let imageId: string;
 
   const row = async (userId: string): Promise<Row | undefined> =>
     (
@@ -72,7 +74,7 @@ describe('presence in session_participants', () => {
     pool = openPool(database.url, register);
     owner = await createActor(pool, 'owner');
     guest = await createActor(pool, 'guest');
-    const imageId = await createImage(pool, owner.userId);
+    imageId = await createImage(pool, owner.userId);
     sessionId = await createSession(first.url, owner.token, imageId);
     const invited = await api(first.url, 'POST', `/api/sessions/${sessionId}/participants`, {
       token: owner.token,
@@ -133,6 +135,33 @@ describe('presence in session_participants', () => {
     watcher.destroy();
     c.destroy();
     await waitFor(async () => !(await online(owner.userId)), { timeout: 2_000, what: 'owner offline' });
+  }, 30_000);
+
+  it("autosaves when the session's last participant leaves, not when one node's last connection does", async () => {
+    const autosaves = async () =>
+      (await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM image_versions WHERE session_id = $1 AND kind = 'autosave'", [sessionId]))
+        .rows[0]!.n;
+    const a = await connect(nodes[0]!, owner.token);
+    const b = await connect(nodes[1]!, guest.token);
+    const before = await autosaves();
+    addLayer(a.doc, { type: 'image', name: 'from node 0', data: { imageId } });
+    await acknowledged(a);
+    a.destroy();
+    // Node 0's last connection left while the guest is still on node 1: no version yet.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(await autosaves()).toBe(before);
+
+    addLayer(b.doc, { type: 'image', name: 'from node 1', data: { imageId } });
+    await acknowledged(b);
+    b.destroy();
+    await waitFor(async () => (await autosaves()) === before + 1, { timeout: 5_000, what: 'an autosave when the last participant left' });
+    const { rows } = await pool.query<{ canvas_state: { layers: Record<string, { name: string }> } }>(
+      "SELECT canvas_state FROM image_versions WHERE session_id = $1 AND kind = 'autosave' ORDER BY version_number DESC LIMIT 1",
+      [sessionId],
+    );
+    expect(Object.values(rows[0]!.canvas_state.layers).map((l) => l.name)).toEqual(expect.arrayContaining(['from node 0', 'from node 1']));
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(await autosaves()).toBe(before + 1);
   }, 30_000);
 
   it('does not leave the users of a node killed with -9 online', async () => {

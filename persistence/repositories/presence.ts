@@ -29,6 +29,12 @@ export const presenceQueries = {
   /** Rows of nodes that stopped heartbeating (dead), or of this node's previous life. */
   sweepStale: `DELETE FROM node_presence WHERE heartbeat_at < now() - make_interval(secs => $1::double precision)`,
   clearNode: `DELETE FROM node_presence WHERE node_id = $1`,
+  /** Does a node other than $2, alive within $3 seconds, hold a connection to session $1? */
+  onlineElsewhere: `
+    SELECT EXISTS (
+      SELECT 1 FROM node_presence
+      WHERE session_id = $1 AND node_id <> $2 AND heartbeat_at >= now() - make_interval(secs => $3::double precision)
+    ) AS online`,
   /** Everyone marked online without a presence row on any node goes offline. */
   offlineOrphans: `
     UPDATE session_participants p
@@ -88,4 +94,9 @@ export async function ensureOwnerParticipant(db: Queryable, sessionId: string, u
     if ((error as { code?: string }).code !== '23505') throw error;
     await db.query(presenceQueries.ensureOwner, [sessionId, userId, palette]);
   }
+}
+
+export async function onlineElsewhere(db: Queryable, sessionId: string, nodeId: string, staleSeconds: number): Promise<boolean> {
+  const { rows } = await db.query<{ online: boolean }>(presenceQueries.onlineElsewhere, [sessionId, nodeId, staleSeconds]);
+  return rows[0]?.online === true;
 }

@@ -23,6 +23,7 @@ import {
   clearNodePresence,
   ensureOwnerParticipant,
   heartbeatNode,
+  onlineElsewhere,
   recordJoin,
   recordLeave,
   sweepPresence,
@@ -101,6 +102,17 @@ export class PresenceExtension implements Extension {
       this.#enqueue(key, () => recordLeave(this.#opts.db, this.#opts.nodeId, documentName, context.userId));
     });
     return Promise.resolve();
+  }
+
+  /**
+   * Is anyone connected to `sessionId` on another live node? Waits first for this node's pending
+   * writes of that session (a leave deletes this node's row before it asks), so when the last
+   * users of two nodes leave at once, at least one of the two nodes sees the other's row gone.
+   */
+  async onlineElsewhere(sessionId: string): Promise<boolean> {
+    const prefix = `${sessionId}\0`;
+    await Promise.all([...this.#chains].filter(([key]) => key.startsWith(prefix)).map(([, tail]) => tail));
+    return onlineElsewhere(this.#opts.db, sessionId, this.#opts.nodeId, (this.#opts.heartbeatMs * 3) / 1000);
   }
 
   beforeSync({ connection, documentName }: beforeSyncPayload): Promise<void> {

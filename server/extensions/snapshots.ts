@@ -7,7 +7,8 @@
  *   document are serialized on this node; across nodes the database locks order them.
  * - `versionSaved` goes to every connection of the document after any save.
  * - Autosave: `quietMs` after the last change of a document (each change restarts the wait; 0
- *   disables it), and when the last connection leaves. Only when something changed: each document
+ *   disables it), and when the session's last participant leaves (the last connection on this
+ *   node, with nobody connected on another node: presence's `node_presence` rows). Only when something changed: each document
  *   counts its changes, and a save remembers the count it saw; an autosave then also compares the
  *   canvas with the session's head version inside the snapshot transaction and records nothing
  *   when the content is the same (a change and its undo, edits outside the canvas, or another
@@ -81,11 +82,19 @@ export class SnapshotExtension implements Extension, VersionService {
   /** Per document: the tail of its chain of saves on this node. */
   readonly #queues = new Map<string, Promise<unknown>>();
 
-  constructor(deps: { db: Database; log: UpdateLog; logger: Logger; quietMs: number }) {
+  readonly #onlineElsewhere: (sessionId: string) => Promise<boolean>;
+
+  /**
+   * `onlineElsewhere`: is someone still connected to the session on another node (presence)? The
+   * last connection leaving *this* node then saves nothing: the session's last participant has not
+   * left, and the node where they are saves when they do. Absent: a single node.
+   */
+  constructor(deps: { db: Database; log: UpdateLog; logger: Logger; quietMs: number; onlineElsewhere?: (sessionId: string) => Promise<boolean> }) {
     this.#db = deps.db;
     this.#log = deps.log;
     this.#logger = deps.logger;
     this.#quietMs = deps.quietMs;
+    this.#onlineElsewhere = deps.onlineElsewhere ?? (() => Promise.resolve(false));
   }
 
   onConfigure({ instance }: onConfigurePayload): Promise<void> {
@@ -119,7 +128,17 @@ export class SnapshotExtension implements Extension, VersionService {
     const state = this.#docs.get(documentName);
     if (!state) return;
     this.#clearTimer(state);
-    await this.#autosave(documentName, 'last connection left');
+    let elsewhere = false;
+    try {
+      elsewhere = await this.#onlineElsewhere(documentName);
+    } catch (error) {
+      this.#logger.warn({ err: error, session: documentName }, 'could not tell whether the session is open on another node; saving');
+    }
+    if (elsewhere) {
+      this.#logger.debug({ session: documentName }, 'last connection on this node left; participants remain on another node: no autosave');
+      return;
+    }
+    await this.#autosave(documentName, 'last participant left');
   }
 
   afterUnloadDocument({ documentName }: afterUnloadDocumentPayload): Promise<void> {
