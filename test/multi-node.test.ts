@@ -31,6 +31,7 @@ import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool } from './support/fixtures.ts';
 import { startServerProcess, type ServerProcess } from './support/server-process.ts';
 import { startProxy, type TcpProxy } from './support/tcp-proxy.ts';
+import { metric } from './support/metrics.ts';
 import { mulberry32 } from './support/random.ts';
 
 type Register = (fn: () => Promise<void>) => void;
@@ -94,14 +95,6 @@ function randomEdit(doc: Y.Doc, rnd: () => number, tag: string): void {
     const t = doc.getText('t');
     if (t.length > 2) t.delete(Math.floor(rnd() * (t.length - 2)), 2);
   }
-}
-
-/** One sample of a metric from a node's `/metrics` (the first series of that name). */
-async function metric(node: ServerProcess, name: string): Promise<number> {
-  const text = await (await fetch(`${node.url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
-  if (!line) throw new Error(`no ${name} in /metrics`);
-  return Number(line.slice(line.lastIndexOf(' ') + 1));
 }
 
 async function converged(peers: Peer[], timeout = 15_000): Promise<void> {
@@ -209,21 +202,30 @@ describe('three nodes over Redis', () => {
     // The forger claims A's clientID with a newer clock, then vanishes (its node removes what it claimed).
     const clock = (a.provider.awareness!.meta.get(aId)?.clock ?? 0) + 10;
     applyAwarenessUpdate(forger.provider.awareness!, fakeUpdate(aId, clock, { user: { name: 'Mallory' }, cursor: { x: 999, y: 999 } }), 'spoof');
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Its node refuses it: node 0, which is alive, holds the claim on that clientID.
+    await waitFor(async () => (await metric(nodes[1]!, 'imageflow_awareness_claims_refused_total')) >= 1, {
+      timeout: 5_000,
+      what: 'the forgery refused on its own node',
+    });
+    const forgerId = forger.doc.clientID;
     forger.vanish();
     sentinel.provider.setAwarenessField('cursor', { x: 42, y: 42 });
+    // Barriers, not sleeps: the sentinel follows anything relayed on the document channel, and the
+    // removal of the forger's own clientID is the very message that would carry A's clientID had
+    // node 1 counted it as the forger's.
     for (const [i, watcher] of watchers.entries()) {
-      await waitFor(() => (watcher.provider.awareness!.getStates().get(sentinel.doc.clientID) as { cursor?: { x: number } } | undefined)?.cursor?.x === 42, {
-        timeout: 5_000,
-        what: `sentinel on node ${i}`,
-      });
+      await waitFor(
+        () => {
+          const states = watcher.provider.awareness!.getStates() as Map<number, { cursor?: { x: number } }>;
+          return states.get(sentinel.doc.clientID)?.cursor?.x === 42 && !states.has(forgerId);
+        },
+        { timeout: 5_000, what: `sentinel and the forger's leave on node ${i}` },
+      );
     }
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
     for (const [i, watcher] of watchers.entries()) {
       const seen = watcher.provider.awareness!.getStates().get(aId) as { cursor?: { x: number } } | undefined;
       expect(seen?.cursor?.x, `A's cursor as node ${i} shows it`).toBe(1);
     }
-    expect(await metric(nodes[1]!, 'imageflow_awareness_claims_refused_total')).toBeGreaterThanOrEqual(1);
     // A's next move reaches everyone (no forged clock got ahead of it anywhere).
     a.provider.setAwarenessField('cursor', { x: 2, y: 2 });
     for (const [i, watcher] of watchers.entries()) {
@@ -395,7 +397,8 @@ describe('three nodes over Redis', () => {
     expect(gone).toBeLessThan(6_000);
     expect(await metric(nodes[0]!, 'imageflow_redis_dead_peer_presence_removed_total')).toBeGreaterThanOrEqual(1);
     await waitFor(() => cursorX(moved.doc.clientID) === 3, { timeout: 5_000, what: 'the moved cursor' });
-    // Still there after further rounds: it belongs to a live node now.
+    // Still there after further anti-entropy rounds (a window of four sync intervals: a wrong
+    // removal would come from a round, and nothing else marks one): it belongs to a live node now.
     await new Promise((resolve) => setTimeout(resolve, 2_000));
     expect(cursorX(moved.doc.clientID)).toBe(3);
 

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import { addLayer } from '../shared/layers.ts';
 import { acknowledged, connectClient, waitFor, type Client } from './support/clients.ts';
+import { metric } from './support/metrics.ts';
 import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool } from './support/fixtures.ts';
 import { startServerProcess, type ServerProcess } from './support/server-process.ts';
@@ -147,8 +148,9 @@ describe('presence in session_participants', () => {
     addLayer(a.doc, { type: 'image', name: 'from node 0', data: { imageId } });
     await acknowledged(a);
     a.destroy();
-    // Node 0's last connection left while the guest is still on node 1: no version yet.
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    // Node 0's last connection left while the guest is still on node 1: no version. Node 0
+    // unloads the document only after its leave hooks (where an autosave would run) are done.
+    await waitFor(async () => (await metric(nodes[0]!, 'imageflow_documents_loaded')) === 0, { timeout: 5_000, what: 'node 0 unloaded the document' });
     expect(await autosaves()).toBe(before);
 
     addLayer(b.doc, { type: 'image', name: 'from node 1', data: { imageId } });
@@ -160,7 +162,7 @@ describe('presence in session_participants', () => {
       [sessionId],
     );
     expect(Object.values(rows[0]!.canvas_state.layers).map((l) => l.name)).toEqual(expect.arrayContaining(['from node 0', 'from node 1']));
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    await waitFor(async () => (await metric(nodes[1]!, 'imageflow_documents_loaded')) === 0, { timeout: 5_000, what: 'node 1 unloaded the document' });
     expect(await autosaves()).toBe(before + 1);
   }, 30_000);
 
