@@ -273,7 +273,11 @@ describe('three nodes over Redis', () => {
       } while (cursor !== '0');
       return found.sort();
     };
-    await waitFor(async () => (await keys()).includes(`${prefix}:aw:${sessionId}`), { timeout: 5_000, what: 'the awareness claims key' });
+    // A's first awareness message claims its clientID for node 0.
+    await waitFor(async () => (await redis.hget(`${prefix}:aw:${sessionId}`, String(a.doc.clientID))) !== null, {
+      timeout: 5_000,
+      what: "A's claim",
+    });
     const found = await keys();
     expect(found).toEqual(expect.arrayContaining([`${prefix}:node:node-0`, `${prefix}:node:node-1`, `${prefix}:aw:${sessionId}`]));
     for (const key of found) {
