@@ -11,7 +11,9 @@
  * by whether the writer sits on the same node or the other one. After a warm-up, a measured
  * window counts the edits sent in it, their deliveries per bucket, and the CPU of both server
  * processes (/proc utime+stime), of the PostgreSQL backends of the bench database, and of Redis
- * (`INFO`: used_cpu_sys + used_cpu_user, plus PUBLISH calls and network bytes).
+ * (`INFO`: used_cpu_sys + used_cpu_user, plus PUBLISH calls and network bytes). Then a cursor
+ * phase on the same clients: cursor moves (awareness) instead of edits, with their own window,
+ * delivery latencies, server CPU and PUBLISH calls.
  *
  * Writes the `bench:cross-node` section of bench/RESULTS.md. A server whose two nodes do not
  * deliver each other's edits within PROBE_MS is reported as not measured, with the reason.
@@ -48,6 +50,10 @@ const OPTIONS = {
   windowMs: 10_000,
   /** Longest wait after the window for the window's edits to arrive everywhere. */
   drainMs: 5_000,
+  /** The cursor phase, after the edits: every client moves its cursor (awareness) this often. */
+  cursorMovesPerSecondPerClient: 10,
+  cursorWarmupMs: 2_000,
+  cursorWindowMs: 5_000,
 };
 /** Longest wait for one edit on each node to reach every client of its document before the run. */
 const PROBE_MS = 10_000;
@@ -86,6 +92,17 @@ interface CrossNodeResult {
   clientLoopDelayP99Ms: number;
   /** Cores busy with anything else on the machine in the window (whole machine minus all of the above). */
   otherCores: number;
+  cursors: CursorResult;
+}
+
+/** The cursor phase: awareness updates (cursor moves) instead of document edits. */
+interface CursorResult {
+  windowSeconds: number;
+  moves: number;
+  cross: { expected: number; delivered: number; latency: Summary };
+  same: { expected: number; delivered: number; latency: Summary };
+  serverCpuSeconds: number;
+  redisPublishes: number;
 }
 
 /** One server's two nodes started, measured (or only checked), stopped, their keys deleted. */
@@ -256,6 +273,7 @@ async function measure(system: System, servers: [ServerChild, ServerChild], db: 
     const drainDeadline = performance.now() + OPTIONS.drainMs;
     while ((same.length < expectedSame || cross.length < expectedCross) && performance.now() < drainDeadline) await sleep(50);
 
+    const cursors = await measureCursors(participants, pids, redis);
     const windowSeconds = (windowEnd - windowStart) / 1000;
     const nodeCpuSeconds: [number, number] = [node1[0]! - node0[0]!, node1[1]! - node0[1]!];
     const serverCpuSeconds = nodeCpuSeconds[0] + nodeCpuSeconds[1];
@@ -276,11 +294,82 @@ async function measure(system: System, servers: [ServerChild, ServerChild], db: 
       clientCpuSeconds,
       clientLoopDelayP99Ms: loop.percentile(99) / 1e6,
       otherCores: Math.max(0, machine1 - machine0 - serverCpuSeconds - pgCpu.seconds - redisCpuSeconds - clientCpuSeconds) / windowSeconds,
+      cursors,
     };
   } finally {
     for (const t of timers) clearInterval(t);
     for (const off of observers) off();
     for (const p of participants) p.client.destroy();
+  }
+}
+
+/**
+ * The cursor phase: every client moves its cursor (`awareness.setLocalStateField('cursor', {x:
+ * send time, y: n})`) at a fixed rate; every other client of the document records now − x when
+ * the move arrives, by whether the mover sits on the same node or the other one. The document is
+ * not edited meanwhile, so the server CPU and Redis PUBLISH calls of the window are the awareness
+ * path's.
+ */
+async function measureCursors(participants: Participant[], pids: number[], redis: RedisConnection): Promise<CursorResult> {
+  const nodeOfClient = new Map(participants.map((p) => [p.client.doc.clientID, p.node]));
+  let windowStart = Number.POSITIVE_INFINITY;
+  let windowEnd = Number.POSITIVE_INFINITY;
+  let moves = 0;
+  const cross: number[] = [];
+  const same: number[] = [];
+  const inWindow = (t: number) => t >= windowStart && t < windowEnd;
+  const offs: Array<() => void> = [];
+  for (const p of participants) {
+    const awareness = p.client.provider.awareness!;
+    const onChange = ({ added, updated }: { added: number[]; updated: number[] }) => {
+      const now = performance.now();
+      for (const id of [...added, ...updated]) {
+        if (id === awareness.clientID) continue;
+        const sentAt = (awareness.getStates().get(id) as { cursor?: { x?: unknown } } | undefined)?.cursor?.x;
+        if (typeof sentAt !== 'number' || !inWindow(sentAt)) continue;
+        (nodeOfClient.get(id) === p.node ? same : cross).push(now - sentAt);
+      }
+    };
+    awareness.on('change', onChange);
+    offs.push(() => awareness.off('change', onChange));
+  }
+  const period = 1000 / OPTIONS.cursorMovesPerSecondPerClient;
+  const timers: NodeJS.Timeout[] = [];
+  try {
+    for (const p of participants) {
+      let n = 0;
+      const tick = () => {
+        const now = performance.now();
+        p.client.provider.awareness!.setLocalStateField('cursor', { x: now, y: n++ });
+        if (inWindow(now)) moves += 1;
+      };
+      timers.push(setTimeout(() => timers.push(setInterval(tick, period)), Math.random() * period));
+    }
+    await sleep(OPTIONS.cursorWarmupMs);
+    const redis0 = await redisCounters(redis);
+    const cpu0 = pids.map((pid) => cpuSeconds(pid));
+    windowStart = performance.now();
+    await sleep(OPTIONS.cursorWindowMs);
+    windowEnd = performance.now();
+    const cpu1 = pids.map((pid) => cpuSeconds(pid));
+    const redis1 = await redisCounters(redis);
+    for (const t of timers) clearInterval(t);
+    const half = OPTIONS.clientsPerDocument / 2;
+    const expectedCross = moves * half;
+    const expectedSame = moves * (half - 1);
+    const deadline = performance.now() + OPTIONS.drainMs;
+    while ((cross.length < expectedCross || same.length < expectedSame) && performance.now() < deadline) await sleep(50);
+    return {
+      windowSeconds: (windowEnd - windowStart) / 1000,
+      moves,
+      cross: { expected: expectedCross, delivered: cross.length, latency: summarize(cross) },
+      same: { expected: expectedSame, delivered: same.length, latency: summarize(same) },
+      serverCpuSeconds: cpu1.reduce((sum, c, i) => sum + c - cpu0[i]!, 0),
+      redisPublishes: redis1.publishes - redis0.publishes,
+    };
+  } finally {
+    for (const t of timers) clearInterval(t);
+    for (const off of offs) off();
   }
 }
 
@@ -355,6 +444,14 @@ function medianResult(rounds: readonly CrossNodeResult[]): CrossNodeResult {
     clientCpuSeconds: m((r) => r.clientCpuSeconds),
     clientLoopDelayP99Ms: m((r) => r.clientLoopDelayP99Ms),
     otherCores: m((r) => r.otherCores),
+    cursors: {
+      windowSeconds: m((r) => r.cursors.windowSeconds),
+      moves: m((r) => r.cursors.moves),
+      cross: { expected: m((r) => r.cursors.cross.expected), delivered: m((r) => r.cursors.cross.delivered), latency: latency((r) => r.cursors.cross.latency) },
+      same: { expected: m((r) => r.cursors.same.expected), delivered: m((r) => r.cursors.same.delivered), latency: latency((r) => r.cursors.same.latency) },
+      serverCpuSeconds: m((r) => r.cursors.serverCpuSeconds),
+      redisPublishes: m((r) => r.cursors.redisPublishes),
+    },
   };
 }
 
@@ -386,6 +483,7 @@ function emptyResult(): CrossNodeResult {
   return {
     windowSeconds: 0, sent: 0, cross: none, same: none, deliveredPerSecond: 0, serverCpuSeconds: 0, nodeCpuSeconds: [0, 0],
     pgCpuSeconds: 0, redisCpuSeconds: 0, redisPublishes: 0, redisNetBytes: 0, clientCpuSeconds: 0, clientLoopDelayP99Ms: 0, otherCores: 0,
+    cursors: { windowSeconds: 0, moves: 0, cross: none, same: none, serverCpuSeconds: 0, redisPublishes: 0 },
   };
 }
 
@@ -466,6 +564,31 @@ function renderMarkdown(results: SystemResult[], facts: Facts): string {
     ),
   );
   parts.push(
+    `Cursor moves (awareness), after the edits: every client moves its cursor ${OPTIONS.cursorMovesPerSecondPerClient}×/s (x = send time), the document is not edited; ${OPTIONS.cursorWarmupMs / 1000} s warm-up, then a ${OPTIONS.cursorWindowMs / 1000} s window. Deliveries = a move seen by another client of the document. Stock extension-redis publishes every awareness change again from each node that relays it; ours publishes a change once, from the node of the client that made it.`,
+  );
+  const perMove = (x: number, r: CrossNodeResult) => (r.cursors.moves > 0 ? x / r.cursors.moves : Number.NaN);
+  const perKCursor = (seconds: number, r: CrossNodeResult) => {
+    const delivered = r.cursors.cross.delivered + r.cursors.same.delivered;
+    return delivered > 0 ? (seconds / delivered) * 1000 : Number.NaN;
+  };
+  parts.push(
+    table(
+      ['server', 'cross-node p50 ms', 'cross-node p99 ms', 'same-node p50 ms', 'cross-node delivered / expected', 'Redis PUBLISH / move', 'server CPU s / 1,000 deliveries'],
+      rowsWithRatio(
+        results,
+        (r) => [
+          [r.cursors.cross.latency.p50, ms(r.cursors.cross.latency.p50)],
+          [r.cursors.cross.latency.p99, ms(r.cursors.cross.latency.p99)],
+          [r.cursors.same.latency.p50, ms(r.cursors.same.latency.p50)],
+          [undefined, `${fmt(r.cursors.cross.delivered, 0)} / ${fmt(r.cursors.cross.expected, 0)} (${pct(r.cursors.cross.delivered, r.cursors.cross.expected)})`],
+          [perMove(r.cursors.redisPublishes, r), fmt(perMove(r.cursors.redisPublishes, r), 2)],
+          [perKCursor(r.cursors.serverCpuSeconds, r), fmt(perKCursor(r.cursors.serverCpuSeconds, r), 4)],
+        ],
+        [true, true, true, false, true, true],
+      ),
+    ),
+  );
+  parts.push(
     `Each round on its own (fresh processes, fresh documents; the servers' order alternates between rounds). The tables above give each column's median over the ${ROUNDS} rounds (per-1,000 columns: median CPU over median deliveries).`,
   );
   const roundRows: string[][] = [];
@@ -503,6 +626,9 @@ function renderMarkdown(results: SystemResult[], facts: Facts): string {
       if (x.rerun) notes.push(`${s.label}, round ${x.round}: the window was run twice (${x.rerun}).`);
       if (r && (r.cross.delivered < r.cross.expected || r.same.delivered < r.same.expected)) {
         notes.push(`${s.label}, round ${x.round}: not every delivery arrived within ${o.drainMs / 1000} s after the window.`);
+      }
+      if (r && (r.cursors.cross.delivered < r.cursors.cross.expected || r.cursors.same.delivered < r.cursors.same.expected)) {
+        notes.push(`${s.label}, round ${x.round}: not every cursor move arrived within ${o.drainMs / 1000} s after the cursor window.`);
       }
       if (r && r.otherCores > 0.25) notes.push(`${s.label}, round ${x.round}: ${r.otherCores.toFixed(2)} cores of other work ran during the window; its numbers are disturbed.`);
       if (x.stopExitCodes.some((c) => c !== 0)) notes.push(`${s.label}, round ${x.round}: SIGTERM exit codes ${x.stopExitCodes.map(String).join(' / ')}.`);
