@@ -20,8 +20,27 @@ export function loadUws(): { uws: UwsModule } | { error: string } {
     return { uws: require('uWebSockets.js') as UwsModule };
   } catch (error) {
     const message = error instanceof Error ? error.message.split('\n')[0]! : String(error);
+    // Its binaries need glibc >= 2.38 (STACK-NOTES); its own message names Node versions instead.
+    const glibc = glibcVersion();
+    if (glibc && compareVersions(glibc, '2.38') < 0) return { error: `it needs glibc >= 2.38 and this machine has ${glibc} (${message})` };
     return { error: message };
   }
+}
+
+/** The C library's version at run time, where it is glibc. */
+function glibcVersion(): string | undefined {
+  const header = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header;
+  return header?.glibcVersionRuntime;
+}
+
+function compareVersions(a: string, b: string): number {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
 }
 
 const MAX_BACKPRESSURE = 16 * 1024 * 1024;
