@@ -385,6 +385,8 @@ describe('three nodes over Redis', () => {
       }, { timeout: 5_000, what: 'both cursors seen on the other nodes' });
     }
 
+    const swept = () => Promise.all([nodes[0]!, nodes[1]!].map((node) => metric(node, 'imageflow_redis_dead_peer_presence_removed_total')));
+    const sweptBefore = await swept();
     await victim.kill();
     const killedAt = Date.now();
     ghost.destroy();
@@ -401,9 +403,9 @@ describe('three nodes over Redis', () => {
     expect(gone).toBeLessThan(6_000);
     expect(await metric(nodes[0]!, 'imageflow_redis_dead_peer_presence_removed_total')).toBeGreaterThanOrEqual(1);
     await waitFor(() => cursorX(moved.doc.clientID) === 3, { timeout: 5_000, what: 'the moved cursor' });
-    // Still there after further anti-entropy rounds (a window of four sync intervals: a wrong
-    // removal would come from a round, and nothing else marks one): it belongs to a live node now.
-    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    // Still there once both live nodes have swept the dead one (a node sweeps a dead peer once,
+    // then forgets it): the moved cursor belongs to a live node now.
+    await waitFor(async () => (await swept()).every((n, i) => n > sweptBefore[i]!), { timeout: 6_000, what: 'both live nodes swept the dead one' });
     expect(cursorX(moved.doc.clientID)).toBe(3);
 
     // Vanishing from its new node (no goodbye) removes it at once: the node knew its clientID

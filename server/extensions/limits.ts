@@ -77,9 +77,9 @@ export class LimitsExtension implements Extension {
     return Promise.resolve();
   }
 
+  /** The slot taken at authentication is given back when the document's connection closes. */
   connected({ request, documentName, connection }: connectedPayload): Promise<void> {
     const open = this.#perSocket.get(request);
-    open?.add(documentName);
     connection.onClose(() => open?.delete(documentName));
     return Promise.resolve();
   }

@@ -20,18 +20,17 @@
  *   connection is gone, so a user who left stays visible on other nodes until y-protocols' 30 s
  *   timeout. Removals caused by a local connection closing are published on the node-wide channel
  *   and applied with `removeAwarenessStates` on every other node.
- * - **Presence of a dead node.** A node killed with -9 publishes no removals. Every node keeps,
- *   per document, which node each remote awareness clientID belongs to: the sender of the last
- *   update for it on the document's channel, and the clientIDs each node claims in its anti-entropy
- *   round (for states first learned from an awareness query's replies). A peer not heard from for
- *   three sync intervals (its rounds stopped) is dead: the states it owned are removed on every node
- *   that holds them, instead of lingering until y-protocols' 30 s timeout. Awareness changes relayed
- *   from Redis are not published again (stock re-publishes them, N-1 times each).
  * - **Awareness clientIDs are claimed cluster-wide.** The awareness guard owns a clientID per
  *   connection on one node; across nodes, the first use of a clientID claims it in a Redis hash
- *   (`<prefix>:aw:<session>`, field clientID → node), so a client on another node cannot forge a
- *   state under it (stock: any client can, on every node). A claim held by a node that is no longer
- *   subscribed to Redis (dead) is taken over: a client moving from a killed node keeps its clientID.
+ *   (`<prefix>:aw:<session>`, field clientID → node identifier), so a client on another node cannot
+ *   forge a state under it (stock: any client can, on every node). A claim held by a node that is
+ *   no longer subscribed to Redis (dead) is taken over: a client moving from a killed node keeps
+ *   its clientID. Each round renews this node's claims (a Redis restart loses them).
+ * - **Presence of a dead node.** A node killed with -9 publishes no removals. A peer not heard
+ *   from for three sync intervals (its rounds stopped) is dead: every node removes the states the
+ *   claim hash names it the owner of, instead of keeping them until y-protocols' 30 s timeout.
+ *   Awareness changes relayed from Redis are not published again (stock re-publishes them, N-1
+ *   times each).
  * - **Redis unreachable.** Loading a document does not wait for Redis longer than
  *   `loadWaitMs`; each node keeps serving its own clients; when Redis is back, document channels
  *   are re-subscribed and an anti-entropy round runs at once, so nodes reconverge without new edits.
@@ -42,7 +41,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { Redis as RedisExtension, type RedisInstance } from '@hocuspocus/extension-redis';
-import { MessageType, OutgoingMessage } from '@hocuspocus/server';
+import { OutgoingMessage } from '@hocuspocus/server';
 import type {
   afterLoadDocumentPayload,
   afterStoreDocumentPayload,
@@ -129,9 +128,7 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
   readonly #controlChannel: string;
   readonly #disposers: Array<() => void> = [];
   #closed = false;
-  /** Per document: remote awareness clientID → identifier of the node its client is connected to. */
-  readonly #remoteOwners = new Map<string, Map<number, string>>();
-  /** Per document: awareness clientIDs of this node's own connections. */
+  /** Per document: the awareness clientIDs this node's connections hold (claimed, not released). */
   readonly #localClients = new Map<string, Set<number>>();
   /** Peer identifier → when a message from it last arrived (ms). */
   readonly #lastHeard = new Map<string, number>();
@@ -179,12 +176,11 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
     for (const client of [this.pub, this.sub, this.#control]) {
       client.on('error', (error: Error) => options.logger.debug({ err: error }, 'redis connection error'));
     }
-    this.sub.on('messageBuffer', (channel: Buffer, data: Buffer) => {
-      try {
-        this.#noteRelayedAwareness(channel, data);
-      } catch (error) {
-        options.logger.debug({ err: error }, 'redis sync: unreadable relayed message');
-      }
+    // Any message from a peer shows it alive (a peer killed before its first round is still known).
+    this.sub.on('messageBuffer', (_channel: Buffer, data: Buffer) => {
+      // extension-redis's envelope: identifier length (1 byte), identifier, Hocuspocus message.
+      const sender = data.toString('utf8', 1, (data[0] ?? 0) + 1);
+      if (sender !== this.identifier) this.#lastHeard.set(sender, Date.now());
     });
     this.#control.on('messageBuffer', (_channel: Buffer, data: Buffer) => {
       try {
@@ -248,7 +244,6 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
   override async afterUnloadDocument(payload: afterUnloadDocumentPayload): Promise<void> {
     await super.afterUnloadDocument(payload);
     if (payload.instance.documents.has(payload.documentName)) return;
-    this.#remoteOwners.delete(payload.documentName);
     this.#localClients.delete(payload.documentName);
   }
 
@@ -258,18 +253,6 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
     // only costs every node a message it ignores (same clock).
     if (origin?.source === 'redis') return;
     await super.onAwarenessUpdate(payload);
-    if (origin?.source === 'connection') {
-      let local = this.#localClients.get(payload.documentName);
-      if (!local) this.#localClients.set(payload.documentName, (local = new Set()));
-      const remote = this.#remoteOwners.get(payload.documentName);
-      for (const id of [...payload.added, ...payload.updated]) {
-        local.add(id);
-        remote?.delete(id);
-      }
-      for (const id of payload.removed) local.delete(id);
-    } else if (origin === null || origin === undefined) {
-      for (const id of payload.removed) this.#localClients.get(payload.documentName)?.delete(id);
-    }
     // Only removals of this node's own clients: `null` is Hocuspocus removing a closed
     // connection's states. Timeouts (origin 'timeout') and relayed removals are not re-published.
     if (payload.removed.length === 0 || (origin !== null && origin !== undefined)) return;
@@ -293,21 +276,13 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
     if (type === MSG_AWARENESS_REMOVED) {
       // Never a client connected here: a removal of it from another node is a forgery made there.
       const local = this.#localClients.get(name);
-      const ids = readIds(d).filter((id) => !local?.has(id));
-      const remote = this.#remoteOwners.get(name);
-      for (const id of ids) if (remote?.get(id) === sender) remote.delete(id);
-      const present = ids.filter((id) => document.awareness.getStates().has(id));
+      const present = readIds(d).filter((id) => !local?.has(id) && document.awareness.getStates().has(id));
       if (present.length > 0) removeAwarenessStates(document.awareness, present, this.redisTransactionOrigin);
       return;
     }
     if (type !== MSG_STATE) return;
     const remoteVector = decoding.readVarUint8Array(d);
     const remoteDigest = decoding.readVarString(d);
-    // The sender's own clients (absent from messages of nodes older than this field).
-    if (decoding.hasContent(d)) {
-      const local = this.#localClients.get(name);
-      for (const id of readIds(d)) if (!local?.has(id)) this.#owners(name).set(id, sender);
-    }
     const localVector = Y.encodeStateVector(document);
     const missing = hasStructsMissingFrom(Y.decodeStateVector(localVector), Y.decodeStateVector(remoteVector));
     if (!missing && remoteDigest === deleteSetDigest(document, localVector)) return;
@@ -334,6 +309,16 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
    * yes: presence must not stop because Redis did, and the claim is written at the next round.
    */
   async claim(name: string, clientId: number): Promise<boolean> {
+    const free = await this.#claimInRedis(name, clientId);
+    if (free) {
+      let local = this.#localClients.get(name);
+      if (!local) this.#localClients.set(name, (local = new Set()));
+      local.add(clientId);
+    }
+    return free;
+  }
+
+  async #claimInRedis(name: string, clientId: number): Promise<boolean> {
     if (!this.healthy()) return true;
     const work = async () => {
       const key = this.#claimKey(name);
@@ -357,81 +342,38 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
   }
 
   release(name: string, clientId: number): void {
+    this.#localClients.get(name)?.delete(clientId);
     if (this.pub.status !== 'ready') return;
     this.#commands.ifcRelease(this.#claimKey(name), String(clientId), this.identifier).catch((error: unknown) => {
       this.#opts.logger.debug({ err: error, session: name }, 'redis sync: awareness release failed');
     });
   }
 
-  #owners(name: string): Map<number, string> {
-    let owners = this.#remoteOwners.get(name);
-    if (!owners) this.#remoteOwners.set(name, (owners = new Map()));
-    return owners;
-  }
-
-  /**
-   * Who owns a relayed awareness state: the node that published the update on the document's
-   * channel. Replies to an awareness query (on our reply channel) may carry states a node only
-   * relays, so they name an owner only where none is known yet; the owner's next round corrects it.
-   */
-  #noteRelayedAwareness(channel: Buffer, data: Buffer): void {
-    // extension-redis's envelope: identifier length (1 byte), identifier, Hocuspocus message.
-    const length = data[0] ?? 0;
-    const sender = data.toString('utf8', 1, length + 1);
-    const body = data.subarray(length + 1);
-    if (sender === this.identifier) return;
-    this.#lastHeard.set(sender, Date.now());
-    const d = decoding.createDecoder(new Uint8Array(body));
-    const name = decoding.readVarString(d);
-    if (decoding.readVarUint(d) !== MessageType.Awareness) return;
-    const onDocumentChannel = channel.toString('utf8') === `${this.#opts.prefix}:${name}`;
-    const update = decoding.createDecoder(decoding.readVarUint8Array(d));
-    const owners = this.#owners(name);
-    const local = this.#localClients.get(name);
-    const count = decoding.readVarUint(update);
-    for (let i = 0; i < count; i++) {
-      const id = decoding.readVarUint(update);
-      decoding.readVarUint(update); // clock
-      const state = decoding.readVarString(update);
-      if (local?.has(id)) continue;
-      if (state === 'null') {
-        if (owners.get(id) === sender) owners.delete(id);
-      } else if (onDocumentChannel || !owners.has(id)) {
-        owners.set(id, sender);
-      }
-    }
-  }
-
   /**
    * Peers silent for three sync intervals are dead (their rounds stopped): remove the awareness
-   * states they owned here, so their users' cursors do not linger for 30 s. Not while this node's
-   * own Redis connections have been ready for less than that (silence is then ours, not theirs).
+   * states the claim hash names them the owner of, so their users' cursors do not linger for 30 s.
+   * Not while this node's own Redis connections have been ready for less than that (silence is then
+   * ours, not theirs).
    */
-  #removeStatesOfSilentPeers(now: number): void {
+  async #removeStatesOfSilentPeers(now: number): Promise<void> {
     const limit = this.#opts.syncIntervalMs * 3;
     if (now - this.#healthySince < limit) return;
-    const documents = this.#hocuspocus()?.documents;
-    for (const [peer, heard] of this.#lastHeard) {
-      if (now - heard < limit) continue;
-      this.#lastHeard.delete(peer);
-      let removed = 0;
-      for (const [name, owners] of this.#remoteOwners) {
-        const ids: number[] = [];
-        for (const [id, owner] of owners) {
-          if (owner !== peer) continue;
-          owners.delete(id);
-          ids.push(id);
-        }
-        const awareness = documents?.get(name)?.awareness;
-        const present = awareness ? ids.filter((id) => awareness.getStates().has(id)) : [];
-        if (awareness && present.length > 0) {
-          removeAwarenessStates(awareness, present, this.redisTransactionOrigin);
-          removed += present.length;
-        }
-      }
-      this.deadPeerStatesRemoved += removed;
-      this.#opts.logger.info({ peer, silentMs: now - heard, removed }, 'redis sync: peer silent, removed the presence it owned');
+    const dead = new Set([...this.#lastHeard].filter(([, heard]) => now - heard >= limit).map(([peer]) => peer));
+    if (dead.size === 0) return;
+    for (const peer of dead) this.#lastHeard.delete(peer);
+    let removed = 0;
+    for (const [name, document] of this.#hocuspocus()?.documents ?? []) {
+      const claims = (await this.pub.hgetall(this.#claimKey(name))) as Record<string, string>;
+      const states = document.awareness.getStates();
+      const ids = Object.entries(claims)
+        .filter(([id, owner]) => dead.has(owner) && states.has(Number(id)))
+        .map(([id]) => Number(id));
+      if (ids.length === 0) continue;
+      removeAwarenessStates(document.awareness, ids, this.redisTransactionOrigin);
+      removed += ids.length;
     }
+    this.deadPeerStatesRemoved += removed;
+    this.#opts.logger.info({ peers: [...dead], removed }, 'redis sync: peers silent, removed the presence they owned');
   }
 
   /** The diff for one peer's state vector, on that peer's reply channel only (#1151). */
@@ -478,7 +420,9 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
       this.#healthySince = Date.now();
       return;
     }
-    this.#removeStatesOfSilentPeers(Date.now());
+    await this.#removeStatesOfSilentPeers(Date.now()).catch((error: unknown) => {
+      this.#opts.logger.debug({ err: error }, 'redis sync: removing the presence of silent peers failed; next round');
+    });
     const documents = this.#hocuspocus()?.documents ?? new Map<string, Document>();
     const sends: Promise<void>[] = [];
     for (const [name, document] of documents) {
@@ -489,13 +433,11 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
       encoding.writeVarString(e, name);
       encoding.writeVarUint8Array(e, vector);
       encoding.writeVarString(e, deleteSetDigest(document, vector));
-      const states = document.awareness.getStates();
-      const local = [...(this.#localClients.get(name) ?? [])].filter((id) => states.has(id));
-      writeIds(e, local);
       sends.push(this.#publish(this.#controlChannel, encoding.toUint8Array(e)));
-      if (local.length > 0) {
+      const local = this.#localClients.get(name);
+      if (local && local.size > 0) {
         sends.push(
-          this.#commands.ifcRenew(this.#claimKey(name), this.identifier, this.#claimTtl, ...local.map(String)).then(() => undefined, () => undefined),
+          this.#commands.ifcRenew(this.#claimKey(name), this.identifier, this.#claimTtl, ...[...local].map(String)).then(() => undefined, () => undefined),
         );
       }
     }

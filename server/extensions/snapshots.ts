@@ -8,12 +8,12 @@
  * - `versionSaved` goes to every connection of the document after any save.
  * - Autosave: `quietMs` after the last change of a document (each change restarts the wait; 0
  *   disables it), and when the session's last participant leaves (the last connection on this
- *   node, with nobody connected on another node: presence's `node_presence` rows). Only when something changed: each document
- *   counts its changes, and a save remembers the count it saw; an autosave then also compares the
- *   canvas with the session's head version inside the snapshot transaction and records nothing
- *   when the content is the same (a change and its undo, edits outside the canvas, or another
- *   node that already saved it). The actor of an autosave is the last user who changed the
- *   document (else the session's owner).
+ *   node, with nobody connected on another node: presence's `node_presence` rows). Only when
+ *   something changed: each document counts its changes, and a save remembers the count it saw; an
+ *   autosave then also compares the canvas with the session's head version inside the snapshot
+ *   transaction and records nothing when the content is the same (a change and its undo, edits
+ *   outside the canvas, or another node that already saved it). The actor of an autosave is the
+ *   last user who changed the document (else the session's owner).
  * - Restore writes the version's canvas into the document through a Hocuspocus direct connection
  *   as ordinary Yjs changes (the fewest: `applyCanvas`), so every client receives them and the
  *   PersistenceExtension appends them to the update log like any edit; it waits for the log to
