@@ -36,6 +36,7 @@ import { cpuSeconds, machineBusySeconds } from './lib/procfs.ts';
 import { deleteKeysWithPrefix, openRedis, redisCounters, REDIS_URL, type RedisConnection } from './lib/redis.ts';
 import { machineFacts, runBounded, waitForQuiet, type MachineFacts } from './lib/machine.ts';
 import { writeSection } from './lib/results-file.ts';
+import { drain, MeasureWindow, tickEvery } from './lib/window.ts';
 import { fmt, fmtRatio, ratio, summarize, type Summary } from './lib/stats.ts';
 import { oursTarget, stockTarget, type Target } from './lib/targets.ts';
 
@@ -75,11 +76,18 @@ interface System {
   nodes: [Target, Target];
 }
 
+/** What readers of one bucket (writer on the same node, or on the other) received of the window. */
+interface Deliveries {
+  expected: number;
+  delivered: number;
+  latency: Summary;
+}
+
 interface CrossNodeResult {
   windowSeconds: number;
   sent: number;
-  cross: { expected: number; delivered: number; latency: Summary };
-  same: { expected: number; delivered: number; latency: Summary };
+  cross: Deliveries;
+  same: Deliveries;
   deliveredPerSecond: number;
   /** Both node processes, and each. */
   serverCpuSeconds: number;
@@ -99,8 +107,8 @@ interface CrossNodeResult {
 interface CursorResult {
   windowSeconds: number;
   moves: number;
-  cross: { expected: number; delivered: number; latency: Summary };
-  same: { expected: number; delivered: number; latency: Summary };
+  cross: Deliveries;
+  same: Deliveries;
   serverCpuSeconds: number;
   redisPublishes: number;
 }
@@ -205,12 +213,10 @@ async function connectParticipants(system: System, servers: [ServerChild, Server
 async function measure(system: System, servers: [ServerChild, ServerChild], db: BenchDatabase, redis: RedisConnection): Promise<CrossNodeResult> {
   const participants = await connectParticipants(system, servers);
   const nodeOf = new Map(participants.map((p) => [p.index, p.node]));
-  let windowStart = Number.POSITIVE_INFINITY;
-  let windowEnd = Number.POSITIVE_INFINITY;
+  const window = new MeasureWindow();
   let sent = 0;
   const cross: number[] = [];
   const same: number[] = [];
-  const inWindow = (t: number) => t >= windowStart && t < windowEnd;
 
   const observers: Array<() => void> = [];
   for (const p of participants) {
@@ -220,7 +226,7 @@ async function measure(system: System, servers: [ServerChild, ServerChild], db: 
       const now = performance.now();
       for (const key of event.keysChanged) {
         const sentAt = map.get(key);
-        if (typeof sentAt !== 'number' || !inWindow(sentAt)) continue;
+        if (typeof sentAt !== 'number' || !window.has(sentAt)) continue;
         const writerNode = nodeOf.get(Number(key.slice(0, key.indexOf(':'))));
         (writerNode === p.node ? same : cross).push(now - sentAt);
       }
@@ -230,17 +236,17 @@ async function measure(system: System, servers: [ServerChild, ServerChild], db: 
   }
 
   const period = 1000 / OPTIONS.editsPerSecondPerClient;
-  const timers: NodeJS.Timeout[] = [];
+  const stops: Array<() => void> = [];
   const startEditing = (p: Participant) => {
     let seq = 0;
     const map = p.client.doc.getMap<number>(MAP);
-    const tick = () => {
-      const now = performance.now();
-      map.set(`${p.index}:${seq++}`, now);
-      if (inWindow(now)) sent += 1;
-    };
-    // A random phase spreads the clients' edits over the period instead of in bursts.
-    timers.push(setTimeout(() => timers.push(setInterval(tick, period)), Math.random() * period));
+    stops.push(
+      tickEvery(period, () => {
+        const now = performance.now();
+        map.set(`${p.index}:${seq++}`, now);
+        if (window.has(now)) sent += 1;
+      }),
+    );
   };
 
   const pg = backendCpu(db);
@@ -256,25 +262,24 @@ async function measure(system: System, servers: [ServerChild, ServerChild], db: 
     const client0 = process.cpuUsage();
     const machine0 = machineBusySeconds();
     loop.enable();
-    windowStart = performance.now();
+    window.open();
     await sleep(OPTIONS.windowMs);
-    windowEnd = performance.now();
+    window.close();
     const node1 = pids.map((pid) => cpuSeconds(pid));
     const client1 = process.cpuUsage(client0);
     const machine1 = machineBusySeconds();
     loop.disable();
     const redis1 = await redisCounters(redis);
     const pgCpu = await pg.stop();
-    for (const t of timers) clearInterval(t);
+    for (const stop of stops) stop();
 
     const half = OPTIONS.clientsPerDocument / 2;
     const expectedSame = sent * (half - 1);
     const expectedCross = sent * half;
-    const drainDeadline = performance.now() + OPTIONS.drainMs;
-    while ((same.length < expectedSame || cross.length < expectedCross) && performance.now() < drainDeadline) await sleep(50);
+    await drain(() => same.length >= expectedSame && cross.length >= expectedCross, OPTIONS.drainMs);
 
     const cursors = await measureCursors(participants, pids, redis);
-    const windowSeconds = (windowEnd - windowStart) / 1000;
+    const windowSeconds = window.seconds;
     const nodeCpuSeconds: [number, number] = [node1[0]! - node0[0]!, node1[1]! - node0[1]!];
     const serverCpuSeconds = nodeCpuSeconds[0] + nodeCpuSeconds[1];
     const clientCpuSeconds = (client1.user + client1.system) / 1e6;
@@ -297,7 +302,7 @@ async function measure(system: System, servers: [ServerChild, ServerChild], db: 
       cursors,
     };
   } finally {
-    for (const t of timers) clearInterval(t);
+    for (const stop of stops) stop();
     for (const off of observers) off();
     for (const p of participants) p.client.destroy();
   }
@@ -312,12 +317,10 @@ async function measure(system: System, servers: [ServerChild, ServerChild], db: 
  */
 async function measureCursors(participants: Participant[], pids: number[], redis: RedisConnection): Promise<CursorResult> {
   const nodeOfClient = new Map(participants.map((p) => [p.client.doc.clientID, p.node]));
-  let windowStart = Number.POSITIVE_INFINITY;
-  let windowEnd = Number.POSITIVE_INFINITY;
+  const window = new MeasureWindow();
   let moves = 0;
   const cross: number[] = [];
   const same: number[] = [];
-  const inWindow = (t: number) => t >= windowStart && t < windowEnd;
   const offs: Array<() => void> = [];
   for (const p of participants) {
     const awareness = p.client.provider.awareness!;
@@ -326,7 +329,7 @@ async function measureCursors(participants: Participant[], pids: number[], redis
       for (const id of [...added, ...updated]) {
         if (id === awareness.clientID) continue;
         const sentAt = (awareness.getStates().get(id) as { cursor?: { x?: unknown } } | undefined)?.cursor?.x;
-        if (typeof sentAt !== 'number' || !inWindow(sentAt)) continue;
+        if (typeof sentAt !== 'number' || !window.has(sentAt)) continue;
         (nodeOfClient.get(id) === p.node ? same : cross).push(now - sentAt);
       }
     };
@@ -334,33 +337,33 @@ async function measureCursors(participants: Participant[], pids: number[], redis
     offs.push(() => awareness.off('change', onChange));
   }
   const period = 1000 / OPTIONS.cursorMovesPerSecondPerClient;
-  const timers: NodeJS.Timeout[] = [];
+  const stops: Array<() => void> = [];
   try {
     for (const p of participants) {
       let n = 0;
-      const tick = () => {
-        const now = performance.now();
-        p.client.provider.awareness!.setLocalStateField('cursor', { x: now, y: n++ });
-        if (inWindow(now)) moves += 1;
-      };
-      timers.push(setTimeout(() => timers.push(setInterval(tick, period)), Math.random() * period));
+      stops.push(
+        tickEvery(period, () => {
+          const now = performance.now();
+          p.client.provider.awareness!.setLocalStateField('cursor', { x: now, y: n++ });
+          if (window.has(now)) moves += 1;
+        }),
+      );
     }
     await sleep(OPTIONS.cursorWarmupMs);
     const redis0 = await redisCounters(redis);
     const cpu0 = pids.map((pid) => cpuSeconds(pid));
-    windowStart = performance.now();
+    window.open();
     await sleep(OPTIONS.cursorWindowMs);
-    windowEnd = performance.now();
+    window.close();
     const cpu1 = pids.map((pid) => cpuSeconds(pid));
     const redis1 = await redisCounters(redis);
-    for (const t of timers) clearInterval(t);
+    for (const stop of stops) stop();
     const half = OPTIONS.clientsPerDocument / 2;
     const expectedCross = moves * half;
     const expectedSame = moves * (half - 1);
-    const deadline = performance.now() + OPTIONS.drainMs;
-    while ((cross.length < expectedCross || same.length < expectedSame) && performance.now() < deadline) await sleep(50);
+    await drain(() => cross.length >= expectedCross && same.length >= expectedSame, OPTIONS.drainMs);
     return {
-      windowSeconds: (windowEnd - windowStart) / 1000,
+      windowSeconds: window.seconds,
       moves,
       cross: { expected: expectedCross, delivered: cross.length, latency: summarize(cross) },
       same: { expected: expectedSame, delivered: same.length, latency: summarize(same) },
@@ -368,7 +371,7 @@ async function measureCursors(participants: Participant[], pids: number[], redis
       redisPublishes: redis1.publishes - redis0.publishes,
     };
   } finally {
-    for (const t of timers) clearInterval(t);
+    for (const stop of stops) stop();
     for (const off of offs) off();
   }
 }

@@ -14,6 +14,7 @@ import { backendCpu, type BenchDatabase } from '../lib/database.ts';
 import { cpuSeconds, machineBusySeconds, threadCpu, writeSyscalls } from '../lib/procfs.ts';
 import { summarize, type Summary } from '../lib/stats.ts';
 import type { Target } from '../lib/targets.ts';
+import { drain, MeasureWindow, tickEvery } from '../lib/window.ts';
 
 export interface FanoutOptions {
   documents: number;
@@ -59,11 +60,9 @@ export async function runFanout(target: Target, server: ServerChild, db: BenchDa
   const names = docs.flatMap((d) => Array.from({ length: options.clientsPerDocument }, () => d));
   const clients = await connectMany(server.wsUrl, names, target.token());
 
-  let windowStart = Number.POSITIVE_INFINITY;
-  let windowEnd = Number.POSITIVE_INFINITY;
+  const window = new MeasureWindow();
   let sent = 0;
   const latencies: number[] = [];
-  const inWindow = (t: number) => t >= windowStart && t < windowEnd;
 
   const observers: Array<() => void> = [];
   for (const client of clients) {
@@ -73,7 +72,7 @@ export async function runFanout(target: Target, server: ServerChild, db: BenchDa
       const now = performance.now();
       for (const key of event.keysChanged) {
         const sentAt = map.get(key);
-        if (typeof sentAt === 'number' && inWindow(sentAt)) latencies.push(now - sentAt);
+        if (typeof sentAt === 'number' && window.has(sentAt)) latencies.push(now - sentAt);
       }
     };
     map.observe(observer);
@@ -81,17 +80,17 @@ export async function runFanout(target: Target, server: ServerChild, db: BenchDa
   }
 
   const period = 1000 / options.editsPerSecondPerClient;
-  const timers: NodeJS.Timeout[] = [];
+  const stops: Array<() => void> = [];
   const startEditing = (client: BenchClient, index: number) => {
     let seq = 0;
     const map = client.doc.getMap<number>(FANOUT_MAP);
-    const tick = () => {
-      const now = performance.now();
-      map.set(`${index}:${seq++}`, now);
-      if (inWindow(now)) sent += 1;
-    };
-    // A random phase spreads the clients' edits over the period instead of in bursts.
-    timers.push(setTimeout(() => timers.push(setInterval(tick, period)), Math.random() * period));
+    stops.push(
+      tickEvery(period, () => {
+        const now = performance.now();
+        map.set(`${index}:${seq++}`, now);
+        if (window.has(now)) sent += 1;
+      }),
+    );
   };
 
   const cpu = backendCpu(db);
@@ -107,9 +106,9 @@ export async function runFanout(target: Target, server: ServerChild, db: BenchDa
     const client0 = process.cpuUsage();
     const machine0 = machineBusySeconds();
     loop.enable();
-    windowStart = performance.now();
+    window.open();
     await sleep(options.windowMs);
-    windowEnd = performance.now();
+    window.close();
     const server1 = cpuSeconds(server.pid);
     const writes1 = writeSyscalls(server.pid);
     const threads1 = threadCpu(server.pid);
@@ -117,13 +116,12 @@ export async function runFanout(target: Target, server: ServerChild, db: BenchDa
     const machine1 = machineBusySeconds();
     loop.disable();
     const pg = await cpu.stop();
-    for (const t of timers) clearInterval(t);
+    for (const stop of stops) stop();
 
     const expectedDeliveries = sent * (options.clientsPerDocument - 1);
-    const drainDeadline = performance.now() + options.drainMs;
-    while (latencies.length < expectedDeliveries && performance.now() < drainDeadline) await sleep(50);
+    await drain(() => latencies.length >= expectedDeliveries, options.drainMs);
 
-    const windowSeconds = (windowEnd - windowStart) / 1000;
+    const windowSeconds = window.seconds;
     const delivered = latencies.length;
     const serverCpuSeconds = server1 - server0;
     const clientCpuSeconds = (client1.user + client1.system) / 1e6;
@@ -148,7 +146,7 @@ export async function runFanout(target: Target, server: ServerChild, db: BenchDa
       clientLoopDelayP99Ms: loop.percentile(99) / 1e6,
     };
   } finally {
-    for (const t of timers) clearInterval(t);
+    for (const stop of stops) stop();
     for (const off of observers) off();
     for (const c of clients) c.destroy();
   }
