@@ -22,18 +22,22 @@ export function loadUws(): { uws: UwsModule } | { error: string } {
     const message = error instanceof Error ? error.message.split('\n')[0]! : String(error);
     // Its binaries need glibc >= 2.38 (STACK-NOTES); its own message names Node versions instead.
     const glibc = glibcVersion();
-    if (glibc && compareVersions(glibc, '2.38') < 0) return { error: `it needs glibc >= 2.38 and this machine has ${glibc} (${message})` };
+    if (glibc && compareVersions(glibc, UWS_MIN_GLIBC) < 0) return { error: `it needs glibc >= 2.38 and this machine has ${glibc} (${message})` };
     return { error: message };
   }
 }
 
+/** The oldest glibc uWebSockets.js's binaries load on. */
+export const UWS_MIN_GLIBC = '2.38';
+
 /** The C library's version at run time, where it is glibc. */
-function glibcVersion(): string | undefined {
+export function glibcVersion(): string | undefined {
   const header = (process.report.getReport() as { header?: { glibcVersionRuntime?: string } }).header;
   return header?.glibcVersionRuntime;
 }
 
-function compareVersions(a: string, b: string): number {
+/** Dotted numeric versions: negative, 0 or positive as `a` is older, equal or newer than `b`. */
+export function compareVersions(a: string, b: string): number {
   const pa = a.split('.').map(Number);
   const pb = b.split('.').map(Number);
   for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
