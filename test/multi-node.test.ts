@@ -257,6 +257,35 @@ describe('three nodes over Redis', () => {
     watcher.destroy();
   }, 30_000);
 
+  it('releases a clientID left during a Redis outage once Redis is back, so another node accepts it', async () => {
+    const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+    register(async () => void redis.disconnect());
+    const watcher = attach(nodes[0]!.wsUrl, sessionId, owner.token);
+    const first = attach(nodes[0]!.wsUrl, sessionId, owner.token);
+    await Promise.all([watcher, first].map(synced));
+    const id = first.doc.clientID;
+    const claim = () => redis.hget(`${prefix}:aw:${sessionId}`, String(id));
+    first.provider.setAwarenessField('cursor', { x: 1, y: 1 });
+    await waitFor(async () => (await claim()) !== null, { timeout: 5_000, what: 'the claim' });
+
+    proxy.cut();
+    await waitFor(async () => (await api(nodes[0]!.url, 'GET', '/readyz')).body.status === 'degraded', { timeout: 10_000, what: 'degraded' });
+    first.destroy(); // node 0 cannot tell Redis now
+    await waitFor(() => !watcher.provider.awareness!.getStates().has(id), { timeout: 3_000, what: 'the leave on node 0' });
+    proxy.restore();
+    await waitFor(async () => (await claim()) === null, { timeout: 10_000, what: 'the release, once Redis is back' });
+
+    const again = attach(nodes[1]!.wsUrl, sessionId, owner.token, first.doc);
+    await synced(again);
+    for (let x = 6; x <= 9; x++) again.provider.setAwarenessField('cursor', { x, y: x }); // a new provider's clock restarts
+    await waitFor(() => (watcher.provider.awareness!.getStates().get(id) as { cursor?: { x: number } } | undefined)?.cursor?.x === 9, {
+      timeout: 5_000,
+      what: 'the clientID accepted on node 1',
+    });
+    again.destroy();
+    watcher.destroy();
+  }, 60_000);
+
   it('writes Redis keys only under REDIS_PREFIX, each expiring', async () => {
     const a = attach(nodes[0]!.wsUrl, sessionId, owner.token);
     await synced(a);

@@ -130,6 +130,8 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
   #closed = false;
   /** Per document: the awareness clientIDs this node's connections hold (claimed, not released). */
   readonly #localClients = new Map<string, Set<number>>();
+  /** Claims released while Redis was unreachable: [document, clientID]. */
+  readonly #unreleased: Array<[string, number]> = [];
   /** Peer identifier → when a message from it last arrived (ms). */
   readonly #lastHeard = new Map<string, number>();
   /** Since when all three Redis connections have been ready (a silent peer means nothing before). */
@@ -197,6 +199,7 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
     const onReady = () => {
       if (this.#closed) return;
       this.#healthySince = Date.now();
+      if (this.pub.status === 'ready') this.#releaseUnreleased();
       this.#resubscribe();
       this.#soon();
     };
@@ -341,12 +344,27 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
     }
   }
 
+  /**
+   * A release that cannot reach Redis waits for it: a stale claim of this live node would refuse
+   * the client's clientID on every other node until the claim hash expires.
+   */
   release(name: string, clientId: number): void {
     this.#localClients.get(name)?.delete(clientId);
-    if (this.pub.status !== 'ready') return;
+    if (this.pub.status !== 'ready') {
+      this.#unreleased.push([name, clientId]);
+      return;
+    }
     this.#commands.ifcRelease(this.#claimKey(name), String(clientId), this.identifier).catch((error: unknown) => {
-      this.#opts.logger.debug({ err: error, session: name }, 'redis sync: awareness release failed');
+      this.#opts.logger.debug({ err: error, session: name }, 'redis sync: awareness release failed; retried when Redis is back');
+      this.#unreleased.push([name, clientId]);
     });
+  }
+
+  /** Releases that could not reach Redis, unless the clientID is this node's again meanwhile. */
+  #releaseUnreleased(): void {
+    for (const [name, clientId] of this.#unreleased.splice(0)) {
+      if (!this.#localClients.get(name)?.has(clientId)) this.release(name, clientId);
+    }
   }
 
   /**
