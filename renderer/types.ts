@@ -1,0 +1,36 @@
+/**
+ * The renderer's boundary: a pure function from a canvas state (shared/canvas.ts) plus a reader of
+ * image bytes to an encoded image. The server, the render worker and the tests all call
+ * `renderCanvas` (renderer/index.ts); nothing here touches the database or HTTP.
+ */
+import type { Canvas } from '../shared/canvas.ts';
+
+export type OutputFormat = 'png' | 'webp' | 'jpeg' | 'avif';
+export type Fit = 'contain' | 'cover' | 'fill' | 'inside' | 'outside';
+
+export interface RenderOptions {
+  /** Output box in CSS pixels; absent = the canvas size (or scaled to keep the aspect ratio). */
+  readonly width?: number;
+  readonly height?: number;
+  readonly fit?: Fit;
+  /** Device pixel ratio: the box is multiplied by it (1..4). */
+  readonly dpr?: number;
+  readonly format?: OutputFormat;
+  /** 1..100 for lossy formats. */
+  readonly quality?: number;
+  /** A region of the canvas, in canvas pixels, rendered instead of the whole. */
+  readonly region?: { readonly left: number; readonly top: number; readonly width: number; readonly height: number };
+}
+
+/** Reads an image layer's original bytes by `images.image_id`; the caller has checked access. */
+export type ImageSource = (imageId: string) => Promise<Uint8Array | undefined>;
+
+export interface RenderResult {
+  readonly data: Buffer;
+  readonly format: OutputFormat;
+  readonly width: number;
+  readonly height: number;
+  readonly contentType: string;
+}
+
+export type RenderCanvas = (canvas: Canvas, images: ImageSource, options?: RenderOptions) => Promise<RenderResult>;
