@@ -54,10 +54,26 @@ const schema = z
     COMPACT_AFTER_UPDATES: bytes.default(500),
     /** Autosave a version this long after a document's last change, in ms; 0 disables (saving on last leave stays). */
     AUTOSAVE_QUIET_MS: z.coerce.number().int().min(0).max(24 * 3600 * 1000).default(30_000),
+    /** Where image bytes, thumbnails and cached renders live: files under DATA_DIR, or S3-compatible storage. */
+    BLOB_STORE: z.enum(['local', 's3']).default('local'),
+    S3_ENDPOINT: z.string().url('must be a URL').optional(),
+    S3_REGION: z.string().min(1).default('us-east-1'),
+    S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be an S3 bucket name').optional(),
+    S3_ACCESS_KEY_ID: z.string().min(1).optional(),
+    S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
+    S3_FORCE_PATH_STYLE: z
+      .enum(['true', 'false', '1', '0'])
+      .default('true')
+      .transform((v) => v === 'true' || v === '1'),
+    /** `inline`: a render worker inside the server; `off`: run `npm run worker` separately. */
+    RENDER_WORKER: z.enum(['inline', 'off']).default('inline'),
   })
   .superRefine((env, ctx) => {
     if (env.DATABASE_URL && !env.AUTH_JWT_SECRET) {
       ctx.addIssue({ code: 'custom', path: ['AUTH_JWT_SECRET'], message: 'is required when DATABASE_URL is set' });
+    }
+    if (env.BLOB_STORE === 's3' && !env.S3_BUCKET) {
+      ctx.addIssue({ code: 'custom', path: ['S3_BUCKET'], message: 'is required when BLOB_STORE=s3' });
     }
   });
 
