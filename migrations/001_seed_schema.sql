@@ -1,4 +1,4 @@
--- 001_seed_schema: the ImageFlow seed design (/work/shared/seeds/000_a55dfd578cc8c3da.txt) as runnable
+-- 001_seed_schema: the ImageFlow seed design (docs/seeds/000_a55dfd578cc8c3da.txt) as runnable
 -- PostgreSQL. Table names, column names and column types are exactly the seed's (VARCHAR(20) ids
 -- included); everything else below is either a translation of the seed's sketch-level SQL or an
 -- integrity addition, and each deviation says why next to it.
@@ -138,7 +138,7 @@ CREATE TABLE canvas_layers (
   filters JSONB,
   created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP,
 
-  -- The same layer types as the Yjs canvas document (shared/ canvas schema, CONTRACT.md).
+  -- The same layer types as the Yjs canvas document (shared/ canvas schema, docs/CONTRACT.md).
   CONSTRAINT canvas_layers_layer_type_check
     CHECK (layer_type IN ('image', 'drawing', 'text', 'shape', 'adjustment')),
   CONSTRAINT canvas_layers_opacity_check CHECK (opacity BETWEEN 0 AND 1),

@@ -1,5 +1,5 @@
 -- 002_collaboration: what real-time collaboration adds to the seed schema. Additions only: the seed's
--- names and types stay as they are (CONTRACT.md, "additions allowed, renames not").
+-- names and types stay as they are (docs/CONTRACT.md, "additions allowed, renames not").
 --
 -- One edit session = one Yjs document (the WebSocket document name is edit_sessions.session_id).
 -- Its durable form is an append-only update log (document_updates) that compaction periodically
@@ -58,13 +58,13 @@ CREATE UNIQUE INDEX idx_participants_session_color
 -- document_updates: the durable Yjs update log
 -- ---------------------------------------------------------------------------------------------
 -- Every update the server acknowledges to a client is first appended here (the durable
--- acknowledgement of CONTRACT.md: an acknowledged update survives kill -9 of any node).
+-- acknowledgement of docs/CONTRACT.md: an acknowledged update survives kill -9 of any node).
 --   seq: orders the rows of one document (replay order). The writer may assign it; when it does not,
 --     the identity sequence does (persistence/repositories/documents.ts inserts without seq, so
 --     several nodes can append to one document without coordinating). A writer that assigns seqs
 --     itself must use one scheme per database: the primary key (session_id, seq) then makes two
 --     writers that picked the same seq collide instead of silently overwriting each other.
---   kind: 'update' is one Yjs update as received (after Yjs accepted it; see STACK-NOTES on
+--   kind: 'update' is one Yjs update as received (after Yjs accepted it; see docs/STACK-NOTES.md on
 --     poisoned logs); 'snapshot' is a merged state written by compaction, which deletes the rows it
 --     merged in the same transaction, so the snapshot replaces the rows below it. (With identity
 --     seqs an update may commit after a snapshot with a lower seq than it without being in it;

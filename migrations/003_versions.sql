@@ -2,7 +2,7 @@
 --
 -- A version (image_versions row) is a snapshot of an edit session's canvas: canvas_state holds
 -- the whole canvas JSON, and canvas_layers one row per layer. Seed tables and columns keep their
--- names and types (CONTRACT.md, "additions allowed, renames not").
+-- names and types (docs/CONTRACT.md, "additions allowed, renames not").
 
 -- Up Migration
 

@@ -2,7 +2,7 @@
  * One database interface over two engines: a real PostgreSQL reached with `pg`, or PGlite (PostgreSQL
  * compiled to WASM) served in-process over the PostgreSQL wire protocol by pglite-socket. Both are
  * then driven by the same `pg` Pool, so the migrations, repositories and the update log run unchanged
- * on either (STACK-NOTES: PGlite behind pglite-socket keeps transactions isolated per connection).
+ * on either (docs/STACK-NOTES.md: PGlite behind pglite-socket keeps transactions isolated per connection).
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -3,7 +3,7 @@
  *
  * Invariants:
  * - Only updates that Yjs has already applied are appended (a log that keeps an update before Yjs
- *   accepted it can be poisoned: `Y.mergeUpdates` spins on some rejected updates — STACK-NOTES).
+ *   accepted it can be poisoned: `Y.mergeUpdates` spins on some rejected updates — docs/STACK-NOTES.md).
  * - `flushed()` resolves only once every update appended before the call is committed. The
  *   server holds a client's acknowledgement behind it, so "acknowledged" means "in PostgreSQL".
  * - While a batch is being written, new updates queue up and go out together in the next batch:

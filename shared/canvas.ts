@@ -1,5 +1,5 @@
 /**
- * The canvas document (CONTRACT "The canvas document"): zod schemas and the mapping between a
+ * The canvas document (docs/CONTRACT.md "The canvas document"): zod schemas and the mapping between a
  * plain JSON canvas (what `image_versions.canvas_state` holds) and the Yjs document.
  *
  * Yjs layout: `meta` is a Y.Map of scalars; `layers` is a Y.Map from layer id to a Y.Map whose

@@ -1,5 +1,5 @@
 /**
- * Awareness state (CONTRACT "Awareness state"): `{ user: { id, name, color }, cursor: { x, y } | null,
+ * Awareness state (docs/CONTRACT.md "Awareness state"): `{ user: { id, name, color }, cursor: { x, y } | null,
  * selection: string[] }`. The server rebuilds every incoming state from these fields only, with
  * `user.id` forced to the token's subject and `user.color` to the participant's cursor colour.
  */

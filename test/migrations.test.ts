@@ -11,7 +11,7 @@ import { migrate, migrationsDir } from '../persistence/migrate.ts';
 import { createDatabase } from './support/databases.ts';
 import { tempDir } from './support/server-process.ts';
 
-const SEED_URL = new URL('../../shared/seeds/000_a55dfd578cc8c3da.txt', import.meta.url);
+const SEED_URL = new URL('../docs/seeds/000_a55dfd578cc8c3da.txt', import.meta.url);
 
 const teardown: Array<() => Promise<void>> = [];
 const register = (fn: () => Promise<void>) => void teardown.unshift(fn);

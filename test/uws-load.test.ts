@@ -1,5 +1,5 @@
 /**
- * TRANSPORT=auto says why it did not pick uWebSockets.js: on glibc older than 2.38 (STACK-NOTES)
+ * TRANSPORT=auto says why it did not pick uWebSockets.js: on glibc older than 2.38 (docs/STACK-NOTES.md)
  * the reason names the glibc versions, not uWS's own message about Node versions.
  */
 import { describe, expect, it } from 'vitest';

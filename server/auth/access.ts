@@ -1,5 +1,5 @@
 /**
- * Who may do what in an edit session (CONTRACT "Identity and access"), as pure decisions over
+ * Who may do what in an edit session (docs/CONTRACT.md "Identity and access"), as pure decisions over
  * rows the repositories return, so the Hocuspocus hook and the HTTP routes share one rule.
  */
 import { AppError } from '../../shared/errors.ts';

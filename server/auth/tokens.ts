@@ -1,5 +1,5 @@
 /**
- * Access tokens (CONTRACT "Identity and access"): JWT, HS256, `sub` = users.user_id, `exp`
+ * Access tokens (docs/CONTRACT.md "Identity and access"): JWT, HS256, `sub` = users.user_id, `exp`
  * required, optional `sid` = user_sessions.session_id. jose does the cryptography and claim checks.
  */
 import { errors as joseErrors, jwtVerify, SignJWT } from 'jose';

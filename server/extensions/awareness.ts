@@ -1,7 +1,7 @@
 /**
  * Awareness that cannot be spoofed. Awareness updates carry client-chosen clientIDs, so stock
  * Hocuspocus lets any client overwrite (or, by disconnecting, remove) another's presence
- * (STACK-NOTES). Here each clientID belongs to the connection that first used it, until that
+ * (docs/STACK-NOTES.md). Here each clientID belongs to the connection that first used it, until that
  * connection closes; states for clientIDs owned by another connection are dropped, and every state
  * is rebuilt from the contract's fields with `user.id` = the token's subject and `user.color` = the
  * participant's cursor colour. Read-only connections keep their presence (who, where, what is

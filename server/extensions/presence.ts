@@ -1,5 +1,5 @@
 /**
- * Presence in `session_participants`, correct across nodes (CONTRACT "Presence"):
+ * Presence in `session_participants`, correct across nodes (docs/CONTRACT.md "Presence"):
  *
  * - A user's first connection to a session on this node writes this node's `node_presence` row
  *   and marks the participant online (`joined_at` keeps the first join, `last_active_at` = now,

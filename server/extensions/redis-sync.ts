@@ -1,7 +1,7 @@
 /**
  * Cross-node fan-out through Redis: @hocuspocus/extension-redis for the live path (each change
  * publishes a state vector on the document's channel, peers answer with the diff on the sender's
- * reply channel; awareness is relayed the same way), plus what it gets wrong (STACK-NOTES):
+ * reply channel; awareness is relayed the same way), plus what it gets wrong (docs/STACK-NOTES.md):
  *
  * - **No store lock.** Its `onStoreDocument` takes a Redlock with no retry and makes a node that
  *   misses it skip its store (`SkipFurtherHooksError`). Our log is append-only and idempotent and

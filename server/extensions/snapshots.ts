@@ -20,7 +20,7 @@
  *   commit them, then records a `restore` version.
  *
  * No hook here ever throws: an exception in onChange or onStateless would be an unhandled
- * rejection (STACK-NOTES). Failures are logged, or answered to the asking connection.
+ * rejection (docs/STACK-NOTES.md). Failures are logged, or answered to the asking connection.
  */
 import type {
   Connection,

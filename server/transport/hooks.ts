@@ -1,7 +1,7 @@
 /**
  * The WebSocket side shared by both transports: crossws hooks that hand each socket to the
  * transport-free Hocuspocus core, through a `WebSocketLike` built on crossws's `peer.send` /
- * `peer.close` (the uws adapter's `peer.websocket` has neither — STACK-NOTES).
+ * `peer.close` (the uws adapter's `peer.websocket` has neither — docs/STACK-NOTES.md).
  */
 import type { Hooks, Peer } from 'crossws';
 import type { Hocuspocus, WebSocketLike } from '@hocuspocus/server';

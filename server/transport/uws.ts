@@ -2,7 +2,7 @@
  * The uWebSockets.js transport: one uWS app serves WebSockets through crossws's uws adapter and
  * HTTP through a small bridge to the same web-standard handlers the node transport uses.
  *
- * uWS defaults that lose data are overridden (STACK-NOTES): `maxPayloadLength` (16 KiB default,
+ * uWS defaults that lose data are overridden (docs/STACK-NOTES.md): `maxPayloadLength` (16 KiB default,
  * too small for an initial sync) and `maxBackpressure` (64 KiB, over which sends are dropped
  * silently) — a socket too slow to drain its backlog is closed instead, and resyncs on reconnect.
  */
@@ -20,7 +20,7 @@ export function loadUws(): { uws: UwsModule } | { error: string } {
     return { uws: require('uWebSockets.js') as UwsModule };
   } catch (error) {
     const message = error instanceof Error ? error.message.split('\n')[0]! : String(error);
-    // Its binaries need glibc >= 2.38 (STACK-NOTES); its own message names Node versions instead.
+    // Its binaries need glibc >= 2.38 (docs/STACK-NOTES.md); its own message names Node versions instead.
     const glibc = glibcVersion();
     if (glibc && compareVersions(glibc, UWS_MIN_GLIBC) < 0) return { error: `it needs glibc >= 2.38 and this machine has ${glibc} (${message})` };
     return { error: message };
