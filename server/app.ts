@@ -13,6 +13,7 @@ import { connectPostgres, openEmbedded, type Database } from '../persistence/db.
 import { migrate } from '../persistence/migrate.ts';
 import { UpdateLog } from '../persistence/update-log.ts';
 import { TokenService } from './auth/tokens.ts';
+import { UrlSigner } from './signed-urls.ts';
 import type { Config } from './config.ts';
 import { AuthExtension } from './extensions/auth.ts';
 import { AwarenessGuardExtension } from './extensions/awareness.ts';
@@ -35,6 +36,7 @@ export interface RunningServer {
   readonly nodeId: string;
   readonly db: Database;
   readonly tokens: TokenService;
+  readonly signer: UrlSigner;
   readonly hocuspocus: Hocuspocus;
   readonly log: UpdateLog;
   readonly logger: Logger;
@@ -77,7 +79,9 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     throw error;
   }
 
-  const tokens = new TokenService(await signingSecret(config));
+  const secret = await signingSecret(config);
+  const tokens = new TokenService(secret);
+  const signer = new UrlSigner(secret, { ttlSeconds: config.SIGNED_URL_TTL_SECONDS });
   const metrics = new Metrics(nodeId);
   const log = new UpdateLog(db, {
     nodeId,
@@ -156,7 +160,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
         }
       : {}),
   });
-  const http = createHttpApp({ db, tokens, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId, metrics, versions: snapshots, ...(redis ? { redis } : {}) });
+  const http = createHttpApp({ db, tokens, signer, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId, metrics, versions: snapshots, ...(redis ? { redis } : {}) });
   const { listening, note } = await listen(
     config.TRANSPORT,
     {
@@ -209,6 +213,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     nodeId,
     db,
     tokens,
+    signer,
     hocuspocus,
     log,
     logger,

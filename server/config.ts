@@ -65,6 +65,8 @@ const schema = z
       .enum(['true', 'false', '1', '0'])
       .default('true')
       .transform((v) => v === 'true' || v === '1'),
+    /** How long signed URLs (renders, thumbnails, files for `<img>` tags) stay valid, in seconds (rounded up to 5 min). */
+    SIGNED_URL_TTL_SECONDS: z.coerce.number().int().min(60).max(7 * 24 * 3600).default(3600),
     /** `inline`: a render worker inside the server; `off`: run `npm run worker` separately. */
     RENDER_WORKER: z.enum(['inline', 'off']).default('inline'),
   })

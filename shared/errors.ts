@@ -14,6 +14,8 @@ export const errors = {
   unknown_user: { status: 401, closeCode: 4401, message: 'The token names a user that does not exist or is deactivated.' },
   forbidden: { status: 403, closeCode: 4403, message: 'You do not have access to this resource.' },
   not_session_owner: { status: 403, closeCode: 4403, message: 'Only the owner of the session may do this.' },
+  invalid_signature: { status: 403, message: 'The signed URL is malformed or its signature does not match.' },
+  signature_expired: { status: 403, message: 'The signed URL has expired.' },
   image_not_found: { status: 404, message: 'No image with that id is visible to you.' },
   version_not_found: { status: 404, message: 'No version with that id exists for this image.' },
   version_image_mismatch: { status: 409, message: 'That version belongs to another image than this session.' },

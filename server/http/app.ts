@@ -13,7 +13,8 @@ import type { Database } from '../../persistence/db.ts';
 import type { UpdateLog } from '../../persistence/update-log.ts';
 import type { SessionRow } from '../../persistence/repositories/sessions.ts';
 import { authenticate } from '../auth/access.ts';
-import type { TokenService } from '../auth/tokens.ts';
+import type { Claims, TokenService } from '../auth/tokens.ts';
+import { UrlSigner } from '../signed-urls.ts';
 import type { Metrics } from '../metrics.ts';
 import { createSession, endSession } from '../sessions.ts';
 import { registerParticipantRoutes } from './participants.ts';
@@ -26,6 +27,8 @@ export { readJson, type Env };
 export interface HttpDeps {
   db: Database;
   tokens: TokenService;
+  /** Signed URLs (server/signed-urls.ts): accepted instead of the Bearer token where a URL carries `sig`. */
+  signer: UrlSigner;
   log: UpdateLog;
   hocuspocus: Hocuspocus;
   logger: Logger;
@@ -103,11 +106,20 @@ export function createHttpApp(deps: HttpDeps): Hono<Env> {
     );
   });
 
-  // Every /api route needs a valid token of an existing, active user.
+  // Every /api route needs a valid token of an existing, active user — or a signed URL (for
+  // `<img>` tags, which cannot send a header): its signature binds method, path, parameters and
+  // expiry, and names the user, who is then checked exactly like a token's.
   app.use('/api/*', async (c, next) => {
-    const header = c.req.header('authorization') ?? '';
-    const match = /^Bearer\s+(\S+)$/i.exec(header);
-    const claims = await deps.tokens.verify(match?.[1]);
+    const url = new URL(c.req.url);
+    let claims: Claims;
+    if (UrlSigner.isSigned(url)) {
+      const signed = deps.signer.verify(c.req.method, url);
+      claims = { sub: signed.userId, exp: signed.expires };
+    } else {
+      const header = c.req.header('authorization') ?? '';
+      const match = /^Bearer\s+(\S+)$/i.exec(header);
+      claims = await deps.tokens.verify(match?.[1]);
+    }
     await authenticate(deps.db, claims);
     c.set('claims', claims);
     await next();
