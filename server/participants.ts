@@ -2,6 +2,10 @@
  * Inviting and removing session participants (owner only). A change to someone's access takes
  * effect on their open connections at once: removal closes them; a changed `canEdit` flips them
  * between read-write and read-only in place.
+ *
+ * Permissions merge (README "Who may do what"): a change names only the fields it changes; a
+ * field it leaves out keeps its stored value. A new participant gets `NEW_PARTICIPANT` for every
+ * field the invitation leaves out: read-only (`canEdit: false`) unless the owner says otherwise.
  */
 import type { Hocuspocus } from '@hocuspocus/server';
 import { AppError } from '../shared/errors.ts';
@@ -23,6 +27,9 @@ interface Deps {
   hocuspocus: Hocuspocus;
 }
 
+/** What a new participant may do when the invitation does not say. */
+export const NEW_PARTICIPANT: Permissions = { canEdit: false, canComment: true };
+
 async function ownedSession(db: Database, sessionId: string, userId: string): Promise<SessionRow> {
   const session = await getSession(db, sessionId);
   if (!session) throw new AppError('session_not_found');
@@ -41,7 +48,10 @@ export async function inviteParticipant(
   if (input.userId === session.owner_id) throw new AppError('invalid_body', 'userId: the owner is not invited; they always have access.');
   const user = await getUser(deps.db, input.userId);
   if (!user || !user.is_active) throw new AppError('user_not_found');
-  const permissions: Permissions = { canEdit: input.permissions.canEdit ?? true, canComment: input.permissions.canComment ?? true };
+  const change: Partial<Permissions> = {};
+  if (input.permissions.canEdit !== undefined) change.canEdit = input.permissions.canEdit;
+  if (input.permissions.canComment !== undefined) change.canComment = input.permissions.canComment;
+  const permissions = { initial: { ...NEW_PARTICIPANT, ...change }, change };
   let row: ParticipantRow;
   try {
     row = await upsertParticipant(deps.db, sessionId, input.userId, permissions, CURSOR_PALETTE);
@@ -50,12 +60,16 @@ export async function inviteParticipant(
     if ((error as { code?: string }).code !== '23505') throw error;
     row = await upsertParticipant(deps.db, sessionId, input.userId, permissions, CURSOR_PALETTE);
   }
-  applyAccessChange(deps.hocuspocus, sessionId, input.userId, permissions.canEdit ? 'editor' : 'viewer');
+  // The role follows the permissions as stored after the merge, not the request's fields.
+  applyAccessChange(deps.hocuspocus, sessionId, input.userId, row.permissions.canEdit === true ? 'editor' : 'viewer');
   return row;
 }
 
 export async function removeSessionParticipant(deps: Deps, sessionId: string, actorId: string, userId: string): Promise<void> {
-  await ownedSession(deps.db, sessionId, actorId);
+  const session = await ownedSession(deps.db, sessionId, actorId);
+  // The owner's access comes from owning the session, not from a participant row (presence gives
+  // them one for their colour): removing that row would only kick them out of their own session.
+  if (userId === session.owner_id) throw new AppError('owner_not_removable');
   const removed = await removeParticipant(deps.db, sessionId, userId);
   if (!removed) throw new AppError('participant_not_found');
   applyAccessChange(deps.hocuspocus, sessionId, userId, null, 'participant_removed');

@@ -21,6 +21,7 @@ export const errors = {
   version_image_mismatch: { status: 409, message: 'That version belongs to another image than this session.' },
   invalid_canvas: { status: 422, message: 'The canvas does not match the schema; nothing was saved.' },
   user_not_found: { status: 404, message: 'No active user with that id exists.' },
+  owner_not_removable: { status: 409, message: 'The owner of a session cannot be removed from it; end the session instead.' },
   participant_not_found: { status: 404, message: 'That user is not a participant of this session.' },
   session_not_found: { status: 404, closeCode: 4404, message: 'No edit session with that id exists.' },
   session_ended: { status: 410, closeCode: 4410, message: 'The edit session has ended.' },

@@ -99,8 +99,70 @@ describe('who may join and write', () => {
     const colors = list.body.participants.map((p: { cursorColor: string }) => p.cursorColor);
     expect(new Set(colors).size).toBe(2);
     for (const color of colors) expect(color).toMatch(/^#[0-9a-f]{6}$/);
-    const gone = await api(server.url, 'DELETE', `/api/sessions/${sessionId}/participants/${owner.userId}`, { token: owner.token });
+    const gone = await api(server.url, 'DELETE', `/api/sessions/${sessionId}/participants/${viewer.userId}x`, { token: owner.token });
     expect(gone).toMatchObject({ status: 404, body: { error: { code: 'participant_not_found' } } });
+  });
+
+  it('the owner cannot remove themselves from their own session (and stays connected)', async () => {
+    const { owner, sessionId } = await setup();
+    const o = connectClient(server.wsUrl, sessionId, owner.token, register);
+    await o.synced;
+    // Presence gives the connected owner a participant row (their colour): the row exists.
+    await waitFor(
+      async () => (await db.query('SELECT 1 FROM session_participants WHERE session_id = $1 AND user_id = $2', [sessionId, owner.userId])).rowCount,
+      { what: "the owner's participant row" },
+    );
+    let closed: string | undefined;
+    o.provider.on('close', ({ event }: { event: { reason: string } }) => (closed = event.reason));
+    const self = await api(server.url, 'DELETE', `/api/sessions/${sessionId}/participants/${owner.userId}`, { token: owner.token });
+    expect(self).toMatchObject({ status: 409, body: { error: { code: 'owner_not_removable' } } });
+    o.doc.getMap('meta').set('stillHere', true);
+    await acknowledged(o);
+    expect(closed).toBeUndefined();
+    expect((await storedDoc(sessionId)).getMap('meta').get('stillHere')).toBe(true);
+  });
+
+  it('permission changes merge into the stored ones; an invitation without canEdit is read-only', async () => {
+    const { owner, editor, viewer, sessionId } = await setup();
+    const newcomer = await createActor(db, 'newcomer');
+    const change = (userId: string, permissions: Record<string, boolean>) =>
+      api(server.url, 'POST', `/api/sessions/${sessionId}/participants`, { token: owner.token, body: { userId, permissions } });
+
+    const o = connectClient(server.wsUrl, sessionId, owner.token, register);
+    const v = connectClient(server.wsUrl, sessionId, viewer.token, register);
+    const e = connectClient(server.wsUrl, sessionId, editor.token, register);
+    await Promise.all([o.synced, v.synced, e.synced]);
+
+    // A change naming only canComment keeps everything else: the viewer stays read-only, live.
+    const viewerChanged = await change(viewer.userId, { canComment: false });
+    expect(viewerChanged).toMatchObject({ status: 201, body: { participant: { permissions: { canEdit: false, canComment: false } } } });
+    const editorChanged = await change(editor.userId, { canComment: false });
+    expect(editorChanged).toMatchObject({ status: 201, body: { participant: { permissions: { canEdit: true, canComment: false } } } });
+    v.doc.getMap('meta').set('viewerAfterChange', true);
+    e.doc.getMap('meta').set('editorAfterChange', true);
+    await acknowledged(e);
+    o.doc.getMap('meta').set('sentinel', 1);
+    await acknowledged(o);
+    await waitFor(() => v.doc.getMap('meta').get('sentinel') === 1, { what: 'sentinel at viewer' });
+    await waitFor(() => o.doc.getMap('meta').get('editorAfterChange') === true, { what: "the editor's edit at the owner" });
+    expect(o.doc.getMap('meta').has('viewerAfterChange')).toBe(false);
+    expect((await storedDoc(sessionId)).getMap('meta').has('viewerAfterChange')).toBe(false);
+
+    // A new participant invited without canEdit is read-only (canComment defaults to true).
+    const invited = await change(newcomer.userId, {});
+    expect(invited).toMatchObject({ status: 201, body: { participant: { permissions: { canEdit: false, canComment: true } } } });
+    const n = connectClient(server.wsUrl, sessionId, newcomer.token, register);
+    await n.synced;
+    n.doc.getMap('meta').set('newcomerWasHere', true);
+    o.doc.getMap('meta').set('sentinel', 2);
+    await acknowledged(o);
+    await waitFor(() => n.doc.getMap('meta').get('sentinel') === 2, { what: 'sentinel at newcomer' });
+    expect(o.doc.getMap('meta').has('newcomerWasHere')).toBe(false);
+    // Saying canEdit makes them an editor; a later canComment change leaves that alone.
+    expect(await change(newcomer.userId, { canEdit: true })).toMatchObject({ body: { participant: { permissions: { canEdit: true, canComment: true } } } });
+    expect(await change(newcomer.userId, { canComment: false })).toMatchObject({ body: { participant: { permissions: { canEdit: true, canComment: false } } } });
+    const { rows } = await db.query('SELECT permissions FROM session_participants WHERE session_id = $1 AND user_id = $2', [sessionId, newcomer.userId]);
+    expect(rows[0].permissions).toEqual({ canEdit: true, canComment: false });
   });
 
   it('removal mid-session cuts the user off within a second; demotion makes them read-only at once', async () => {

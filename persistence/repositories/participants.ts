@@ -20,8 +20,11 @@ const columns = 'session_id, user_id, joined_at, last_active_at, permissions, cu
 
 export const participantQueries = {
   /**
-   * Invites (or re-invites with new permissions). A new participant gets the first palette colour
-   * not yet used in the session; the unique index on (session_id, cursor_color) backs that up.
+   * Invites, or changes an existing participant's permissions. A new participant gets `$3` (the
+   * defaults with the given fields on top) and the first palette colour not yet used in the
+   * session (the unique index on (session_id, cursor_color) backs that up). An existing one keeps
+   * every field the change `$5` leaves out: jsonb `||` merges the given fields into the stored ones
+   * in the one statement, so two concurrent changes of different fields both stick.
    */
   upsert: `
     INSERT INTO session_participants (session_id, user_id, permissions, cursor_color, joined_at, last_active_at)
@@ -29,21 +32,32 @@ export const participantQueries = {
       SELECT c FROM unnest($4::varchar[]) WITH ORDINALITY AS p(c, i)
       WHERE c NOT IN (SELECT cursor_color FROM session_participants WHERE session_id = $1::varchar AND cursor_color IS NOT NULL)
       ORDER BY i LIMIT 1), NULL, NULL)
-    ON CONFLICT (session_id, user_id) DO UPDATE SET permissions = EXCLUDED.permissions
+    ON CONFLICT (session_id, user_id) DO UPDATE
+      SET permissions = COALESCE(session_participants.permissions, '{}'::jsonb) || $5::jsonb
     RETURNING ${columns}`,
   remove: `DELETE FROM session_participants WHERE session_id = $1 AND user_id = $2 RETURNING ${columns}`,
   get: `SELECT ${columns} FROM session_participants WHERE session_id = $1 AND user_id = $2`,
   list: `SELECT ${columns} FROM session_participants WHERE session_id = $1 ORDER BY joined_at NULLS LAST, user_id`,
 } as const;
 
+/**
+ * Invites `userId` with `initial` permissions, or, if they already take part, merges `change` into
+ * their stored permissions (fields absent from `change` keep their value). Returns the row as stored.
+ */
 export async function upsertParticipant(
   db: Queryable,
   sessionId: string,
   userId: string,
-  permissions: Permissions,
+  permissions: { initial: Permissions; change: Partial<Permissions> },
   palette: readonly string[],
 ): Promise<ParticipantRow> {
-  const { rows } = await db.query<ParticipantRow>(participantQueries.upsert, [sessionId, userId, JSON.stringify(permissions), palette]);
+  const { rows } = await db.query<ParticipantRow>(participantQueries.upsert, [
+    sessionId,
+    userId,
+    JSON.stringify(permissions.initial),
+    palette,
+    JSON.stringify(permissions.change),
+  ]);
   return rows[0]!;
 }
 
