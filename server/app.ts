@@ -25,6 +25,8 @@ import { SnapshotExtension } from './extensions/snapshots.ts';
 import { PresenceExtension } from './extensions/presence.ts';
 import { RedisSyncExtension } from './extensions/redis-sync.ts';
 import { createHttpApp } from './http/app.ts';
+import { createBlobStore } from '../storage/index.ts';
+import type { BlobStore } from '../storage/blob-store.ts';
 import { createSocketHooks } from './transport/hooks.ts';
 import { listen, type TransportName } from './transport/index.ts';
 import { YJS_PREFIX } from './transport/y-websocket.ts';
@@ -40,6 +42,8 @@ export interface RunningServer {
   readonly hocuspocus: Hocuspocus;
   readonly log: UpdateLog;
   readonly logger: Logger;
+  /** Image bytes, thumbnails, cached renders (BLOB_STORE: files under DATA_DIR, or S3). */
+  readonly blobs: BlobStore;
   /** Stops accepting, stores every document, closes the database. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -82,6 +86,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   const secret = await signingSecret(config);
   const tokens = new TokenService(secret);
   const signer = new UrlSigner(secret, { ttlSeconds: config.SIGNED_URL_TTL_SECONDS });
+  const blobs = createBlobStore(config);
   const metrics = new Metrics(nodeId);
   const log = new UpdateLog(db, {
     nodeId,
@@ -202,6 +207,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
       await presence.close();
       await log.close();
       await guard.close();
+      await blobs.close();
       await db.close();
     })());
 
@@ -217,6 +223,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     hocuspocus,
     log,
     logger,
+    blobs,
     close,
   };
 }
