@@ -2,7 +2,6 @@
  * Branded ids. Every id column of the seed schema is VARCHAR(20): ours are a 4-character type
  * prefix and 16 random base-62 characters (~95 bits), e.g. `ses_3fJ9a0LqZk1mP2xY`.
  */
-import { randomBytes } from 'node:crypto';
 
 declare const brand: unique symbol;
 export type Brand<T, B extends string> = T & { readonly [brand]: B };
@@ -30,7 +29,8 @@ function randomId(prefix: string): string {
   // Rejection sampling keeps the distribution uniform (256 is not a multiple of 62).
   let out = prefix;
   while (out.length < 20) {
-    for (const byte of randomBytes(24)) {
+    // Web Crypto: in browsers and Node alike (shared/ runs in both; no Node built-ins here).
+    for (const byte of globalThis.crypto.getRandomValues(new Uint8Array(24))) {
       if (byte < 248 && out.length < 20) out += ALPHABET[byte % 62];
     }
   }
