@@ -34,6 +34,24 @@ const num = z.number();
 const unit = num.min(0).max(1);
 const nonNegative = num.min(0);
 const positive = num.positive();
+/**
+ * Whether PostgreSQL can store `value` unchanged, in JSONB and in text columns: no NUL (JSONB
+ * refuses `\u0000`, text refuses the 0x00 byte) and no unpaired UTF-16 surrogate (JSON.stringify
+ * writes one as a `\ud800` escape, which JSONB refuses; as a text parameter it would silently turn
+ * into U+FFFD). Every other string is stored exactly.
+ */
+export function isStorableText(value: string): boolean {
+  return !value.includes('\u0000') && value.isWellFormed();
+}
+
+export const STORABLE_TEXT_MESSAGE = 'must not contain NUL (\\u0000) or an unpaired UTF-16 surrogate';
+
+/**
+ * The one string schema of everything that is stored: every string field of the canvas, and the
+ * free-text fields of requests (`description`, `branchName`). Chain `.min`/`.max` as on z.string().
+ */
+export const storableString = () => z.string().refine(isStorableText, STORABLE_TEXT_MESSAGE);
+
 const id = z.string().regex(ID_PATTERN, 'must be an id (1-20 characters of A-Z a-z 0-9 _ -)');
 
 /** `#rgb`, `#rgba`, `#rrggbb`, `#rrggbbaa`, or `transparent`. */
@@ -100,8 +118,8 @@ export const strokeSchema = z.strictObject({
 export const drawingDataSchema = z.strictObject({ strokes: z.array(strokeSchema).max(10_000) });
 
 export const textDataSchema = z.strictObject({
-  text: z.string().max(10_000),
-  fontFamily: z.string().min(1).max(100),
+  text: storableString().max(10_000),
+  fontFamily: storableString().min(1).max(100),
   fontSize: num.positive().max(2000),
   fontWeight: z.union([z.enum(['normal', 'bold']), z.number().int().min(100).max(900).multipleOf(100)]).optional(),
   fontStyle: z.enum(['normal', 'italic']).optional(),
@@ -126,7 +144,7 @@ export const shapeDataSchema = z
     /** Polygon vertices (shape `polygon`). */
     points: points(10_000).optional(),
     /** SVG path data (shape `path`). */
-    path: z.string().min(1).max(100_000).optional(),
+    path: storableString().min(1).max(100_000).optional(),
   })
   .superRefine((d, ctx) => {
     if (d.shape === 'polygon' && (d.points?.length ?? 0) < 6) {
@@ -176,9 +194,9 @@ export type AdjustmentLayerData = z.infer<typeof adjustmentDataSchema>;
 // ---------------------------------------------------------------------------------------------
 /** The fields every layer has, whatever its type (the `canvas_layers` columns in camelCase). */
 export const layerBaseShape = {
-  name: z.string().min(1).max(100),
+  name: storableString().min(1).max(100),
   /** Fractional index (see shared/layers.ts); ascending = bottom to top, ties broken by layer id. */
-  order: z.string().min(1).max(64),
+  order: storableString().min(1).max(64),
   visible: z.boolean(),
   /** 0..1. The canvas keeps it exactly; canvas_layers.opacity (DECIMAL(3,2)) holds it rounded. */
   opacity: unit,

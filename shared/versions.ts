@@ -12,7 +12,7 @@
  * Other stateless payloads are left to other extensions.
  */
 import { z } from 'zod';
-import type { Canvas, Layer } from './canvas.ts';
+import { storableString, type Canvas, type Layer } from './canvas.ts';
 
 export type VersionKind = 'manual' | 'autosave' | 'restore';
 
@@ -102,7 +102,7 @@ export interface VersionDiffJson extends CanvasDiffJson {
 
 export const saveVersionMessage = z.strictObject({
   type: z.literal('saveVersion'),
-  description: z.string().max(2000).optional(),
+  description: storableString().max(2000).optional(),
   requestId: z.string().max(100).optional(),
 });
 export type SaveVersionMessage = z.infer<typeof saveVersionMessage>;

@@ -7,13 +7,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type pg from 'pg';
 import * as Y from 'yjs';
-import { jsonEqual, readCanvas } from '../shared/canvas.ts';
+import { jsonEqual, parseCanvas, readCanvas } from '../shared/canvas.ts';
 import { addLayer, layerIds, moveLayer, removeLayer, updateLayer } from '../shared/layers.ts';
 import { parseServerMessage, type VersionsServerMessage } from '../shared/versions.ts';
 import { addEveryLayerType } from './support/canvas.ts';
 import { acknowledged, connectClient, waitFor, type Client } from './support/clients.ts';
 import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool } from './support/fixtures.ts';
+import { mulberry32 } from './support/random.ts';
 import { startServerProcess, tempDir, type ServerProcess } from './support/server-process.ts';
 
 const teardown: Array<() => Promise<void>> = [];
@@ -423,6 +424,144 @@ describe('versions (node transport, PostgreSQL)', () => {
     expect(notes).toEqual([{ user_id: editor.userId, kind: 'manual' }]);
     const { rows: activities } = await db.query(`SELECT metadata->>'kind' AS kind FROM activities WHERE metadata->>'sessionId' = $1 ORDER BY created_at`, [sessionId]);
     expect(activities.map((r) => r.kind)).toEqual(['manual', 'autosave', 'autosave']);
+  });
+
+  it('NUL in a canvas string, a description or a branchName is refused naming the field, on every save path', async () => {
+    const owner = await createActor(db, 'owner');
+    const imageId = await createImage(db, owner.userId);
+    const sessionId = await createSession(server.url, owner.token, imageId);
+    const a = connectClient(server.wsUrl, sessionId, owner.token, register);
+    const messages = inbox(a);
+    await a.synced;
+    const text = addLayer(a.doc, { type: 'text', name: 'ok', data: { text: 'x', fontFamily: 'Inter', fontSize: 12, color: '#000', align: 'left' } });
+    a.doc.getMap<Y.Map<unknown>>('layers').get(text)!.set('name', 'bad\u0000name');
+    await acknowledged(a);
+
+    const http = await api(server.url, 'POST', `/api/sessions/${sessionId}/versions`, { token: owner.token, body: {} });
+    expect(http).toMatchObject({ status: 422, body: { error: { code: 'invalid_canvas' } } });
+    expect(http.body.error.message).toContain(`layer ${text}, field name`);
+    a.provider.sendStateless(JSON.stringify({ type: 'saveVersion', requestId: 'nul' }));
+    expect(await waitFor(() => messages.find((m) => m.type === 'error'), { what: 'stateless refusal' })).toMatchObject({
+      code: 'invalid_canvas',
+      requestId: 'nul',
+    });
+
+    // Free text of requests: HTTP and stateless descriptions, a branch name; NUL and a lone surrogate.
+    updateLayer(a.doc, text, { name: 'fine again' });
+    await acknowledged(a);
+    for (const description of ['a\u0000b', 'lone \ud800 high', 'lone \udc00 low']) {
+      const res = await api(server.url, 'POST', `/api/sessions/${sessionId}/versions`, { token: owner.token, body: { description } });
+      expect(res).toMatchObject({ status: 400, body: { error: { code: 'invalid_body' } } });
+      expect(res.body.error.message).toMatch(/^description: /);
+    }
+    a.provider.sendStateless(JSON.stringify({ type: 'saveVersion', description: 'a\u0000b', requestId: 'nul2' }));
+    const statelessError = await waitFor(() => messages.find((m) => m.type === 'error' && m.requestId === 'nul2'), { what: 'stateless description refusal' });
+    expect(statelessError).toMatchObject({ code: 'invalid_body', message: expect.stringMatching(/^description: /) });
+    for (const branchName of ['x\u0000y', '\udfff']) {
+      const res = await api(server.url, 'POST', '/api/sessions', { token: owner.token, body: { imageId, branchName } });
+      expect(res).toMatchObject({ status: 400, body: { error: { code: 'invalid_body' } } });
+      expect(res.body.error.message).toMatch(/^branchName: /);
+    }
+
+    // Autosave (the last participant leaving) skips the canvas as invalid instead of failing.
+    a.doc.getMap<Y.Map<unknown>>('layers').get(text)!.set('name', 'nul\u0000again');
+    await acknowledged(a);
+    a.destroy();
+    await waitFor(() => server.output().includes('autosave skipped: invalid canvas') && server.output().includes(sessionId), {
+      what: 'autosave skipped as invalid',
+    });
+    expect(server.output()).not.toMatch(new RegExp(`autosave failed[^\\n]*${sessionId}|${sessionId}[^\\n]*autosave failed`));
+    const { rows } = await db.query('SELECT count(*)::int AS n FROM image_versions WHERE image_id = $1', [imageId]);
+    expect(rows[0].n).toBe(0);
+    expect((await api(server.url, 'GET', '/healthz')).status).toBe(200);
+  });
+
+  it('seeded: every string the schema accepts is stored exactly by a real save; NUL and lone surrogates are refused', async () => {
+    const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 1_000_000);
+    console.log(`string fuzz seed: ${seed} (rerun with FUZZ_SEED=${seed})`);
+    const random = mulberry32(seed);
+    const pick = <T,>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
+    const unit = (): string => {
+      const r = random();
+      if (r < 0.08) return '\u0000';
+      if (r < 0.16) return String.fromCharCode(0xd800 + Math.floor(random() * 0x400)); // lone high (unless a low follows)
+      if (r < 0.24) return String.fromCharCode(0xdc00 + Math.floor(random() * 0x400)); // lone low (unless after a high)
+      if (r < 0.34) return String.fromCodePoint(0x10000 + Math.floor(random() * 0xfffff)); // a valid pair
+      if (r < 0.44) return String.fromCharCode(1 + Math.floor(random() * 31)); // other control characters
+      return pick(['a', 'Z', '0', ' ', '"', '\\', '/', 'é', 'ß', '\u2028', '\ufeff', '\uffff', '\ufffd', '✓', '\u0085', '{', '%']);
+    };
+    const randomString = () => Array.from({ length: 1 + Math.floor(random() * 12) }, unit).join('');
+    // The independent rule: no NUL, and UTF-8 round-trips (a lone surrogate does not).
+    const storable = (value: string) => !value.includes('\u0000') && Buffer.from(value, 'utf8').toString('utf8') === value;
+    /** The canvas as the server receives it: the client's state through a real Yjs encoding. */
+    const asServerSees = (doc: Y.Doc) => {
+      const copy = new Y.Doc();
+      Y.applyUpdate(copy, Y.encodeStateAsUpdate(doc));
+      const canvas = readCanvas(copy);
+      copy.destroy();
+      return canvas;
+    };
+
+    const owner = await createActor(db, 'owner');
+    const imageId = await createImage(db, owner.userId);
+    const sessionId = await createSession(server.url, owner.token, imageId);
+    const a = connectClient(server.wsUrl, sessionId, owner.token, register);
+    await a.synced;
+    const textData = { text: 'x', fontFamily: 'Inter', fontSize: 12, color: '#000', align: 'left' as const };
+    const layer = addLayer(a.doc, { type: 'text', name: 'fuzz', data: textData });
+    await acknowledged(a);
+    const outcomes = { stored: 0, refused: 0 };
+
+    for (let i = 0; i < 60; i++) {
+      const value = randomString();
+      const field = pick(['name', 'text', 'fontFamily', 'description'] as const);
+      const context = `seed ${seed}, step ${i}, field ${field}, value ${JSON.stringify(value)}`;
+      if (field === 'description') {
+        const res = await api(server.url, 'POST', `/api/sessions/${sessionId}/versions`, { token: owner.token, body: { description: value } });
+        if (storable(value)) {
+          expect(res.status, context).toBe(201);
+          expect(res.body.version.description, context).toBe(value);
+          const { rows } = await db.query(`SELECT metadata->>'description' AS d FROM activities WHERE target_id = $1`, [res.body.version.versionId]);
+          expect(rows[0].d, context).toBe(value);
+          outcomes.stored += 1;
+        } else {
+          expect(res, context).toMatchObject({ status: 400, body: { error: { code: 'invalid_body' } } });
+          outcomes.refused += 1;
+        }
+        continue;
+      }
+      // Straight into the Y.Map: a client that does not validate (updateLayer would refuse).
+      const yLayer = a.doc.getMap<Y.Map<unknown>>('layers').get(layer)!;
+      if (field === 'name') yLayer.set('name', value);
+      else yLayer.set('data', { ...textData, [field]: value });
+      await acknowledged(a);
+      const sent = asServerSees(a.doc);
+      const sentValue = field === 'name' ? sent.layers[layer]!.name : (sent.layers[layer]!.data as Record<string, unknown>)[field];
+      const res = await api(server.url, 'POST', `/api/sessions/${sessionId}/versions`, { token: owner.token, body: {} });
+      if (storable(sentValue as string)) {
+        expect(parseCanvas(sent).ok, context).toBe(true);
+        expect(res.status, `${context}: ${JSON.stringify(res.body)}`).toBe(201);
+        const stored = await api(server.url, 'GET', `/api/versions/${res.body.version.versionId}`, { token: owner.token });
+        expect(stored.body.canvasState, context).toEqual(sent);
+        const { rows } = await db.query<{ name: string }>('SELECT name FROM canvas_layers WHERE version_id = $1 AND layer_key = $2', [
+          res.body.version.versionId,
+          layer,
+        ]);
+        expect(rows[0]!.name, context).toBe(sent.layers[layer]!.name);
+        outcomes.stored += 1;
+      } else {
+        expect(res, context).toMatchObject({ status: 422, body: { error: { code: 'invalid_canvas' } } });
+        expect(res.body.error.message, context).toContain(`layer ${layer}, field ${field === 'name' ? 'name' : `data.${field}`}`);
+        outcomes.refused += 1;
+        // Back to a valid canvas for the next step.
+        updateLayer(a.doc, layer, { name: 'fuzz', data: textData });
+        await acknowledged(a);
+      }
+    }
+    console.log(`string fuzz: ${outcomes.stored} stored, ${outcomes.refused} refused`);
+    expect(outcomes.stored).toBeGreaterThan(5);
+    expect(outcomes.refused).toBeGreaterThan(5);
+    a.destroy();
   });
 
   it('reads need visibility or membership; bad requests get stable errors', async () => {

@@ -7,6 +7,7 @@ import { bodyLimit } from 'hono/body-limit';
 import type { Hocuspocus } from '@hocuspocus/server';
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import { storableString } from '../../shared/canvas.ts';
 import { AppError } from '../../shared/errors.ts';
 import { isId } from '../../shared/ids.ts';
 import type { Database } from '../../persistence/db.ts';
@@ -63,7 +64,7 @@ const createSessionBody = z.strictObject({
   sessionType: z.enum(['solo', 'collaborative']).optional(),
   expiresInSeconds: z.number().int().min(60).max(30 * 24 * 3600).optional(),
   fromVersionId: z.string().refine(isId, 'must be an id').optional(),
-  branchName: z.string().min(1).max(100).optional(),
+  branchName: storableString().min(1).max(100).optional(),
 });
 
 export function createHttpApp(deps: HttpDeps): Hono<Env> {

@@ -6,6 +6,7 @@
  */
 import type { Hono } from 'hono';
 import { z } from 'zod';
+import { storableString } from '../../shared/canvas.ts';
 import { AppError } from '../../shared/errors.ts';
 import { isId } from '../../shared/ids.ts';
 import type { Database } from '../../persistence/db.ts';
@@ -15,10 +16,10 @@ import type { VersionService } from '../extensions/snapshots.ts';
 import { imageVersionTree, versionDetail, versionDiff, versionJson } from '../versions.ts';
 import { readJson, type Env } from './json.ts';
 
-const saveBody = z.strictObject({ description: z.string().max(2000).optional() });
+const saveBody = z.strictObject({ description: storableString().max(2000).optional() });
 const restoreBody = z.strictObject({
   versionId: z.string().refine(isId, 'must be an id'),
-  description: z.string().max(2000).optional(),
+  description: storableString().max(2000).optional(),
 });
 
 export interface VersionRouteDeps {
