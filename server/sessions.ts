@@ -10,6 +10,7 @@ import { CloseCode } from '../shared/protocol.ts';
 import type { Database } from '../persistence/db.ts';
 import type { UpdateLog } from '../persistence/update-log.ts';
 import { appendSnapshot } from '../persistence/repositories/documents.ts';
+import { isBranchOfOthers } from '../persistence/repositories/versions.ts';
 import { getCurrentVersion, getImage, getVersion, isImageVisibleTo } from '../persistence/repositories/images.ts';
 import {
   endSession as endSessionRow,
@@ -34,8 +35,14 @@ export interface CreateSessionInput {
  * the original image as one layer). The session row and the first row of its update log are
  * written in one transaction, so a session never exists without its document.
  *
- * Branches: a session continues the branch of the version it starts from; one started
- * `fromVersionId` without a `branchName` gets a branch of its own named after the session.
+ * Branches: a session of the image's owner continues the branch of the version it starts from;
+ * one started `fromVersionId` without a `branchName` gets a branch of its own named after the
+ * session.
+ *
+ * Forks: anyone else the image is visible to gets a fork, a session on a branch of its own
+ * (`fork-<sessionId>` unless `branchName` names one) whose saves never move the image's current
+ * version (server/versions.ts `movesCurrentVersion`). A fork may not take `main` or a branch
+ * holding versions of another user's sessions (409 `branch_taken`).
  */
 export async function createSession(db: Database, userId: string, input: CreateSessionInput): Promise<SessionRow> {
   const image = await getImage(db, input.imageId);
@@ -55,8 +62,16 @@ export async function createSession(db: Database, userId: string, input: CreateS
   } else {
     canvas = initialCanvas({ imageId: image.image_id, width: image.width, height: image.height }, newLayerId());
   }
-  const branchName =
-    input.branchName ?? (input.fromVersionId ? `branch-${sessionId}` : (version?.branch_name ?? DEFAULT_BRANCH));
+  const fork = image.user_id !== userId;
+  let branchName: string;
+  if (fork) {
+    branchName = input.branchName ?? `fork-${sessionId}`;
+    if (branchName === DEFAULT_BRANCH || (await isBranchOfOthers(db, image.image_id, branchName, userId))) {
+      throw new AppError('branch_taken', `Branch “${branchName}” of this image is not yours; a session on someone else's image works on a branch of its own.`);
+    }
+  } else {
+    branchName = input.branchName ?? (input.fromVersionId ? `branch-${sessionId}` : (version?.branch_name ?? DEFAULT_BRANCH));
+  }
 
   return db.transaction(async (tx) => {
     const session = await insertSession(tx, {

@@ -12,9 +12,12 @@
  *   once), one image_versions row whose parent is the session's head and whose branch is the
  *   session's branch, one canvas_layers row per layer, the session's head moves to it, the
  *   image's last_edited_at, one activities row, notifications.
- * - is_current: the most recently saved version of an image is its current one, whichever branch
- *   it is on (so a new session without `fromVersionId` continues from the latest work). Saving
- *   clears the previous current in the same transaction.
+ * - is_current: the most recently saved version in a session the image's owner started is the
+ *   image's current one, whichever branch it is on (so the owner's next session without
+ *   `fromVersionId` continues from the latest work). Saving such a version clears the previous
+ *   current in the same transaction. Reading is not writing: a version saved in a session someone
+ *   else started (a fork: the session owner may see the image but does not own it) never becomes
+ *   current, whoever saves it — the image's owner let no one into that session.
  * - canvas_state is the canvas exactly as the document held it (validated by `canvasSchema`);
  *   canvas_layers is derived from it: layer_key = the layer's id in the canvas, layer_id a fresh
  *   id per row, layer_order = position bottom to top (0-based; by `order`, ties by id), opacity
@@ -49,7 +52,7 @@ import {
   getVersionFull,
   getVersionLayers,
   getVersionMeta,
-  insertCurrentVersion,
+  insertVersion,
   insertLayers,
   isSessionMemberOfImage,
   lockImage,
@@ -220,6 +223,15 @@ export function buildTree(imageId: string, rows: readonly TreeRow[]): VersionTre
 // The snapshot transaction
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * Whether a version saved in a session becomes its image's current version: only in a session the
+ * image's owner started, where every saver is the owner or someone the owner let in. Any other
+ * session on the image is a fork (README "Who may do what").
+ */
+export function movesCurrentVersion(s: { sessionOwnerId: string; imageOwnerId: string }): boolean {
+  return s.sessionOwnerId === s.imageOwnerId;
+}
+
 export interface RecordVersionInput {
   sessionId: string;
   /** Who saves; null = the session's owner (an autosave with no known editor). */
@@ -256,7 +268,7 @@ export async function recordVersion(db: Database, input: RecordVersionInput): Pr
     }
     const createdBy = input.userId ?? head.owner_id;
     const versionNumber = await nextVersionNumber(tx, image.image_id);
-    const version = await insertCurrentVersion(tx, {
+    const version = await insertVersion(tx, {
       versionId: newVersionId(),
       imageId: image.image_id,
       parentVersionId: head.head_version_id,
@@ -269,6 +281,7 @@ export async function recordVersion(db: Database, input: RecordVersionInput): Pr
       sessionId: input.sessionId,
       kind: input.kind,
       restoredFromVersionId: input.restoredFromVersionId ?? null,
+      isCurrent: movesCurrentVersion({ sessionOwnerId: head.owner_id, imageOwnerId: image.user_id }),
     });
     const rows = canvasToLayerRows(input.canvas);
     await insertLayers(tx, version.version_id, rows);

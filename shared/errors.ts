@@ -19,6 +19,7 @@ export const errors = {
   image_not_found: { status: 404, message: 'No image with that id is visible to you.' },
   version_not_found: { status: 404, message: 'No version with that id exists for this image.' },
   version_image_mismatch: { status: 409, message: 'That version belongs to another image than this session.' },
+  branch_taken: { status: 409, message: 'That branch of the image belongs to another user; a fork works on a branch of its own.' },
   invalid_canvas: { status: 422, message: 'The canvas does not match the schema; nothing was saved.' },
   user_not_found: { status: 404, message: 'No active user with that id exists.' },
   owner_not_removable: { status: 409, message: 'The owner of a session cannot be removed from it; end the session instead.' },

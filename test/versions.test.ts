@@ -398,7 +398,7 @@ describe('versions (node transport, PostgreSQL)', () => {
     updateLayer(b.doc, layerIds(b.doc).at(-1)!, { name: 'renamed' });
     await acknowledged(b);
     b.destroy();
-    await waitFor(async () => (await count()) >= 2, { what: 'autosave on leave' });
+    await waitFor(async () => (await count()) >= 2, { timeout: 30_000, what: 'autosave on leave' });
 
     // A visitor who changes nothing leaves; then one more change and leave as a barrier.
     const c = connectClient(server.wsUrl, sessionId, owner.token, register);
@@ -409,7 +409,7 @@ describe('versions (node transport, PostgreSQL)', () => {
     updateLayer(d.doc, layerIds(d.doc).at(-1)!, { visible: false });
     await acknowledged(d);
     d.destroy();
-    await waitFor(async () => (await count()) >= 3, { what: 'second autosave on leave' });
+    await waitFor(async () => (await count()) >= 3, { timeout: 30_000, what: 'second autosave on leave' });
 
     const { rows } = await db.query(
       'SELECT kind, created_by, canvas_state FROM image_versions WHERE session_id = $1 ORDER BY version_number',
@@ -424,6 +424,87 @@ describe('versions (node transport, PostgreSQL)', () => {
     expect(notes).toEqual([{ user_id: editor.userId, kind: 'manual' }]);
     const { rows: activities } = await db.query(`SELECT metadata->>'kind' AS kind FROM activities WHERE metadata->>'sessionId' = $1 ORDER BY created_at`, [sessionId]);
     expect(activities.map((r) => r.kind)).toEqual(['manual', 'autosave', 'autosave']);
+  });
+
+  it("reading is not writing: only sessions the image's owner started move its current version; anyone else's is a fork", async () => {
+    const owner = await createActor(db, 'owner');
+    const ownersEditor = await createActor(db, 'ownersEditor');
+    const stranger = await createActor(db, 'stranger');
+    const strangersEditor = await createActor(db, 'strangersEditor');
+    const imageId = await createImage(db, owner.userId, { privacyLevel: 'public' });
+    const current = async () =>
+      (await db.query<{ version_id: string }>('SELECT version_id FROM image_versions WHERE image_id = $1 AND is_current', [imageId])).rows.map(
+        (r) => r.version_id,
+      );
+    const invite = (sessionId: string, token: string, userId: string) =>
+      api(server.url, 'POST', `/api/sessions/${sessionId}/participants`, { token, body: { userId, permissions: { canEdit: true } } });
+
+    // Row "the image's owner": their saves move the current version.
+    const ownerSession = await createSession(server.url, owner.token, imageId);
+    const v1 = await save(server, owner.token, ownerSession, 'owner');
+    expect(v1).toMatchObject({ isCurrent: true, branchName: 'main' });
+
+    // Row "someone the image is visible to": a fork from the current version, on its own branch.
+    const forked = await api(server.url, 'POST', '/api/sessions', { token: stranger.token, body: { imageId } });
+    expect(forked.status).toBe(201);
+    const fork = forked.body.session.sessionId as string;
+    expect(forked.body.session).toMatchObject({ baseVersionId: v1.versionId, branchName: `fork-${fork}` });
+    const s = connectClient(server.wsUrl, fork, stranger.token, register);
+    const inboxS = inbox(s);
+    await s.synced;
+    addLayer(s.doc, { type: 'image', name: 'vandal', data: { imageId } });
+    await acknowledged(s);
+    // Every save path of the fork: HTTP, stateless, restore, autosave (the last one leaving).
+    const httpSave = await save(server, stranger.token, fork, 'mine now');
+    expect(httpSave).toMatchObject({ isCurrent: false, branchName: `fork-${fork}`, parentVersionId: v1.versionId });
+    s.provider.sendStateless(JSON.stringify({ type: 'saveVersion', requestId: 'fork' }));
+    const statelessSave = await waitFor(() => inboxS.find((m) => m.type === 'versionSaved' && m.requestId === 'fork'), { what: 'fork stateless save' });
+    expect(statelessSave).toMatchObject({ version: { isCurrent: false } });
+    const restored = await api(server.url, 'POST', `/api/sessions/${fork}/restore`, { token: stranger.token, body: { versionId: httpSave.versionId } });
+    expect(restored).toMatchObject({ status: 201, body: { version: { isCurrent: false, kind: 'restore' } } });
+    addLayer(s.doc, { type: 'image', name: 'vandal again', data: { imageId } });
+    await acknowledged(s);
+    s.destroy();
+    await waitFor(async () => (await db.query(`SELECT 1 FROM image_versions WHERE session_id = $1 AND kind = 'autosave'`, [fork])).rowCount, {
+      what: 'fork autosave',
+    });
+    // Row "a participant the fork's owner let in": still the fork's.
+    expect((await invite(fork, stranger.token, strangersEditor.userId)).status).toBe(201);
+    expect(await save(server, strangersEditor.token, fork, 'helper')).toMatchObject({ isCurrent: false });
+    // Row "the image's owner let into a fork": the fork's owner let them in, not the other way round.
+    expect((await invite(fork, stranger.token, owner.userId)).status).toBe(201);
+    expect(await save(server, owner.token, fork, 'owner visiting the fork')).toMatchObject({ isCurrent: false });
+
+    expect(await current()).toEqual([v1.versionId]);
+    const tree = await api(server.url, 'GET', `/api/images/${imageId}/versions`, { token: owner.token });
+    expect(tree.body.currentVersionId).toBe(v1.versionId);
+    // The owner's next session starts from their own work, not the fork's.
+    const next = await api(server.url, 'POST', '/api/sessions', { token: owner.token, body: { imageId } });
+    expect(next.body.session).toMatchObject({ baseVersionId: v1.versionId, branchName: 'main' });
+    const o = connectClient(server.wsUrl, next.body.session.sessionId, owner.token, register);
+    await o.synced;
+    expect(Object.values(readCanvas(o.doc).layers).map((l) => l.name)).not.toContain('vandal');
+    o.destroy();
+
+    // Row "a participant the image's owner let in": their saves move the current version.
+    expect((await invite(ownerSession, owner.token, ownersEditor.userId)).status).toBe(201);
+    const v2 = await save(server, ownersEditor.token, ownerSession, 'invited editor');
+    expect(v2).toMatchObject({ isCurrent: true });
+    expect(await current()).toEqual([v2.versionId]);
+
+    // A fork cannot take the owner's branches (main, or one of theirs) but may continue its own.
+    const ownerBranch = await createSession(server.url, owner.token, imageId, { fromVersionId: v1.versionId, branchName: 'experiment' });
+    const experiment = await save(server, owner.token, ownerBranch, 'experiment');
+    for (const branchName of ['main', 'experiment']) {
+      const taken = await api(server.url, 'POST', '/api/sessions', { token: stranger.token, body: { imageId, branchName } });
+      expect(taken, branchName).toMatchObject({ status: 409, body: { error: { code: 'branch_taken' } } });
+    }
+    const again = await api(server.url, 'POST', '/api/sessions', {
+      token: stranger.token,
+      body: { imageId, fromVersionId: httpSave.versionId, branchName: `fork-${fork}` },
+    });
+    expect(again).toMatchObject({ status: 201, body: { session: { branchName: `fork-${fork}` } } });
+    expect(await current()).toEqual([experiment.versionId]);
   });
 
   it('NUL in a canvas string, a description or a branchName is refused naming the field, on every save path', async () => {

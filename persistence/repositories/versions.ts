@@ -73,6 +73,8 @@ export interface NewVersion {
   sessionId: string | null;
   kind: VersionKind;
   restoredFromVersionId: string | null;
+  /** Whether the version becomes the image's current one (see server/versions.ts). */
+  isCurrent: boolean;
 }
 
 /** The session columns a snapshot reads under lock. */
@@ -101,7 +103,7 @@ export const versionQueries = {
     INSERT INTO image_versions (version_id, image_id, parent_version_id, version_number, branch_name, created_by,
                                 description, canvas_state, file_size, is_current, session_id, kind,
                                 restored_from_version_id)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, TRUE, $10, $11, $12)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $13, $10, $11, $12)
     RETURNING ${meta}`,
   /** All layers of a version in one statement: parallel arrays, JSON columns passed as text. */
   insertLayers: `
@@ -141,6 +143,15 @@ export const versionQueries = {
       WHERE c.image_id = t.image_id AND c.version_number > t.version_number
     )
     SELECT * FROM tree ORDER BY version_number`,
+  /**
+   * Whether `branch_name` $2 of image $1 holds versions saved in sessions someone other than $3
+   * owns (or in no session): such a branch is not $3's to continue in a fork.
+   */
+  branchOfOthers: `
+    SELECT 1 FROM image_versions v
+    LEFT JOIN edit_sessions s ON s.session_id = v.session_id
+    WHERE v.image_id = $1 AND v.branch_name = $2 AND (s.owner_id IS NULL OR s.owner_id <> $3)
+    LIMIT 1`,
   /** Whether the user owns or participates in any session on the (non-deleted) image. */
   sessionMember: `
     SELECT 1 FROM edit_sessions s
@@ -174,9 +185,12 @@ export async function nextVersionNumber(tx: Queryable, imageId: string): Promise
   return rows[0]!.n;
 }
 
-/** Inserts a version as the image's current one (clearing the previous current first). */
-export async function insertCurrentVersion(tx: Queryable, v: NewVersion): Promise<VersionMetaRow> {
-  await tx.query(versionQueries.clearCurrent, [v.imageId]);
+/**
+ * Inserts a version. With `isCurrent` it becomes the image's current one (the previous current is
+ * cleared first); without, the image's current version stays where it is (a fork's save).
+ */
+export async function insertVersion(tx: Queryable, v: NewVersion): Promise<VersionMetaRow> {
+  if (v.isCurrent) await tx.query(versionQueries.clearCurrent, [v.imageId]);
   const { rows } = await tx.query<VersionMetaRow>(versionQueries.insert, [
     v.versionId,
     v.imageId,
@@ -190,6 +204,7 @@ export async function insertCurrentVersion(tx: Queryable, v: NewVersion): Promis
     v.sessionId,
     v.kind,
     v.restoredFromVersionId,
+    v.isCurrent,
   ]);
   return rows[0]!;
 }
@@ -241,5 +256,10 @@ export async function versionTree(db: Queryable, imageId: string): Promise<TreeR
 
 export async function isSessionMemberOfImage(db: Queryable, imageId: string, userId: string): Promise<boolean> {
   const { rowCount } = await db.query(versionQueries.sessionMember, [imageId, userId]);
+  return (rowCount ?? 0) > 0;
+}
+
+export async function isBranchOfOthers(db: Queryable, imageId: string, branchName: string, userId: string): Promise<boolean> {
+  const { rowCount } = await db.query(versionQueries.branchOfOthers, [imageId, branchName, userId]);
   return (rowCount ?? 0) > 0;
 }
