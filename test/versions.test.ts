@@ -153,8 +153,18 @@ describe('versions (node transport, PostgreSQL)', () => {
       return version;
     };
     const main = await createSession(server.url, owner.token, imageId);
-    const m1 = await editAndSave(main, 'm1');
-    const m2 = await editAndSave(main, 'm2');
+    // One client for both saves of the main session: a client leaving between them would race its
+    // leave-autosave against the next client's edit (an autosave between m1 and m2).
+    const mainClient = connectClient(server.wsUrl, main, owner.token, register);
+    await mainClient.synced;
+    const mainSave = async (layerName: string) => {
+      addLayer(mainClient.doc, { type: 'image', name: layerName, data: { imageId } });
+      await acknowledged(mainClient);
+      return save(server, owner.token, main, layerName);
+    };
+    const m1 = await mainSave('m1');
+    const m2 = await mainSave('m2');
+    mainClient.destroy();
     const b1Session = await createSession(server.url, owner.token, imageId, { fromVersionId: m1.versionId, branchName: 'experiment' });
     const b1 = await editAndSave(b1Session, 'b1');
     const b2Session = await createSession(server.url, owner.token, imageId, { fromVersionId: b1.versionId });
