@@ -31,6 +31,8 @@ export interface RenderResult {
   readonly width: number;
   readonly height: number;
   readonly contentType: string;
+  /** Image ids the ImageSource did not return (or that did not decode): rendered as empty areas. */
+  readonly missingImages?: readonly string[];
 }
 
 export type RenderCanvas = (canvas: Canvas, images: ImageSource, options?: RenderOptions) => Promise<RenderResult>;

@@ -38,6 +38,10 @@ export const errors = {
   rate_limited: { status: 429, closeCode: 1008, message: 'Too many messages or bytes in too short a time.' },
   authentication_timeout: { status: 401, closeCode: 4408, message: 'The connection did not authenticate in time.' },
   not_ready: { status: 503, closeCode: 1013, message: 'The server cannot serve this right now; a dependency is unavailable.' },
+  invalid_render_options: { status: 400, message: 'The render parameters (size, fit, format, quality, region) are not valid.' },
+  render_too_large: { status: 413, message: 'The render would exceed the output pixel or canvas complexity limits.' },
+  render_timeout: { status: 503, message: 'The render took longer than allowed and was stopped.' },
+  render_busy: { status: 503, message: 'Too many renders are queued; try again shortly.' },
   internal: { status: 500, message: 'An unexpected error occurred; it has been logged.' },
 } as const satisfies Record<string, { status: number; message: string; closeCode?: number }>;
 

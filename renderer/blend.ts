@@ -1,0 +1,152 @@
+/**
+ * Blend modes. Twelve are libvips-native and go through sharp's `composite()`; hue, saturation,
+ * color and luminosity are not (sharp throws) and are computed here on raw pixels, only over the
+ * layer's bounding box, with the W3C Compositing and Blending Level 1 formulas:
+ *   Cs' = (1 - αb)·Cs + αb·B(Cb, Cs);  αo = αs + αb·(1 - αs);  co = αs·Cs' + αb·Cb·(1 - αs).
+ * Adjustment layers use the same blend functions with the backdrop's own alpha kept (the layer
+ * paints only where there is something below it).
+ */
+import type { Blend } from 'sharp';
+import type { BlendMode } from '../shared/canvas.ts';
+import type { Raster } from './raster.ts';
+
+export const NATIVE_BLEND: Partial<Record<BlendMode, Blend>> = {
+  normal: 'over',
+  multiply: 'multiply',
+  screen: 'screen',
+  overlay: 'overlay',
+  darken: 'darken',
+  lighten: 'lighten',
+  'color-dodge': 'colour-dodge',
+  'color-burn': 'colour-burn',
+  'hard-light': 'hard-light',
+  'soft-light': 'soft-light',
+  difference: 'difference',
+  exclusion: 'exclusion',
+};
+
+export function isNative(mode: BlendMode): boolean {
+  return NATIVE_BLEND[mode] !== undefined;
+}
+
+// ---- separable blend functions B(cb, cs) on 0..1 ----
+function hardLight(cb: number, cs: number): number {
+  return cs <= 0.5 ? cb * 2 * cs : cb + (2 * cs - 1) - cb * (2 * cs - 1);
+}
+function softLight(cb: number, cs: number): number {
+  if (cs <= 0.5) return cb - (1 - 2 * cs) * cb * (1 - cb);
+  const d = cb <= 0.25 ? ((16 * cb - 12) * cb + 4) * cb : Math.sqrt(cb);
+  return cb + (2 * cs - 1) * (d - cb);
+}
+export const SEPARABLE: Record<string, (cb: number, cs: number) => number> = {
+  normal: (_cb, cs) => cs,
+  multiply: (cb, cs) => cb * cs,
+  screen: (cb, cs) => cb + cs - cb * cs,
+  overlay: (cb, cs) => hardLight(cs, cb),
+  darken: (cb, cs) => Math.min(cb, cs),
+  lighten: (cb, cs) => Math.max(cb, cs),
+  'color-dodge': (cb, cs) => (cb === 0 ? 0 : cs >= 1 ? 1 : Math.min(1, cb / (1 - cs))),
+  'color-burn': (cb, cs) => (cb >= 1 ? 1 : cs <= 0 ? 0 : 1 - Math.min(1, (1 - cb) / cs)),
+  'hard-light': hardLight,
+  'soft-light': softLight,
+  difference: (cb, cs) => Math.abs(cb - cs),
+  exclusion: (cb, cs) => cb + cs - 2 * cb * cs,
+};
+
+// ---- non-separable helpers on [r, g, b] in 0..1 ----
+type Rgb = [number, number, number];
+const lum = (c: Rgb) => 0.3 * c[0] + 0.59 * c[1] + 0.11 * c[2];
+function clipColor(c: Rgb): Rgb {
+  const l = lum(c);
+  const n = Math.min(c[0], c[1], c[2]);
+  const x = Math.max(c[0], c[1], c[2]);
+  let [r, g, b] = c;
+  if (n < 0) {
+    r = l + ((r - l) * l) / (l - n);
+    g = l + ((g - l) * l) / (l - n);
+    b = l + ((b - l) * l) / (l - n);
+  }
+  if (x > 1) {
+    r = l + ((r - l) * (1 - l)) / (x - l);
+    g = l + ((g - l) * (1 - l)) / (x - l);
+    b = l + ((b - l) * (1 - l)) / (x - l);
+  }
+  return [r, g, b];
+}
+function setLum(c: Rgb, l: number): Rgb {
+  const d = l - lum(c);
+  return clipColor([c[0] + d, c[1] + d, c[2] + d]);
+}
+const sat = (c: Rgb) => Math.max(c[0], c[1], c[2]) - Math.min(c[0], c[1], c[2]);
+function setSat(c: Rgb, s: number): Rgb {
+  const out: Rgb = [0, 0, 0];
+  const idx = [0, 1, 2].sort((i, j) => c[i]! - c[j]!) as [number, number, number];
+  const [iMin, iMid, iMax] = idx;
+  const cMin = c[iMin]!, cMid = c[iMid]!, cMax = c[iMax]!;
+  if (cMax > cMin) {
+    out[iMid] = ((cMid - cMin) * s) / (cMax - cMin);
+    out[iMax] = s;
+  }
+  out[iMin] = 0;
+  return out;
+}
+export const NON_SEPARABLE: Record<string, (cb: Rgb, cs: Rgb) => Rgb> = {
+  hue: (cb, cs) => setLum(setSat(cs, sat(cb)), lum(cb)),
+  saturation: (cb, cs) => setLum(setSat(cb, sat(cs)), lum(cb)),
+  color: (cb, cs) => setLum(cs, lum(cb)),
+  luminosity: (cb, cs) => setLum(cb, lum(cs)),
+};
+
+function blendRgb(mode: BlendMode, cb: Rgb, cs: Rgb): Rgb {
+  const ns = NON_SEPARABLE[mode];
+  if (ns) return ns(cb, cs);
+  const f = SEPARABLE[mode]!;
+  return [f(cb[0], cs[0]), f(cb[1], cs[1]), f(cb[2], cs[2])];
+}
+
+const clamp255 = (v: number) => (v <= 0 ? 0 : v >= 255 ? 255 : Math.round(v));
+
+/** Blends `src` into the frame-sized `backdrop` (unpremultiplied RGBA) with any mode, in place. */
+export function blendInto(backdrop: Buffer, frameWidth: number, frameHeight: number, src: Raster, mode: BlendMode): void {
+  const x0 = Math.max(0, src.left), y0 = Math.max(0, src.top);
+  const x1 = Math.min(frameWidth, src.left + src.width), y1 = Math.min(frameHeight, src.top + src.height);
+  const cb: Rgb = [0, 0, 0];
+  const cs: Rgb = [0, 0, 0];
+  for (let y = y0; y < y1; y++) {
+    for (let x = x0; x < x1; x++) {
+      const si = ((y - src.top) * src.width + (x - src.left)) * 4;
+      const as = src.data[si + 3]! / 255;
+      if (as === 0) continue;
+      const bi = (y * frameWidth + x) * 4;
+      const ab = backdrop[bi + 3]! / 255;
+      cb[0] = backdrop[bi]! / 255; cb[1] = backdrop[bi + 1]! / 255; cb[2] = backdrop[bi + 2]! / 255;
+      cs[0] = src.data[si]! / 255; cs[1] = src.data[si + 1]! / 255; cs[2] = src.data[si + 2]! / 255;
+      const bl = ab > 0 ? blendRgb(mode, cb, cs) : cs;
+      const ao = as + ab * (1 - as);
+      for (let k = 0; k < 3; k++) {
+        const csp = (1 - ab) * cs[k]! + ab * bl[k]!;
+        const co = as * csp + ab * cb[k]! * (1 - as);
+        backdrop[bi + k] = clamp255((co / ao) * 255);
+      }
+      backdrop[bi + 3] = clamp255(ao * 255);
+    }
+  }
+}
+
+/**
+ * An adjustment layer: `adjusted` is the backdrop after the adjustment (and the layer's filters);
+ * it is blended onto the backdrop with the mode at `opacity`, keeping the backdrop's alpha.
+ */
+export function blendAdjusted(backdrop: Buffer, adjusted: Buffer, opacity: number, mode: BlendMode): void {
+  const cb: Rgb = [0, 0, 0];
+  const cs: Rgb = [0, 0, 0];
+  for (let i = 0; i < backdrop.length; i += 4) {
+    if (backdrop[i + 3] === 0) continue;
+    cb[0] = backdrop[i]! / 255; cb[1] = backdrop[i + 1]! / 255; cb[2] = backdrop[i + 2]! / 255;
+    cs[0] = adjusted[i]! / 255; cs[1] = adjusted[i + 1]! / 255; cs[2] = adjusted[i + 2]! / 255;
+    const bl = mode === 'normal' ? cs : blendRgb(mode, cb, cs);
+    const k = opacity * (adjusted[i + 3]! / 255) / (backdrop[i + 3]! / 255 || 1);
+    const t = Math.min(1, k);
+    for (let c = 0; c < 3; c++) backdrop[i + c] = clamp255(((1 - t) * cb[c]! + t * bl[c]!) * 255);
+  }
+}

@@ -1,0 +1,264 @@
+/**
+ * Layer filters (shared/canvas.ts `filterSchema`), applied in order to a layer's raster before its
+ * opacity and blend mode, as CSS `filter` does. Colour filters use the Filter Effects Level 1
+ * matrices and transfer functions on unpremultiplied sRGB values (as browsers apply the filter
+ * functions), clamped to [0, 1] after each filter. Lengths are canvas pixels, scaled with the output.
+ */
+import sharp from 'sharp';
+import type { Filter } from '../shared/canvas.ts';
+import { parseColor } from './color.ts';
+import { padRaster, type Raster } from './raster.ts';
+
+/** Row-major 3×4: [r', g', b'] = M · [r, g, b, 1] (values 0..1). */
+export type ColorMatrix = readonly number[];
+
+export function colorMatrix(filter: Filter): ColorMatrix | undefined {
+  switch (filter.type) {
+    case 'brightness': {
+      const s = filter.amount;
+      return [s, 0, 0, 0, 0, s, 0, 0, 0, 0, s, 0];
+    }
+    case 'contrast': {
+      const s = filter.amount;
+      const i = 0.5 - 0.5 * s;
+      return [s, 0, 0, i, 0, s, 0, i, 0, 0, s, i];
+    }
+    case 'invert': {
+      const a = filter.amount;
+      const s = 1 - 2 * a;
+      return [s, 0, 0, a, 0, s, 0, a, 0, 0, s, a];
+    }
+    case 'grayscale': {
+      const k = 1 - filter.amount;
+      return [
+        0.2126 + 0.7874 * k, 0.7152 - 0.7152 * k, 0.0722 - 0.0722 * k, 0,
+        0.2126 - 0.2126 * k, 0.7152 + 0.2848 * k, 0.0722 - 0.0722 * k, 0,
+        0.2126 - 0.2126 * k, 0.7152 - 0.7152 * k, 0.0722 + 0.9278 * k, 0,
+      ];
+    }
+    case 'sepia': {
+      const k = 1 - filter.amount;
+      return [
+        0.393 + 0.607 * k, 0.769 - 0.769 * k, 0.189 - 0.189 * k, 0,
+        0.349 - 0.349 * k, 0.686 + 0.314 * k, 0.168 - 0.168 * k, 0,
+        0.272 - 0.272 * k, 0.534 - 0.534 * k, 0.131 + 0.869 * k, 0,
+      ];
+    }
+    case 'saturate':
+      return saturateMatrix(filter.amount);
+    case 'hue-rotate':
+      return hueRotateMatrix(filter.degrees);
+    default:
+      return undefined;
+  }
+}
+
+export function saturateMatrix(s: number): ColorMatrix {
+  return [
+    0.213 + 0.787 * s, 0.715 - 0.715 * s, 0.072 - 0.072 * s, 0,
+    0.213 - 0.213 * s, 0.715 + 0.285 * s, 0.072 - 0.072 * s, 0,
+    0.213 - 0.213 * s, 0.715 - 0.715 * s, 0.072 + 0.928 * s, 0,
+  ];
+}
+
+export function hueRotateMatrix(degrees: number): ColorMatrix {
+  const t = (degrees * Math.PI) / 180;
+  const c = Math.cos(t);
+  const s = Math.sin(t);
+  return [
+    0.213 + c * 0.787 - s * 0.213, 0.715 - c * 0.715 - s * 0.715, 0.072 - c * 0.072 + s * 0.928, 0,
+    0.213 - c * 0.213 + s * 0.143, 0.715 + c * 0.285 + s * 0.14, 0.072 - c * 0.072 - s * 0.283, 0,
+    0.213 - c * 0.213 - s * 0.787, 0.715 - c * 0.715 + s * 0.715, 0.072 + c * 0.928 + s * 0.072, 0,
+  ];
+}
+
+/** Applies consecutive colour matrices (clamping after each) to every pixel, in place. */
+export function applyColorMatrices(data: Buffer, matrices: readonly ColorMatrix[]): void {
+  for (let i = 0; i < data.length; i += 4) {
+    if (data[i + 3] === 0) continue;
+    let r = data[i]! / 255;
+    let g = data[i + 1]! / 255;
+    let b = data[i + 2]! / 255;
+    for (const m of matrices) {
+      const nr = m[0]! * r + m[1]! * g + m[2]! * b + m[3]!;
+      const ng = m[4]! * r + m[5]! * g + m[6]! * b + m[7]!;
+      const nb = m[8]! * r + m[9]! * g + m[10]! * b + m[11]!;
+      r = nr < 0 ? 0 : nr > 1 ? 1 : nr;
+      g = ng < 0 ? 0 : ng > 1 ? 1 : ng;
+      b = nb < 0 ? 0 : nb > 1 ? 1 : nb;
+    }
+    data[i] = Math.round(r * 255);
+    data[i + 1] = Math.round(g * 255);
+    data[i + 2] = Math.round(b * 255);
+  }
+}
+
+/** How far (working pixels) the filters can move paint outward: the raster is padded by this. */
+export function filterMargin(filters: readonly Filter[], scale: number): number {
+  let m = 0;
+  for (const f of filters) {
+    if (f.type === 'blur') m += Math.ceil(3 * f.radius * scale);
+    if (f.type === 'drop-shadow') m += Math.ceil(3 * (f.blur / 2) * scale + Math.max(Math.abs(f.offsetX), Math.abs(f.offsetY)) * scale);
+    if (f.type === 'sharpen') m += 1;
+  }
+  return Math.min(m, 4096);
+}
+
+/** A stable pseudo-random value in [0, 1) for a pixel of the working frame and a seed. */
+export function noiseAt(x: number, y: number, seed: number): number {
+  let h = (Math.imul(x, 0x27d4eb2d) ^ Math.imul(y, 0x165667b1) ^ seed) >>> 0;
+  h = Math.imul(h ^ (h >>> 15), 0x85ebca6b) >>> 0;
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35) >>> 0;
+  return ((h ^ (h >>> 16)) >>> 0) / 4294967296;
+}
+
+export function seedOf(id: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 16777619);
+  return h >>> 0;
+}
+
+function raw(r: Raster) {
+  return sharp(r.data, { raw: { width: r.width, height: r.height, channels: 4 }, limitInputPixels: false });
+}
+
+async function blurRaster(r: Raster, sigma: number): Promise<Raster> {
+  if (sigma < 0.3) return r;
+  const data = await raw(r).blur(sigma).raw().toBuffer();
+  return { ...r, data };
+}
+
+function pixelate(r: Raster, size: number): void {
+  const d = r.data;
+  const bx0 = Math.floor(r.left / size) * size;
+  const by0 = Math.floor(r.top / size) * size;
+  for (let by = by0; by < r.top + r.height; by += size) {
+    for (let bx = bx0; bx < r.left + r.width; bx += size) {
+      const x0 = Math.max(bx, r.left) - r.left, x1 = Math.min(bx + size, r.left + r.width) - r.left;
+      const y0 = Math.max(by, r.top) - r.top, y1 = Math.min(by + size, r.top + r.height) - r.top;
+      let sr = 0, sg = 0, sb = 0, sa = 0;
+      for (let y = y0; y < y1; y++) {
+        for (let x = x0; x < x1; x++) {
+          const i = (y * r.width + x) * 4;
+          const a = d[i + 3]!;
+          sr += d[i]! * a; sg += d[i + 1]! * a; sb += d[i + 2]! * a; sa += a;
+        }
+      }
+      const n = (x1 - x0) * (y1 - y0);
+      const a = Math.round(sa / n);
+      const cr = sa > 0 ? Math.round(sr / sa) : 0, cg = sa > 0 ? Math.round(sg / sa) : 0, cb = sa > 0 ? Math.round(sb / sa) : 0;
+      for (let y = y0; y < y1; y++) {
+        for (let x = x0; x < x1; x++) {
+          const i = (y * r.width + x) * 4;
+          d[i] = cr; d[i + 1] = cg; d[i + 2] = cb; d[i + 3] = a;
+        }
+      }
+    }
+  }
+}
+
+function addNoise(r: Raster, amount: number, seed: number): void {
+  const d = r.data;
+  for (let y = 0; y < r.height; y++) {
+    for (let x = 0; x < r.width; x++) {
+      const i = (y * r.width + x) * 4;
+      if (d[i + 3] === 0) continue;
+      const delta = (noiseAt(r.left + x, r.top + y, seed) - 0.5) * amount * 255;
+      for (let k = 0; k < 3; k++) {
+        const v = d[i + k]! + delta;
+        d[i + k] = v < 0 ? 0 : v > 255 ? 255 : Math.round(v);
+      }
+    }
+  }
+}
+
+/** Source-over of `top` onto `bottom` (same box), result in `bottom`. */
+function over(top: Buffer, bottom: Buffer): void {
+  for (let i = 0; i < top.length; i += 4) {
+    const as = top[i + 3]! / 255;
+    if (as === 0) continue;
+    const ab = bottom[i + 3]! / 255;
+    const ao = as + ab * (1 - as);
+    for (let k = 0; k < 3; k++) {
+      bottom[i + k] = Math.round((top[i + k]! * as + bottom[i + k]! * ab * (1 - as)) / ao);
+    }
+    bottom[i + 3] = Math.round(ao * 255);
+  }
+}
+
+async function dropShadow(r: Raster, f: Extract<Filter, { type: 'drop-shadow' }>, scale: number): Promise<Raster> {
+  const c = parseColor(f.color);
+  const dx = Math.round(f.offsetX * scale);
+  const dy = Math.round(f.offsetY * scale);
+  const sigma = (f.blur / 2) * scale;
+  const shadow = Buffer.alloc(r.data.length);
+  for (let i = 0; i < shadow.length; i += 4) {
+    shadow[i] = c.r; shadow[i + 1] = c.g; shadow[i + 2] = c.b;
+    shadow[i + 3] = Math.round((r.data[i + 3]! * c.a) / 255);
+  }
+  let s: Raster = { ...r, data: shadow };
+  s = await blurRaster(s, sigma);
+  // Shift the shadow by (dx, dy) inside the same box (the margin left room for it).
+  const out = Buffer.alloc(r.data.length);
+  for (let y = 0; y < r.height; y++) {
+    const sy = y - dy;
+    if (sy < 0 || sy >= r.height) continue;
+    for (let x = 0; x < r.width; x++) {
+      const sx = x - dx;
+      if (sx < 0 || sx >= r.width) continue;
+      s.data.copy(out, (y * r.width + x) * 4, (sy * r.width + sx) * 4, (sy * r.width + sx) * 4 + 4);
+    }
+  }
+  over(r.data, out);
+  return { ...r, data: out };
+}
+
+/** Applies the filters in order; `r` must already be padded by `filterMargin`. */
+export async function applyFilters(input: Raster, filters: readonly Filter[], scale: number, seed: number): Promise<Raster> {
+  let r: Raster = { ...input, data: Buffer.from(input.data) };
+  let pending: ColorMatrix[] = [];
+  const flushColor = () => {
+    if (pending.length > 0) applyColorMatrices(r.data, pending);
+    pending = [];
+  };
+  for (const f of filters) {
+    const m = colorMatrix(f);
+    if (m) {
+      pending.push(m);
+      continue;
+    }
+    flushColor();
+    switch (f.type) {
+      case 'blur':
+        r = await blurRaster(r, f.radius * scale);
+        break;
+      case 'sharpen': {
+        if (f.amount <= 0) break;
+        const a = f.amount;
+        const data = await raw(r)
+          .convolve({ width: 3, height: 3, kernel: [0, -a, 0, -a, 1 + 4 * a, -a, 0, -a, 0], scale: 1, offset: 0 })
+          .raw()
+          .toBuffer();
+        r = { ...r, data };
+        break;
+      }
+      case 'noise':
+        if (f.amount > 0) addNoise(r, f.amount, seed);
+        break;
+      case 'pixelate': {
+        const size = Math.max(1, Math.round(f.size * scale));
+        if (size > 1) pixelate(r, size);
+        break;
+      }
+      case 'drop-shadow':
+        r = await dropShadow(r, f, scale);
+        break;
+      default:
+        break;
+    }
+  }
+  flushColor();
+  return r;
+}
+
+export { padRaster };

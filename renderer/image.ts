@@ -1,0 +1,77 @@
+/**
+ * Image layers: the original's bytes from the caller's ImageSource, EXIF-oriented, cropped,
+ * mirrored, then placed through the layer's matrix. A missing, unreadable or undecodable image is
+ * an empty (transparent) layer, never a failed render; the caller checked access before.
+ */
+import sharp from 'sharp';
+import type { ImageLayerData } from '../shared/canvas.ts';
+import { intersect, multiply, scaleMatrix, transformedBox, type Box, type Matrix } from './geometry.ts';
+import type { Raster } from './raster.ts';
+import { placePixels } from './transform.ts';
+
+/** Largest original decoded (pixels); sharp refuses bigger inputs before decoding. */
+export const MAX_INPUT_PIXELS = 100_000_000;
+
+export interface DecodedImage {
+  data: Buffer;
+  width: number;
+  height: number;
+}
+
+/**
+ * Decodes the part of the original the layer shows. When the layer shrinks it a lot (thumbnails),
+ * the decode itself shrinks (JPEG/WebP shrink-on-load through sharp's resize).
+ */
+export async function decodeImage(bytes: Uint8Array, data: ImageLayerData, m: Matrix, clip: Box): Promise<{ pixels: DecodedImage; matrix: Matrix } | undefined> {
+  const input = sharp(bytes, { limitInputPixels: MAX_INPUT_PIXELS, failOn: 'error', sequentialRead: true }).autoOrient();
+  const meta = await sharp(bytes, { limitInputPixels: MAX_INPUT_PIXELS, failOn: 'error' }).metadata();
+  const oriented = (meta.orientation ?? 1) >= 5;
+  const fullW = oriented ? meta.height : meta.width;
+  const fullH = oriented ? meta.width : meta.height;
+  if (!fullW || !fullH) return undefined;
+  let crop: Box = { left: 0, top: 0, width: fullW, height: fullH };
+  if (data.crop) {
+    const c = intersect(
+      { left: Math.floor(data.crop.x), top: Math.floor(data.crop.y), width: Math.ceil(data.crop.width), height: Math.ceil(data.crop.height) },
+      crop,
+    );
+    if (!c) return undefined;
+    crop = c;
+  }
+  // Nothing of the layer on screen: skip the decode.
+  if (!intersect(transformedBox(m, 0, 0, crop.width, crop.height, 1), clip)) return undefined;
+  let img = input;
+  if (crop.left !== 0 || crop.top !== 0 || crop.width !== fullW || crop.height !== fullH) img = img.extract(crop);
+  if (data.flipX) img = img.flop();
+  if (data.flipY) img = img.flip();
+  // Shrink on decode when the layer is shown at under half size.
+  const sx = Math.hypot(m[0], m[1]);
+  const sy = Math.hypot(m[2], m[3]);
+  let matrix = m;
+  if (sx < 0.5 && sy < 0.5) {
+    const w = Math.max(1, Math.round(crop.width * sx * 1.5));
+    const h = Math.max(1, Math.round(crop.height * sy * 1.5));
+    img = img.resize(w, h, { fit: 'fill', kernel: 'lanczos3' });
+    matrix = multiply(m, scaleMatrix(crop.width / w, crop.height / h));
+  }
+  const { data: raw, info } = await img.ensureAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+  if (info.channels !== 4) return undefined;
+  return { pixels: { data: raw, width: info.width, height: info.height }, matrix };
+}
+
+/** The layer's raster; undefined when nothing of it is visible; null when the bytes do not decode. */
+export async function rasterizeImage(
+  bytes: Uint8Array,
+  data: ImageLayerData,
+  m: Matrix,
+  clip: Box,
+): Promise<Raster | undefined | null> {
+  let decoded: Awaited<ReturnType<typeof decodeImage>>;
+  try {
+    decoded = await decodeImage(bytes, data, m, clip);
+  } catch {
+    return null; // not an image sharp can read: an empty layer, like a missing one
+  }
+  if (!decoded) return undefined;
+  return placePixels(decoded.pixels, decoded.matrix, clip);
+}

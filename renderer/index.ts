@@ -1,0 +1,281 @@
+/**
+ * renderCanvas: a canvas state (shared/canvas.ts) + a reader of image bytes → an encoded image.
+ * Pure: no database, no HTTP, no globals beyond the shipped-fonts fontconfig file. Everything is
+ * rendered directly at the output's resolution (a thumbnail never composites full-size pixels):
+ * the output box defines a "working frame", every layer's matrix is pre-multiplied by the map
+ * canvas → frame, and each layer is rasterised only over its bounding box inside the frame.
+ *
+ * Per-pixel JavaScript runs here (non-native blend modes, adjustment layers, some filters): call
+ * it through renderer/pool.ts from a server's main thread, never directly.
+ */
+import sharp, { type OverlayOptions } from 'sharp';
+import { z } from 'zod';
+import { canvasSchema, describeIssue, canvasIssues, type Canvas, type Layer } from '../shared/canvas.ts';
+import { AppError } from '../shared/errors.ts';
+import { layersInOrder } from '../shared/layers.ts';
+import { adjust } from './adjust.ts';
+import { NATIVE_BLEND, blendAdjusted, blendInto } from './blend.ts';
+import { parseColor } from './color.ts';
+import { applyFilters, filterMargin, seedOf } from './filters.ts';
+import { useShippedFonts } from './fonts.ts';
+import { grow, meanScale, multiply, transformedBox, intersect, type Box, type Matrix } from './geometry.ts';
+import { rasterizeImage } from './image.ts';
+import { cropRaster, padRaster, scaleAlpha, type Raster } from './raster.ts';
+import { rasterizeText } from './text.ts';
+import type { Fit, ImageSource, OutputFormat, RenderCanvas, RenderOptions, RenderResult } from './types.ts';
+import { drawingSvg, rasterizeVector, shapeSvg } from './vector.ts';
+
+export type { Fit, ImageSource, OutputFormat, RenderCanvas, RenderOptions, RenderResult } from './types.ts';
+
+useShippedFonts();
+
+/** What one render may cost; beyond these the render is refused with `render_too_large` (413). */
+export const RENDER_LIMITS = {
+  /** Output pixels (width × height after dpr): 25 MP, e.g. 5000 × 5000. */
+  maxOutputPixels: 25_000_000,
+  /** Longest output side (WebP's own maximum). */
+  maxOutputSide: 16_383,
+  /** Stroke and polygon points over all layers. */
+  maxVectorPoints: 2_000_000,
+  /** Characters of text and SVG path data over all layers. */
+  maxTextChars: 1_000_000,
+} as const;
+
+const CONTENT_TYPES: Record<OutputFormat, string> = {
+  png: 'image/png',
+  webp: 'image/webp',
+  jpeg: 'image/jpeg',
+  avif: 'image/avif',
+};
+
+const side = z.number().int().min(1).max(RENDER_LIMITS.maxOutputSide);
+export const renderOptionsSchema = z.strictObject({
+  width: side.optional(),
+  height: side.optional(),
+  fit: z.enum(['contain', 'cover', 'fill', 'inside', 'outside']).optional(),
+  dpr: z.number().min(1).max(4).optional(),
+  format: z.enum(['png', 'webp', 'jpeg', 'avif']).optional(),
+  quality: z.number().int().min(1).max(100).optional(),
+  region: z
+    .strictObject({
+      left: z.number().int().min(0),
+      top: z.number().int().min(0),
+      width: z.number().int().min(1),
+      height: z.number().int().min(1),
+    })
+    .optional(),
+});
+
+/** Where the canvas lands in the output: the canvas → frame matrix, the frame and the content box. */
+export interface OutputGeometry {
+  width: number;
+  height: number;
+  matrix: Matrix;
+  /** The part of the frame the canvas region covers (the rest, with fit=contain, is transparent). */
+  content: Box;
+}
+
+export function outputGeometry(canvas: Canvas, options: RenderOptions): OutputGeometry {
+  const parsed = renderOptionsSchema.safeParse(options);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new AppError('invalid_render_options', `render option ${issue.path.join('.') || '(options)'}: ${issue.message}`);
+  }
+  const o = parsed.data;
+  const full: Box = { left: 0, top: 0, width: canvas.meta.width, height: canvas.meta.height };
+  const region = o.region ? intersect(o.region, full) : full;
+  if (!region) throw new AppError('invalid_render_options', 'render option region: lies outside the canvas');
+  const dpr = o.dpr ?? 1;
+  const bw = o.width === undefined ? undefined : Math.round(o.width * dpr);
+  const bh = o.height === undefined ? undefined : Math.round(o.height * dpr);
+  let sx: number, sy: number, width: number, height: number;
+  let tx = 0, ty = 0;
+  if (bw === undefined && bh === undefined) {
+    sx = sy = dpr;
+    width = Math.round(region.width * dpr);
+    height = Math.round(region.height * dpr);
+  } else if (bw === undefined || bh === undefined) {
+    sx = sy = bw !== undefined ? bw / region.width : bh! / region.height;
+    width = bw ?? Math.max(1, Math.round(region.width * sx));
+    height = bh ?? Math.max(1, Math.round(region.height * sy));
+  } else {
+    const fit: Fit = o.fit ?? 'inside';
+    const kx = bw / region.width;
+    const ky = bh / region.height;
+    if (fit === 'fill') {
+      [sx, sy, width, height] = [kx, ky, bw, bh];
+    } else if (fit === 'inside' || fit === 'outside') {
+      sx = sy = fit === 'inside' ? Math.min(kx, ky) : Math.max(kx, ky);
+      width = Math.max(1, Math.round(region.width * sx));
+      height = Math.max(1, Math.round(region.height * sy));
+    } else {
+      sx = sy = fit === 'contain' ? Math.min(kx, ky) : Math.max(kx, ky);
+      [width, height] = [bw, bh];
+      // contain: centred with transparent bands; cover: centred and cut.
+      tx = Math.round((bw - region.width * sx) / 2);
+      ty = Math.round((bh - region.height * sy) / 2);
+    }
+  }
+  if (width * height > RENDER_LIMITS.maxOutputPixels || width > RENDER_LIMITS.maxOutputSide || height > RENDER_LIMITS.maxOutputSide) {
+    throw new AppError(
+      'render_too_large',
+      `The output would be ${width} × ${height} pixels; at most ${RENDER_LIMITS.maxOutputPixels} pixels and ${RENDER_LIMITS.maxOutputSide} per side are rendered.`,
+    );
+  }
+  const matrix: Matrix = [sx, 0, 0, sy, tx - sx * region.left, ty - sy * region.top];
+  const frame: Box = { left: 0, top: 0, width, height };
+  const content = intersect(transformedBox(matrix, region.left, region.top, region.left + region.width, region.top + region.height), frame) ?? frame;
+  return { width, height, matrix, content };
+}
+
+function checkCost(layers: Array<[string, Layer]>): void {
+  let points = 0;
+  let chars = 0;
+  for (const [, layer] of layers) {
+    if (layer.type === 'drawing') for (const s of layer.data.strokes) points += s.points.length / 2;
+    if (layer.type === 'shape') {
+      points += (layer.data.points?.length ?? 0) / 2;
+      chars += layer.data.path?.length ?? 0;
+    }
+    if (layer.type === 'text') chars += layer.data.text.length;
+  }
+  if (points > RENDER_LIMITS.maxVectorPoints || chars > RENDER_LIMITS.maxTextChars) {
+    throw new AppError(
+      'render_too_large',
+      `The canvas has ${points} vector points and ${chars} characters of text and path data; at most ${RENDER_LIMITS.maxVectorPoints} and ${RENDER_LIMITS.maxTextChars} are rendered.`,
+    );
+  }
+}
+
+function fillBox(buf: Buffer, frameWidth: number, box: Box, color: { r: number; g: number; b: number; a: number }): void {
+  if (color.a === 0) return;
+  const px = Buffer.from([color.r, color.g, color.b, color.a]);
+  for (let y = box.top; y < box.top + box.height; y++) {
+    const start = (y * frameWidth + box.left) * 4;
+    buf.fill(px, start, start + box.width * 4);
+  }
+}
+
+async function rasterizeLayer(
+  layer: Exclude<Layer, { type: 'adjustment' }>,
+  m: Matrix,
+  clip: Box,
+  imageBytes: Map<string, Promise<Uint8Array | undefined>>,
+  missing: Set<string>,
+): Promise<Raster | undefined> {
+  switch (layer.type) {
+    case 'image': {
+      const bytes = await imageBytes.get(layer.data.imageId);
+      if (!bytes || bytes.byteLength === 0) {
+        missing.add(layer.data.imageId);
+        return undefined;
+      }
+      const raster = await rasterizeImage(bytes, layer.data, m, clip);
+      if (raster === null) missing.add(layer.data.imageId);
+      return raster ?? undefined;
+    }
+    case 'text':
+      return rasterizeText(layer.data, m, clip);
+    case 'shape': {
+      const piece = shapeSvg(layer.data);
+      return piece ? rasterizeVector(piece, m, clip) : undefined;
+    }
+    case 'drawing': {
+      const piece = drawingSvg(layer.data);
+      return piece ? rasterizeVector(piece, m, clip) : undefined;
+    }
+  }
+}
+
+export const renderCanvas: RenderCanvas = async (input: Canvas, images: ImageSource, options: RenderOptions = {}): Promise<RenderResult> => {
+  const parsed = canvasSchema.safeParse(input);
+  if (!parsed.success) {
+    const issues = canvasIssues(parsed.error);
+    throw new AppError('invalid_canvas', issues.slice(0, 3).map(describeIssue).join('; '));
+  }
+  const canvas = parsed.data;
+  const geometry = outputGeometry(canvas, options);
+  const { width, height, matrix: frameMatrix } = geometry;
+  const frame: Box = { left: 0, top: 0, width, height };
+  const format: OutputFormat = options.format ?? 'png';
+  const layers = layersInOrder(canvas.layers).filter(([, l]) => l.visible && l.opacity > 0);
+  checkCost(layers);
+
+  // Each distinct image is read once, all in parallel; a failing read is a missing image.
+  const imageBytes = new Map<string, Promise<Uint8Array | undefined>>();
+  const missing = new Set<string>();
+  for (const [, layer] of layers) {
+    if (layer.type !== 'image' || imageBytes.has(layer.data.imageId)) continue;
+    const id = layer.data.imageId;
+    imageBytes.set(
+      id,
+      images(id).then(
+        (bytes) => bytes,
+        () => undefined,
+      ),
+    );
+  }
+
+  let base = Buffer.alloc(width * height * 4);
+  fillBox(base, width, geometry.content, parseColor(canvas.meta.background));
+  let pending: OverlayOptions[] = [];
+  const raw = { width, height, channels: 4 as const };
+  const flush = async () => {
+    if (pending.length === 0) return;
+    base = await sharp(base, { raw, limitInputPixels: false }).composite(pending).raw().toBuffer();
+    pending = [];
+  };
+
+  const scale = meanScale(frameMatrix);
+  for (const [id, layer] of layers) {
+    const margin = filterMargin(layer.filters, scale);
+    const seed = seedOf(id);
+    if (layer.type === 'adjustment') {
+      await flush();
+      let adjusted = adjust(base, layer.data);
+      if (layer.filters.length > 0) {
+        adjusted = (await applyFilters({ data: adjusted, width, height, left: 0, top: 0 }, layer.filters, scale, seed)).data;
+      }
+      blendAdjusted(base, adjusted, layer.opacity, layer.blendMode);
+      continue;
+    }
+    const m = multiply(frameMatrix, layer.transform);
+    let raster = await rasterizeLayer(layer, m, grow(frame, margin), imageBytes, missing);
+    if (!raster) continue;
+    if (layer.filters.length > 0) raster = await applyFilters(padRaster(raster, margin), layer.filters, scale, seed);
+    const visible = cropRaster(raster, frame);
+    if (!visible) continue;
+    if (visible === raster && layer.opacity < 1) raster = { ...visible, data: Buffer.from(visible.data) };
+    else raster = visible;
+    scaleAlpha(raster, layer.opacity);
+    const native = NATIVE_BLEND[layer.blendMode];
+    if (native) {
+      pending.push({ input: raster.data, raw: { width: raster.width, height: raster.height, channels: 4 }, left: raster.left, top: raster.top, blend: native });
+    } else {
+      await flush();
+      blendInto(base, width, height, raster, layer.blendMode);
+    }
+  }
+  await flush();
+
+  let out = sharp(base, { raw, limitInputPixels: false });
+  const quality = options.quality;
+  switch (format) {
+    case 'png':
+      out = out.png({ compressionLevel: 6 });
+      break;
+    case 'webp':
+      out = out.webp({ quality: quality ?? 82 });
+      break;
+    case 'jpeg': {
+      const bg = parseColor(canvas.meta.background);
+      out = out.flatten({ background: bg.a === 255 ? { r: bg.r, g: bg.g, b: bg.b } : '#ffffff' }).jpeg({ quality: quality ?? 85 });
+      break;
+    }
+    case 'avif':
+      out = out.avif({ quality: quality ?? 55, effort: 2 });
+      break;
+  }
+  const data = await out.toBuffer();
+  return { data, format, width, height, contentType: CONTENT_TYPES[format], missingImages: [...missing].sort() };
+};

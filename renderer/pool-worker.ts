@@ -1,0 +1,43 @@
+/** The worker side of renderer/pool.ts: runs renderCanvas, asks the pool for image bytes. */
+import { parentPort } from 'node:worker_threads';
+import { AppError } from '../shared/errors.ts';
+import { renderCanvas } from './index.ts';
+import type { FromWorker, ToWorker } from './pool.ts';
+
+const port = parentPort;
+if (!port) throw new Error('renderer/pool-worker.ts runs only as a worker thread');
+
+let nextRequest = 1;
+const waiting = new Map<number, (bytes: Uint8Array | undefined) => void>();
+
+port.on('message', (msg: ToWorker) => {
+  if (msg.type === 'image') {
+    waiting.get(msg.request)?.(msg.bytes);
+    waiting.delete(msg.request);
+    return;
+  }
+  const id = msg.id;
+  const images = (imageId: string) =>
+    new Promise<Uint8Array | undefined>((resolve) => {
+      const request = nextRequest++;
+      waiting.set(request, resolve);
+      const ask: FromWorker = { type: 'image', id, request, imageId };
+      port.postMessage(ask);
+    });
+  renderCanvas(msg.canvas, images, msg.options).then(
+    (result) => {
+      // sharp's output buffers are external memory, which cannot be transferred: copied once.
+      const done: FromWorker = { type: 'done', id, result };
+      port.postMessage(done);
+    },
+    (err: unknown) => {
+      const failed: FromWorker = {
+        type: 'error',
+        id,
+        code: err instanceof AppError ? err.code : undefined,
+        message: err instanceof Error ? err.message : String(err),
+      };
+      port.postMessage(failed);
+    },
+  );
+});

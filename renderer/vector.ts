@@ -1,0 +1,171 @@
+/**
+ * Shape and drawing layers as SVG, rasterised by librsvg (through sharp) over the layer's bounding
+ * box only: the SVG's viewBox is that box in working-frame pixels and the content carries the
+ * layer's full matrix, so librsvg does the transform and the anti-aliasing.
+ *
+ * Nothing user-written reaches the SVG unchecked: numbers are printed by us, colours are parsed,
+ * and path data must match the SVG path grammar's characters (no quotes, no angle brackets).
+ */
+import sharp from 'sharp';
+import type { DrawingLayerData, ShapeLayerData } from '../shared/canvas.ts';
+import { hex6, parseColor, type Rgba } from './color.ts';
+import { intersect, transformedBox, type Box, type Matrix } from './geometry.ts';
+import type { Raster } from './raster.ts';
+
+const PATH_DATA = /^[MmLlHhVvCcSsQqTtAaZz0-9eE+\-.,\s]*$/;
+
+export function isSafePathData(d: string): boolean {
+  return PATH_DATA.test(d);
+}
+
+const n = (v: number) => (Number.isInteger(v) ? String(v) : v.toFixed(4).replace(/0+$/, '').replace(/\.$/, ''));
+
+function paint(kind: 'fill' | 'stroke', color: string | null, extraOpacity = 1): string {
+  if (color === null) return `${kind}="none"`;
+  const c: Rgba = parseColor(color);
+  if (c.a === 0) return `${kind}="none"`;
+  const opacity = (c.a / 255) * extraOpacity;
+  return `${kind}="${hex6(c)}"${opacity < 1 ? ` ${kind}-opacity="${n(opacity)}"` : ''}`;
+}
+
+function pointsAttr(points: readonly number[]): string {
+  const out: string[] = [];
+  for (let i = 0; i + 1 < points.length; i += 2) out.push(`${n(points[i]!)},${n(points[i + 1]!)}`);
+  return out.join(' ');
+}
+
+/** Local bounding rectangle of a point list. */
+function pointBounds(points: readonly number[]): [number, number, number, number] {
+  let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  for (let i = 0; i + 1 < points.length; i += 2) {
+    x0 = Math.min(x0, points[i]!);
+    x1 = Math.max(x1, points[i]!);
+    y0 = Math.min(y0, points[i + 1]!);
+    y1 = Math.max(y1, points[i + 1]!);
+  }
+  return [x0, y0, x1, y1];
+}
+
+export interface VectorPiece {
+  /** SVG elements in layer-local coordinates. */
+  body: string;
+  /** Local bounds of the geometry (before stroke width); undefined = unknown (rasterise the whole clip). */
+  bounds: [number, number, number, number] | undefined;
+  /** How far paint can reach past the bounds, in local units (half a stroke, miters, blur). */
+  reach: number;
+}
+
+export function shapeSvg(data: ShapeLayerData): VectorPiece | undefined {
+  const sw = data.stroke === null ? 0 : data.strokeWidth;
+  const strokeAttrs = sw > 0 ? `${paint('stroke', data.stroke)} stroke-width="${n(sw)}"` : 'stroke="none"';
+  const fill = paint('fill', data.fill);
+  const w = data.width;
+  const h = data.height;
+  switch (data.shape) {
+    case 'rectangle': {
+      if (w <= 0 || h <= 0) return undefined;
+      const r = Math.min(data.cornerRadius ?? 0, w / 2, h / 2);
+      const rx = r > 0 ? ` rx="${n(r)}" ry="${n(r)}"` : '';
+      return { body: `<rect x="0" y="0" width="${n(w)}" height="${n(h)}"${rx} ${fill} ${strokeAttrs} stroke-linejoin="miter"/>`, bounds: [0, 0, w, h], reach: sw };
+    }
+    case 'ellipse': {
+      if (w <= 0 || h <= 0) return undefined;
+      return { body: `<ellipse cx="${n(w / 2)}" cy="${n(h / 2)}" rx="${n(w / 2)}" ry="${n(h / 2)}" ${fill} ${strokeAttrs}/>`, bounds: [0, 0, w, h], reach: sw };
+    }
+    case 'line': {
+      // A line runs from the first point to the second, or from (0, 0) to (width, height).
+      const p = data.points && data.points.length >= 4 ? data.points.slice(0, 4) : [0, 0, w, h];
+      if (sw <= 0) return undefined;
+      return {
+        body: `<line x1="${n(p[0]!)}" y1="${n(p[1]!)}" x2="${n(p[2]!)}" y2="${n(p[3]!)}" ${strokeAttrs} stroke-linecap="butt"/>`,
+        bounds: pointBounds(p),
+        reach: sw,
+      };
+    }
+    case 'polygon': {
+      const pts = data.points ?? [];
+      if (pts.length < 6) return undefined;
+      return { body: `<polygon points="${pointsAttr(pts)}" ${fill} ${strokeAttrs} stroke-linejoin="miter"/>`, bounds: pointBounds(pts), reach: sw * 4 };
+    }
+    case 'path': {
+      const d = data.path ?? '';
+      if (!isSafePathData(d)) return undefined;
+      return { body: `<path d="${d}" ${fill} ${strokeAttrs} stroke-linejoin="miter"/>`, bounds: undefined, reach: 0 };
+    }
+  }
+}
+
+/** Default stroke opacity per tool when a stroke has none (a marker is translucent). */
+export const TOOL_OPACITY = { pen: 1, brush: 1, marker: 0.5, eraser: 1 } as const;
+
+export function drawingSvg(data: DrawingLayerData): VectorPiece | undefined {
+  let body = '';
+  let defs = '';
+  let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  let reach = 0;
+  let id = 0;
+  for (const stroke of data.strokes) {
+    if (stroke.points.length < 2) continue;
+    const d = pathData(stroke.points);
+    const [a, b, c, e] = pointBounds(stroke.points);
+    const opacity = stroke.opacity ?? TOOL_OPACITY[stroke.tool];
+    const w = n(stroke.width);
+    if (stroke.tool === 'eraser') {
+      // Erases what the layer's earlier strokes painted: everything so far goes under a luminance
+      // mask that is white except where the eraser passes (black, or grey for a partial eraser).
+      if (body === '') continue;
+      const gray = Math.round(255 * (1 - opacity));
+      const mask = `m${id++}`;
+      defs += `<mask id="${mask}" maskUnits="userSpaceOnUse" x="-1e6" y="-1e6" width="2e6" height="2e6"><rect x="-1e6" y="-1e6" width="2e6" height="2e6" fill="#ffffff"/><path d="${d}" fill="none" stroke="rgb(${gray},${gray},${gray})" stroke-width="${w}" stroke-linecap="round" stroke-linejoin="round"/></mask>`;
+      body = `<g mask="url(#${mask})">${body}</g>`;
+      continue;
+    }
+    x0 = Math.min(x0, a); y0 = Math.min(y0, b); x1 = Math.max(x1, c); y1 = Math.max(y1, e);
+    const color = parseColor(stroke.color);
+    if (color.a === 0) continue;
+    const strokePaint = paint('stroke', stroke.color, opacity);
+    if (stroke.tool === 'pen') {
+      body += `<path d="${d}" fill="none" ${strokePaint} stroke-width="${w}" stroke-linecap="round" stroke-linejoin="round"/>`;
+      reach = Math.max(reach, stroke.width);
+    } else if (stroke.tool === 'marker') {
+      // A chisel marker: square ends, bevelled corners, translucent, painted once per stroke so
+      // its own overlaps do not darken.
+      body += `<path d="${d}" fill="none" ${strokePaint} stroke-width="${w}" stroke-linecap="square" stroke-linejoin="bevel"/>`;
+      reach = Math.max(reach, stroke.width);
+    } else {
+      // A brush: round, with a soft edge (Gaussian, σ = width / 6).
+      const f = `b${id++}`;
+      const sigma = stroke.width / 6;
+      defs += `<filter id="${f}" filterUnits="userSpaceOnUse" x="-1e6" y="-1e6" width="2e6" height="2e6"><feGaussianBlur stdDeviation="${n(sigma)}"/></filter>`;
+      body += `<path d="${d}" fill="none" ${strokePaint} stroke-width="${w}" stroke-linecap="round" stroke-linejoin="round" filter="url(#${f})"/>`;
+      reach = Math.max(reach, stroke.width + 3 * sigma);
+    }
+  }
+  if (body === '' || !Number.isFinite(x0)) return undefined;
+  return { body: defs === '' ? body : `<defs>${defs}</defs>${body}`, bounds: [x0, y0, x1, y1], reach };
+}
+
+function pathData(points: readonly number[]): string {
+  let d = `M${n(points[0]!)} ${n(points[1]!)}`;
+  if (points.length === 2) return `${d}L${n(points[0]!)} ${n(points[1]!)}`; // a dot: the caps draw it
+  for (let i = 2; i + 1 < points.length; i += 2) d += `L${n(points[i]!)} ${n(points[i + 1]!)}`;
+  return d;
+}
+
+/** Rasterises a vector piece with matrix `m` (local → working frame) inside `clip`. */
+export async function rasterizeVector(piece: VectorPiece, m: Matrix, clip: Box): Promise<Raster | undefined> {
+  let box: Box | undefined = clip;
+  if (piece.bounds) {
+    const [x0, y0, x1, y1] = piece.bounds;
+    box = intersect(transformedBox(m, x0 - piece.reach, y0 - piece.reach, x1 + piece.reach, y1 + piece.reach, 1), clip);
+  }
+  if (!box) return undefined;
+  const svg =
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${box.width}" height="${box.height}" viewBox="${box.left} ${box.top} ${box.width} ${box.height}">` +
+    `<g transform="matrix(${m.map(n).join(' ')})">${piece.body}</g></svg>`;
+  const { data, info } = await sharp(Buffer.from(svg), { density: 72, limitInputPixels: false })
+    .ensureAlpha()
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return { data, width: info.width, height: info.height, left: box.left, top: box.top };
+}
