@@ -34,6 +34,7 @@ if (server.db.kind === 'pglite') {
     [
       '',
       `ImageFlow Collab is running at ${server.url} (embedded database in ${config.DATA_DIR}, transport ${server.transport})`,
+      `  Editor:     ${server.url}/#session=${demo.sessionId}&token=${token}`,
       `  WebSocket:  ${ws}`,
       `  Session:    ${demo.sessionId}`,
       `  Dev token:  ${token}`,

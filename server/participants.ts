@@ -15,6 +15,7 @@ import {
   listParticipants,
   removeParticipant,
   upsertParticipant,
+  type ListedParticipantRow,
   type ParticipantRow,
   type Permissions,
 } from '../persistence/repositories/participants.ts';
@@ -75,11 +76,12 @@ export async function removeSessionParticipant(deps: Deps, sessionId: string, ac
   applyAccessChange(deps.hocuspocus, sessionId, userId, null, 'participant_removed');
 }
 
-export async function sessionParticipants(db: Database, sessionId: string): Promise<ParticipantRow[]> {
+export async function sessionParticipants(db: Database, sessionId: string): Promise<ListedParticipantRow[]> {
   return listParticipants(db, sessionId);
 }
 
-export function participantJson(p: ParticipantRow) {
+/** A participant in camelCase; listed rows also carry the user's username and display name. */
+export function participantJson(p: ParticipantRow | ListedParticipantRow) {
   return {
     sessionId: p.session_id,
     userId: p.user_id,
@@ -88,5 +90,6 @@ export function participantJson(p: ParticipantRow) {
     joinedAt: p.joined_at?.toISOString() ?? null,
     lastActiveAt: p.last_active_at?.toISOString() ?? null,
     isOnline: p.is_online,
+    ...('username' in p ? { username: p.username, displayName: p.display_name } : {}),
   };
 }

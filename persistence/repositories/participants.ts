@@ -37,7 +37,11 @@ export const participantQueries = {
     RETURNING ${columns}`,
   remove: `DELETE FROM session_participants WHERE session_id = $1 AND user_id = $2 RETURNING ${columns}`,
   get: `SELECT ${columns} FROM session_participants WHERE session_id = $1 AND user_id = $2`,
-  list: `SELECT ${columns} FROM session_participants WHERE session_id = $1 ORDER BY joined_at NULLS LAST, user_id`,
+  /** With each participant's username and display name (what a participants list shows). */
+  list: `
+    SELECT ${columns.split(', ').map((c) => `p.${c}`).join(', ')}, u.username, u.display_name
+    FROM session_participants p JOIN users u ON u.user_id = p.user_id
+    WHERE p.session_id = $1 ORDER BY p.joined_at NULLS LAST, p.user_id`,
 } as const;
 
 /**
@@ -71,7 +75,9 @@ export async function getParticipant(db: Queryable, sessionId: string, userId: s
   return rows[0];
 }
 
-export async function listParticipants(db: Queryable, sessionId: string): Promise<ParticipantRow[]> {
-  const { rows } = await db.query<ParticipantRow>(participantQueries.list, [sessionId]);
+export type ListedParticipantRow = ParticipantRow & { username: string; display_name: string | null };
+
+export async function listParticipants(db: Queryable, sessionId: string): Promise<ListedParticipantRow[]> {
+  const { rows } = await db.query<ListedParticipantRow>(participantQueries.list, [sessionId]);
   return rows;
 }

@@ -20,6 +20,7 @@ import type { Metrics } from '../metrics.ts';
 import { createSession, endSession } from '../sessions.ts';
 import { registerParticipantRoutes } from './participants.ts';
 import { registerVersionRoutes } from './versions.ts';
+import { registerWebRoutes } from './web.ts';
 import type { VersionService } from '../extensions/snapshots.ts';
 import { readJson, type Env } from './json.ts';
 
@@ -86,6 +87,8 @@ export function createHttpApp(deps: HttpDeps): Hono<Env> {
       },
     }),
   );
+
+  registerWebRoutes(app);
 
   app.get('/healthz', (c) => c.json({ status: 'ok', nodeId: deps.nodeId }));
 
