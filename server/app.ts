@@ -116,9 +116,15 @@ export async function startServer(config: Config, options: { logger?: Logger } =
         nodeId,
         prefix: config.REDIS_PREFIX,
         syncIntervalMs: config.REDIS_SYNC_INTERVAL_MS,
+        releasedBindingsPerUser: config.MAX_AWARENESS_CLIENTS_PER_CONNECTION,
         logger,
       })
     : undefined;
+  const awareness = new AwarenessGuardExtension({
+    claims: redis,
+    maxClientsPerConnection: config.MAX_AWARENESS_CLIENTS_PER_CONNECTION,
+    logger,
+  });
   const hocuspocus = new Hocuspocus({
     name: nodeId,
     quiet: true,
@@ -129,8 +135,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     maxPendingDocuments: config.MAX_DOCUMENTS_PER_SOCKET,
     extensions: [
       auth,
-      // With Redis, clientIDs are claimed across nodes (no forging under another node's client's).
-      new AwarenessGuardExtension(redis),
+      // ClientIDs bound to users (with Redis, across nodes), capped per connection; names forced.
+      awareness,
       new LimitsExtension({
         guard,
         maxDocumentBytes: config.MAX_DOCUMENT_BYTES,
@@ -154,6 +160,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     logBacklog: () => log.backlog,
     logHealthy: () => log.healthy,
     updatesRefused: () => guard.rejected,
+    awarenessOverflows: () => awareness.overflows,
     ...(redis
       ? {
           redis: {

@@ -46,6 +46,8 @@ const schema = z
     RATE_LIMIT_MESSAGES: bytes.default(500),
     /** Per-socket rate limit: bytes per second (a burst of twice this is allowed). */
     RATE_LIMIT_BYTES: bytes.default(16 * 1024 * 1024),
+    /** Awareness clientIDs one connection may use (a provider uses one); more closes it. */
+    MAX_AWARENESS_CLIENTS_PER_CONNECTION: z.coerce.number().int().min(1).max(1_000).default(4),
     /** A socket that has not authenticated any document after this long is closed, in ms. */
     AUTH_TIMEOUT_MS: bytes.default(10_000),
     /** Longest one update may take to decode (in a worker) before it is refused, in ms (yjs#687). */

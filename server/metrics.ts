@@ -11,6 +11,8 @@ export interface MetricSources {
   logBacklog: () => number;
   logHealthy: () => boolean;
   updatesRefused: () => number;
+  /** Connections closed for announcing more awareness clientIDs than allowed. */
+  awarenessOverflows?: () => number;
   /** With REDIS_URL only. */
   redis?: {
     healthy: () => boolean;
@@ -73,6 +75,9 @@ export class Metrics {
     gauge('imageflow_update_log_backlog', 'Updates accepted but not yet committed.', sources.logBacklog);
     gauge('imageflow_update_log_healthy', '1 while update log writes succeed, 0 while retrying.', () => (sources.logHealthy() ? 1 : 0));
     gauge('imageflow_updates_refused_total', 'Updates refused by the decode guard (yjs#687 and invalid updates).', sources.updatesRefused);
+    if (sources.awarenessOverflows) {
+      gauge('imageflow_awareness_overflows_total', 'Connections closed for announcing more awareness clientIDs than MAX_AWARENESS_CLIENTS_PER_CONNECTION.', sources.awarenessOverflows);
+    }
     const redis = sources.redis;
     if (!redis) return;
     gauge('imageflow_redis_connected', '1 while every Redis connection of this node is ready, 0 while degraded.', () => (redis.healthy() ? 1 : 0));
@@ -84,7 +89,7 @@ export class Metrics {
     );
     gauge(
       'imageflow_awareness_claims_refused_total',
-      'Awareness states dropped because their clientID belongs to a connection on another live node.',
+      'Awareness states dropped because their clientID is bound to another user (the Redis claim hash).',
       redis.claimsRefused,
     );
   }

@@ -1,7 +1,8 @@
 /**
  * Awareness state (docs/CONTRACT.md "Awareness state"): `{ user: { id, name, color }, cursor: { x, y } | null,
  * selection: string[] }`. The server rebuilds every incoming state from these fields only, with
- * `user.id` forced to the token's subject and `user.color` to the participant's cursor colour.
+ * the whole `user` from the server: `id` = the token's subject, `name` = the user's `display_name`
+ * (a client cannot call itself someone else), `color` = the participant's cursor colour.
  */
 import { z } from 'zod';
 
@@ -21,7 +22,8 @@ export function colorFor(userId: string): string {
 const finite = z.number().finite();
 
 export const awarenessInputSchema = z.object({
-  user: z.object({ name: z.string().max(100).optional() }).loose().optional(),
+  /** Ignored: the server sets the whole `user`. */
+  user: z.unknown().optional(),
   cursor: z.object({ x: finite, y: finite }).nullable().optional(),
   selection: z.array(z.string().max(20)).max(1000).optional(),
 }).loose();
@@ -37,7 +39,7 @@ export function sanitizeAwareness(input: unknown, identity: { userId: string; na
   const parsed = awarenessInputSchema.safeParse(input);
   if (!parsed.success) return null;
   return {
-    user: { id: identity.userId, name: parsed.data.user?.name ?? identity.name, color: identity.color },
+    user: { id: identity.userId, name: identity.name, color: identity.color },
     cursor: parsed.data.cursor ?? null,
     selection: parsed.data.selection ?? [],
   };

@@ -252,7 +252,8 @@ describe('awareness', () => {
     const aId = a.doc.clientID;
     await waitFor(() => (seen().get(aId) as { cursor?: { x: number } } | undefined)?.cursor?.x === 1, { what: 'A at watcher' });
     const aState = seen().get(aId) as { user: { id: string; name: string; color: string } };
-    expect(aState.user).toEqual({ id: owner.userId, name: 'Alice', color: expect.stringMatching(/^#[0-9a-f]{6}$/) });
+    // The name is the user's display_name, not what the client sent.
+    expect(aState.user).toEqual({ id: owner.userId, name: 'owner', color: expect.stringMatching(/^#[0-9a-f]{6}$/) });
 
     // B forges A's clientID with a newer clock: first an overwrite, then a removal.
     const clock = (a.provider.awareness!.meta.get(aId)?.clock ?? 0) + 10;
@@ -267,6 +268,6 @@ describe('awareness', () => {
     });
     const after = seen().get(aId) as { cursor: { x: number }; user: { name: string } } | undefined;
     expect(after?.cursor.x).toBe(1);
-    expect(after?.user.name).toBe('Alice');
+    expect(after?.user.name).toBe('owner');
   });
 });

@@ -273,7 +273,8 @@ describe('three nodes over Redis', () => {
     first.destroy(); // node 0 cannot tell Redis now
     await waitFor(() => !watcher.provider.awareness!.getStates().has(id), { timeout: 3_000, what: 'the leave on node 0' });
     proxy.restore();
-    await waitFor(async () => (await claim()) === null, { timeout: 10_000, what: 'the release, once Redis is back' });
+    // Released (no node uses it), still bound to its user.
+    await waitFor(async () => (await claim())?.startsWith(`${owner.userId}||`), { timeout: 10_000, what: 'the release, once Redis is back' });
 
     const again = attach(nodes[1]!.wsUrl, sessionId, owner.token, first.doc);
     await synced(again);
@@ -313,7 +314,8 @@ describe('three nodes over Redis', () => {
       const ttl = await redis.pttl(key);
       expect(ttl, `${key} expires`).toBeGreaterThan(0);
     }
-    expect(await redis.hget(`${prefix}:aw:${sessionId}`, String(a.doc.clientID))).toMatch(/^node-0-/);
+    // clientID → its user and the node using it.
+    expect(await redis.hget(`${prefix}:aw:${sessionId}`, String(a.doc.clientID))).toMatch(new RegExp(`^${owner.userId}\\|node-0-`));
     a.destroy();
   }, 30_000);
 

@@ -20,12 +20,13 @@
  *   connection is gone, so a user who left stays visible on other nodes until y-protocols' 30 s
  *   timeout. Removals caused by a local connection closing are published on the node-wide channel
  *   and applied with `removeAwarenessStates` on every other node.
- * - **Awareness clientIDs are claimed cluster-wide.** The awareness guard owns a clientID per
- *   connection on one node; across nodes, the first use of a clientID claims it in a Redis hash
- *   (`<prefix>:aw:<session>`, field clientID → node identifier), so a client on another node cannot
- *   forge a state under it (stock: any client can, on every node). A claim held by a node that is
- *   no longer subscribed to Redis (dead) is taken over: a client moving from a killed node keeps
- *   its clientID. Each round renews this node's claims (a Redis restart loses them).
+ * - **Awareness clientIDs are bound to users cluster-wide.** The awareness guard binds a clientID
+ *   to the user who first used it; across nodes, the first use claims it in a Redis hash
+ *   (`<prefix>:aw:<session>`, field clientID → `<user>|<node using it>|<released at>`), so a user
+ *   on another node cannot forge a state under it, even after its user disconnected (stock: anyone
+ *   can, on every node). The same user may use it from any node at once (a client moving from a
+ *   killed node keeps its clientID). Each round renews this node's claims (a Redis restart loses
+ *   them); released bindings are forgotten after an hour, or beyond a few per user.
  * - **Presence of a dead node.** A node killed with -9 publishes no removals. A peer not heard
  *   from for three sync intervals (its rounds stopped) is dead: every node removes the states the
  *   claim hash names it the owner of, instead of keeping them until y-protocols' 30 s timeout.
@@ -37,7 +38,7 @@
  *
  * Keys and channels are namespaced `<prefix>:…` (default `imageflow`); the keys written are
  * `<prefix>:node:<nodeId>`, a liveness record that expires after three sync intervals, and
- * `<prefix>:aw:<session>`, the awareness claims, which expire when no node renews them.
+ * `<prefix>:aw:<session>`, the awareness claims, which expire an hour after the last node renewed them.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { Redis as RedisExtension, type RedisInstance } from '@hocuspocus/extension-redis';
@@ -55,7 +56,7 @@ import * as encoding from 'lib0/encoding';
 import type { Logger } from 'pino';
 import { removeAwarenessStates } from 'y-protocols/awareness';
 import * as Y from 'yjs';
-import type { AwarenessClaims } from './awareness.ts';
+import { RELEASED_BINDING_TTL_MS, type AwarenessClaims } from './awareness.ts';
 
 export interface RedisSyncOptions {
   url: string;
@@ -67,32 +68,81 @@ export interface RedisSyncOptions {
   logger: Logger;
   /** Longest a document load waits for Redis (subscribe, initial peer sync), ms. */
   loadWaitMs?: number;
+  /** Released awareness bindings kept per user and document (the awareness cap). */
+  releasedBindingsPerUser?: number;
 }
 
-/**
- * Claim an awareness clientID for a node: KEYS[1] the document's claim hash, ARGV = clientID, this
- * node's identifier, TTL ms, and the identifier of a dead owner that may be replaced (or '').
- * Returns '' when the clientID is now this node's, otherwise the live owner's identifier.
+/*
+ * The awareness claim hash `<prefix>:aw:<session>`: field clientID → `<userId>|<node>|<releasedAt>`.
+ * The user is who the clientID is bound to; the node is the one whose connection uses it now
+ * (empty once released, with the time of the release), for removing a dead node's presence.
  */
-const CLAIM_SCRIPT = `local owner = redis.call('HGET', KEYS[1], ARGV[1])
-if owner == false or owner == ARGV[2] or owner == ARGV[4] then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  return ''
+
+/**
+ * Claim an awareness clientID for a user on this node: KEYS[1] the document's claim hash, ARGV =
+ * clientID, user, this node's identifier, TTL ms, and a node whose use may be replaced (dead, or
+ * ''). Returns '' when the clientID is now this user's on this node (free, released by this user,
+ * or already used by this node), otherwise the hash's value (bound to another user, or in use on
+ * another node).
+ */
+const CLAIM_SCRIPT = `local value = redis.call('HGET', KEYS[1], ARGV[1])
+if value then
+  local user, node = string.match(value, '^([^|]*)|([^|]*)|')
+  if user ~= ARGV[2] then return value end
+  if node ~= '' and node ~= ARGV[3] and node ~= ARGV[5] then return value end
 end
-return owner`;
-/** Release a claim if it is still this node's: KEYS[1] the hash, ARGV = clientID, identifier. */
-const RELEASE_SCRIPT = `if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 0`;
-/** Keep this node's claims (a Redis restart loses them): KEYS[1] the hash, ARGV = identifier, TTL ms, clientIDs. */
-const RENEW_SCRIPT = `for i = 3, #ARGV do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[1]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '|' .. ARGV[3] .. '|')
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+return ''`;
+/**
+ * Release a claim if this node still uses it: the clientID stays bound to its user. KEYS[1] the
+ * hash, ARGV = clientID, identifier, now (ms), released bindings kept per user, released TTL ms.
+ * Then forgets that user's oldest released bindings beyond the number kept, and any released
+ * longer ago than the TTL.
+ */
+const RELEASE_SCRIPT = `local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then return 0 end
+local user, node = string.match(value, '^([^|]*)|([^|]*)|')
+if node ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], user .. '||' .. ARGV[3])
+local now, keep, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local all = redis.call('HGETALL', KEYS[1])
+local mine = {}
+for i = 1, #all, 2 do
+  local u, n, at = string.match(all[i + 1], '^([^|]*)|([^|]*)|(.*)$')
+  if n == '' then
+    local t = tonumber(at) or 0
+    if now - t > ttl then redis.call('HDEL', KEYS[1], all[i])
+    elseif u == user then table.insert(mine, { all[i], t }) end
+  end
+end
+if #mine > keep then
+  table.sort(mine, function(a, b) return a[2] < b[2] end)
+  for i = 1, #mine - keep do redis.call('HDEL', KEYS[1], mine[i][1]) end
+end
+return 1`;
+/**
+ * Keep this node's claims (a Redis restart loses them): KEYS[1] the hash, ARGV = identifier, TTL ms,
+ * then pairs of clientID and user.
+ */
+const RENEW_SCRIPT = `for i = 3, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1] .. '|' .. ARGV[1] .. '|') end
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0`;
 
+/** The user a claim hash value (`<user>|<node>|<releasedAt>`) binds the clientID to. */
+export function claimUser(value: string): string {
+  return value.split('|')[0] ?? '';
+}
+
+/** The node a claim hash value names as using the clientID now; '' when released. */
+export function claimNode(value: string): string {
+  return value.split('|')[1] ?? '';
+}
+
 interface ClaimCommands {
-  ifcClaim(key: string, clientId: string, identifier: string, ttlMs: string, replaceable: string): Promise<string>;
-  ifcRelease(key: string, clientId: string, identifier: string): Promise<number>;
-  ifcRenew(key: string, identifier: string, ttlMs: string, ...clientIds: string[]): Promise<number>;
+  ifcClaim(key: string, clientId: string, userId: string, identifier: string, ttlMs: string, replaceable: string): Promise<string>;
+  ifcRelease(key: string, clientId: string, identifier: string, nowMs: string, keep: string, releasedTtlMs: string): Promise<number>;
+  ifcRenew(key: string, identifier: string, ttlMs: string, ...clientIdsAndUsers: string[]): Promise<number>;
 }
 
 const MSG_STATE = 0;
@@ -128,8 +178,8 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
   readonly #controlChannel: string;
   readonly #disposers: Array<() => void> = [];
   #closed = false;
-  /** Per document: the awareness clientIDs this node's connections hold (claimed, not released). */
-  readonly #localClients = new Map<string, Set<number>>();
+  /** Per document: the awareness clientIDs this node's connections hold (claimed, not released) → their user. */
+  readonly #localClients = new Map<string, Map<number, string>>();
   /** Claims released while Redis was unreachable: [document, clientID]. */
   readonly #unreleased: Array<[string, number]> = [];
   /** Peer identifier → when a message from it last arrived (ms). */
@@ -300,36 +350,46 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
     return `${this.#opts.prefix}:aw:${name}`;
   }
 
-  /** Claims outlive a node's last round by this much; rounds renew them. */
+  /**
+   * The claim hash outlives the last round of the last node using it by this much (rounds renew
+   * it): a released clientID stays bound to its user that long, as on one node.
+   */
   get #claimTtl(): string {
-    return String(Math.max(this.#opts.syncIntervalMs * 10, 20_000));
+    return String(Math.max(this.#opts.syncIntervalMs * 10, RELEASED_BINDING_TTL_MS));
   }
 
   /**
-   * Cluster-wide: may a connection here use awareness `clientId` in `name`? Yes unless a node that
-   * is still subscribed to Redis (alive) has claimed it; a dead owner's claim (a client moving here
-   * from a killed node keeps its clientID) is taken over. With Redis unreachable or slow (500 ms),
-   * yes: presence must not stop because Redis did, and the claim is written at the next round.
+   * Cluster-wide: may a connection of `userId` here use awareness `clientId` in `name`? Not when
+   * the clientID is bound to another user (used by them now on any node, or released by them), nor
+   * while a node that is still subscribed to Redis (alive) uses it; a dead node's use is taken over,
+   * so a client of the same user moving here from a killed node keeps its clientID. With
+   * Redis unreachable or slow (500 ms), yes: presence must not stop because Redis did, and the
+   * claim is written at the next round.
    */
-  async claim(name: string, clientId: number): Promise<boolean> {
-    const free = await this.#claimInRedis(name, clientId);
+  async claim(name: string, clientId: number, userId: string): Promise<boolean> {
+    const free = await this.#claimInRedis(name, clientId, userId);
     if (free) {
       let local = this.#localClients.get(name);
-      if (!local) this.#localClients.set(name, (local = new Set()));
-      local.add(clientId);
+      if (!local) this.#localClients.set(name, (local = new Map()));
+      local.set(clientId, userId);
     }
     return free;
   }
 
-  async #claimInRedis(name: string, clientId: number): Promise<boolean> {
+  async #claimInRedis(name: string, clientId: number, userId: string): Promise<boolean> {
     if (!this.healthy()) return true;
     const work = async () => {
       const key = this.#claimKey(name);
       const id = String(clientId);
-      const owner = await this.#commands.ifcClaim(key, id, this.identifier, this.#claimTtl, '');
-      if (owner === '') return true;
-      const [, subscribers] = (await this.pub.pubsub('NUMSUB', `${this.#opts.prefix}#reply:${owner}`)) as [string, number];
-      const taken = Number(subscribers) > 0 || (await this.#commands.ifcClaim(key, id, this.identifier, this.#claimTtl, owner)) !== '';
+      const held = await this.#commands.ifcClaim(key, id, userId, this.identifier, this.#claimTtl, '');
+      if (held === '') return true;
+      let taken = true;
+      if (claimUser(held) === userId) {
+        // The same user's client on another node: alive there, or moving here from a dead node?
+        const node = claimNode(held);
+        const [, subscribers] = (await this.pub.pubsub('NUMSUB', `${this.#opts.prefix}#reply:${node}`)) as [string, number];
+        taken = Number(subscribers) > 0 || (await this.#commands.ifcClaim(key, id, userId, this.identifier, this.#claimTtl, node)) !== '';
+      }
       if (taken) this.claimsRefused += 1;
       return !taken;
     };
@@ -345,8 +405,8 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
   }
 
   /**
-   * A release that cannot reach Redis waits for it: a stale claim of this live node would refuse
-   * the client's clientID on every other node until the claim hash expires.
+   * A release that cannot reach Redis waits for it: a claim naming this live node as the user of
+   * the clientID would keep the presence sweep from removing the state once this node dies.
    */
   release(name: string, clientId: number): void {
     this.#localClients.get(name)?.delete(clientId);
@@ -354,7 +414,8 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
       this.#unreleased.push([name, clientId]);
       return;
     }
-    this.#commands.ifcRelease(this.#claimKey(name), String(clientId), this.identifier).catch((error: unknown) => {
+    const keep = String(this.#opts.releasedBindingsPerUser ?? 4);
+    this.#commands.ifcRelease(this.#claimKey(name), String(clientId), this.identifier, String(Date.now()), keep, String(RELEASED_BINDING_TTL_MS)).catch((error: unknown) => {
       this.#opts.logger.debug({ err: error, session: name }, 'redis sync: awareness release failed; retried when Redis is back');
       this.#unreleased.push([name, clientId]);
     });
@@ -384,7 +445,7 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
       const claims = (await this.pub.hgetall(this.#claimKey(name))) as Record<string, string>;
       const states = document.awareness.getStates();
       const ids = Object.entries(claims)
-        .filter(([id, owner]) => dead.has(owner) && states.has(Number(id)))
+        .filter(([id, value]) => dead.has(claimNode(value)) && states.has(Number(id)))
         .map(([id]) => Number(id));
       if (ids.length === 0) continue;
       removeAwarenessStates(document.awareness, ids, this.redisTransactionOrigin);
@@ -455,7 +516,10 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
       const local = this.#localClients.get(name);
       if (local && local.size > 0) {
         sends.push(
-          this.#commands.ifcRenew(this.#claimKey(name), this.identifier, this.#claimTtl, ...[...local].map(String)).then(() => undefined, () => undefined),
+          this.#commands.ifcRenew(this.#claimKey(name), this.identifier, this.#claimTtl, ...[...local].flatMap(([id, user]) => [String(id), user])).then(
+            () => undefined,
+            () => undefined,
+          ),
         );
       }
     }
