@@ -22,6 +22,13 @@ export interface Database extends Queryable {
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   /** True when a trivial query answers within `timeoutMs`. */
   ping(timeoutMs?: number): Promise<boolean>;
+  /**
+   * NOTIFY messages that arrive on the pool's own connections. On PostgreSQL these connections
+   * never LISTEN, so nothing arrives (a listener opens its own connection). On PGlite every
+   * connection shares one backend, which delivers a notification to the connection whose query
+   * committed it: there the pool is where its own notifications land (server/auth/access-feed.ts).
+   */
+  onNotification(listener: (channel: string, payload: string | undefined) => void): () => void;
   close(): Promise<void>;
 }
 
@@ -38,6 +45,7 @@ class PoolDatabase implements Database {
   readonly url: string;
   readonly #pool: pg.Pool;
   readonly #onClose: () => Promise<void>;
+  readonly #notificationListeners = new Set<(channel: string, payload: string | undefined) => void>();
 
   constructor(kind: 'postgres' | 'pglite', url: string, max: number, onClose: () => Promise<void> = async () => {}) {
     this.kind = kind;
@@ -47,6 +55,16 @@ class PoolDatabase implements Database {
     // An idle client that loses its server emits 'error' on the pool; without a listener that
     // would crash the process. The next query reconnects, and failures surface to the caller there.
     this.#pool.on('error', () => {});
+    this.#pool.on('connect', (client) => {
+      client.on('notification', ({ channel, payload }) => {
+        for (const listener of this.#notificationListeners) listener(channel, payload);
+      });
+    });
+  }
+
+  onNotification(listener: (channel: string, payload: string | undefined) => void): () => void {
+    this.#notificationListeners.add(listener);
+    return () => this.#notificationListeners.delete(listener);
   }
 
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {

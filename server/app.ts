@@ -14,6 +14,8 @@ import { migrate } from '../persistence/migrate.ts';
 import { UpdateLog } from '../persistence/update-log.ts';
 import { TokenService } from './auth/tokens.ts';
 import { UrlSigner } from './signed-urls.ts';
+import { AccessFeed } from './auth/access-feed.ts';
+import { AccessWatch } from './auth/access-watch.ts';
 import type { Config } from './config.ts';
 import { AuthExtension } from './extensions/auth.ts';
 import { AwarenessGuardExtension } from './extensions/awareness.ts';
@@ -98,7 +100,20 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     },
   });
 
-  const auth = new AuthExtension(db, tokens, logger);
+  // Access changes made anywhere (any node, SQL by hand) act on this node's open connections.
+  const accessWatch = new AccessWatch({ db, logger, recheckMs: config.ACCESS_RECHECK_MS });
+  const accessFeed = new AccessFeed({
+    db,
+    nodeId,
+    logger,
+    handlers: {
+      onChange: (change) => void accessWatch.onChange(change).catch((err: unknown) => logger.error({ err }, 'access change not applied')),
+      onResync: (reason) => void accessWatch.recheckAll(reason).catch((err: unknown) => logger.error({ err }, 'access re-check failed')),
+    },
+  });
+  await accessFeed.start();
+  accessWatch.start();
+  const auth = new AuthExtension(db, tokens, logger, accessWatch);
   const presence = new PresenceExtension({ db, nodeId, logger, heartbeatMs: config.PRESENCE_HEARTBEAT_MS });
   await presence.start();
   const snapshots = new SnapshotExtension({
@@ -211,6 +226,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
       await redis?.close();
+      await accessFeed.close();
+      accessWatch.close();
       await presence.close();
       await log.close();
       await guard.close();

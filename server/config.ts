@@ -56,6 +56,8 @@ const schema = z
     COMPACT_AFTER_UPDATES: bytes.default(500),
     /** Autosave a version this long after a document's last change, in ms; 0 disables (saving on last leave stays). */
     AUTOSAVE_QUIET_MS: z.coerce.number().int().min(0).max(24 * 3600 * 1000).default(30_000),
+    /** Longest an open connection is served without re-reading its access from the database, in ms. */
+    ACCESS_RECHECK_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(60_000),
     /** Where image bytes, thumbnails and cached renders live: files under DATA_DIR, or S3-compatible storage. */
     BLOB_STORE: z.enum(['local', 's3']).default('local'),
     S3_ENDPOINT: z.string().url('must be a URL').optional(),

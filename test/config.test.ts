@@ -17,6 +17,7 @@ describe('configuration', () => {
     [{ REDIS_URL: 'http://x' }, /^invalid configuration: REDIS_URL /],
     [{ AUTOSAVE_QUIET_MS: '-1' }, /^invalid configuration: AUTOSAVE_QUIET_MS /],
     [{ AUTOSAVE_QUIET_MS: 'soon' }, /^invalid configuration: AUTOSAVE_QUIET_MS /],
+    [{ ACCESS_RECHECK_MS: '10' }, /^invalid configuration: ACCESS_RECHECK_MS /],
   ])('refuses %o with a one-line reason', (env, message) => {
     let error: unknown;
     try {
@@ -32,6 +33,10 @@ describe('configuration', () => {
   it('autosaves after 30 s of quiet by default; 0 turns the timer off', () => {
     expect(loadConfig({}).AUTOSAVE_QUIET_MS).toBe(30_000);
     expect(loadConfig({ AUTOSAVE_QUIET_MS: '0' }).AUTOSAVE_QUIET_MS).toBe(0);
+  });
+
+  it('re-checks open connections\' access at least every 60 s by default', () => {
+    expect(loadConfig({}).ACCESS_RECHECK_MS).toBe(60_000);
   });
 
   it('treats empty variables as unset', () => {

@@ -22,6 +22,8 @@ export interface SessionAccessRow extends SessionRow {
   is_participant: boolean;
   /** Evaluated by the database clock, so every node agrees on expiry. */
   is_expired: boolean;
+  /** Milliseconds from the database's now to expires_at (≤ 0 once expired): a node arms its expiry timer from this, not from its own clock. */
+  expires_in_ms: number;
 }
 
 const columns = `s.session_id, s.image_id, s.owner_id, s.created_at, s.expires_at, s.is_active, s.session_type,
@@ -30,7 +32,8 @@ const columns = `s.session_id, s.image_id, s.owner_id, s.created_at, s.expires_a
 export const sessionQueries = {
   get: `SELECT ${columns} FROM edit_sessions s WHERE s.session_id = $1`,
   access: `
-    SELECT ${columns}, p.permissions, p.cursor_color, (p.user_id IS NOT NULL) AS is_participant, (s.expires_at <= now()) AS is_expired
+    SELECT ${columns}, p.permissions, p.cursor_color, (p.user_id IS NOT NULL) AS is_participant, (s.expires_at <= now()) AS is_expired,
+           (extract(epoch FROM s.expires_at - now()) * 1000)::float8 AS expires_in_ms
     FROM edit_sessions s
     LEFT JOIN session_participants p ON p.session_id = s.session_id AND p.user_id = $2
     WHERE s.session_id = $1`,

@@ -5,10 +5,21 @@
  * `reason` is the stable error code (`session_not_found`, `unauthorized`, …).
  *
  * Access is enforced for the life of the connection too: when the token expires the connection
- * is closed (4401 `token_expired`; the provider reconnects with a fresh token if it has one), and
- * `applyAccessChange()` acts on a user's connections at once when they are removed or their rights change.
+ * is closed (4401 `token_expired`; the provider reconnects with a fresh token if it has one);
+ * `applyAccessChange()` acts on this node's connections of a user at once when this node's HTTP API
+ * removes them or changes their rights; and the AccessWatch (server/auth/access-watch.ts) applies
+ * every change made anywhere (other nodes, SQL) and the session's expiry. Past the session's
+ * deadline no message is handled and no `saveVersion` runs; a `saveVersion` first re-checks
+ * access in the database.
  */
-import type { connectedPayload, Extension, Hocuspocus, onAuthenticatePayload } from '@hocuspocus/server';
+import type {
+  beforeHandleMessagePayload,
+  connectedPayload,
+  Extension,
+  Hocuspocus,
+  onAuthenticatePayload,
+  onStatelessPayload,
+} from '@hocuspocus/server';
 import { AppError } from '../../shared/errors.ts';
 import { isId } from '../../shared/ids.ts';
 import { colorFor } from '../../shared/presence.ts';
@@ -16,9 +27,10 @@ import { CloseCode } from '../../shared/protocol.ts';
 import type { Logger } from 'pino';
 import type { Database } from '../../persistence/db.ts';
 import { resolveRole, type Role } from '../auth/access.ts';
+import { SESSION_EXPIRED, type AccessContext, type AccessWatch } from '../auth/access-watch.ts';
 import type { TokenService } from '../auth/tokens.ts';
 
-export interface ConnectionContext {
+export interface ConnectionContext extends AccessContext {
   userId: string;
   displayName: string;
   role: Role;
@@ -44,17 +56,22 @@ export class AuthExtension implements Extension {
   readonly authenticated = new WeakSet<Request>();
 
   readonly #logger: Logger | undefined;
+  readonly #watch: AccessWatch | undefined;
 
-  constructor(db: Database, tokens: TokenService, logger?: Logger) {
+  constructor(db: Database, tokens: TokenService, logger?: Logger, watch?: AccessWatch) {
     this.#db = db;
     this.#tokens = tokens;
     this.#logger = logger;
+    this.#watch = watch;
   }
 
   async onAuthenticate({ token, documentName, connectionConfig, request }: onAuthenticatePayload): Promise<ConnectionContext> {
     try {
       const claims = await this.#tokens.verify(token);
       if (!isId(documentName)) throw new AppError('session_not_found');
+      // Read before the access: a change notified while the query runs makes `connected` re-check.
+      const accessEpoch = this.#watch?.epoch ?? 0;
+      const readAt = Date.now();
       const { role, session, user } = await resolveRole(this.#db, claims, documentName);
       connectionConfig.readOnly = role === 'viewer';
       this.authenticated.add(request);
@@ -64,6 +81,9 @@ export class AuthExtension implements Extension {
         role,
         cursorColor: session.cursor_color ?? colorFor(claims.sub),
         tokenExpiresAt: claims.exp,
+        claims,
+        sessionDeadline: readAt + session.expires_in_ms,
+        accessEpoch,
       };
     } catch (error) {
       // Thrown as a plain object on purpose: Hocuspocus logs thrown Errors' messages to the console.
@@ -75,7 +95,8 @@ export class AuthExtension implements Extension {
     }
   }
 
-  connected({ connection, context }: connectedPayload<ConnectionContext>): Promise<void> {
+  connected({ connection, context, documentName }: connectedPayload<ConnectionContext>): Promise<void> {
+    this.#watch?.watch(connection, documentName, context);
     let timer: NodeJS.Timeout | undefined;
     const arm = () => {
       const remaining = context.tokenExpiresAt * 1000 - Date.now();
@@ -86,8 +107,56 @@ export class AuthExtension implements Extension {
       timer = setTimeout(arm, Math.min(remaining, MAX_TIMER_MS));
     };
     arm();
-    connection.onClose(() => clearTimeout(timer));
+    connection.onClose(() => {
+      clearTimeout(timer);
+      this.#watch?.unwatch(connection);
+    });
     return Promise.resolve();
+  }
+
+  /** Past the session's deadline nothing more is handled (the expiry timer may fire late). */
+  beforeHandleMessage({ connection, context }: beforeHandleMessagePayload): Promise<void> {
+    const ctx = context as ConnectionContext | undefined;
+    if (ctx?.sessionDeadline !== undefined && ctx.sessionDeadline <= Date.now()) {
+      this.#expire(connection, ctx);
+      // Hocuspocus closes the connection with this code and reason and drops the message.
+      return Promise.reject(SESSION_EXPIRED);
+    }
+    return Promise.resolve();
+  }
+
+  /**
+   * Stateless messages: none after the session's deadline, and a `saveVersion` re-checks access in
+   * the database first (a removal or demotion whose notification is still on its way, or missed,
+   * must not record a version). Runs before the snapshot extension (priority); a refusal closes
+   * the connection, or leaves it read-only, which the snapshot extension answers with `forbidden`.
+   */
+  async onStateless({ connection, payload }: onStatelessPayload): Promise<void> {
+    const ctx = connection.context as ConnectionContext | undefined;
+    if (!ctx?.claims) return;
+    if (ctx.sessionDeadline <= Date.now()) {
+      this.#expire(connection, ctx);
+      // A rejection without a message stops the later onStateless hooks silently (Hocuspocus).
+      throw { reason: SESSION_EXPIRED.reason };
+    }
+    if (!this.#watch || !payload.includes('saveVersion')) return;
+    let type: unknown;
+    try {
+      type = (JSON.parse(payload) as { type?: unknown } | null)?.type;
+    } catch {
+      return;
+    }
+    if (type !== 'saveVersion') return;
+    await this.#watch.recheckConnection(connection);
+    if (!connection.document.hasConnection(connection)) throw { reason: 'access withdrawn' };
+  }
+
+  #expire(connection: beforeHandleMessagePayload['connection'], context: ConnectionContext): void {
+    if (this.#watch) this.#watch.enforceDeadline(connection, context);
+    else {
+      connection.readOnly = true;
+      connection.close(SESSION_EXPIRED);
+    }
   }
 }
 
