@@ -11,6 +11,7 @@ import type { Database } from '../persistence/db.ts';
 import type { UpdateLog } from '../persistence/update-log.ts';
 import { appendSnapshot } from '../persistence/repositories/documents.ts';
 import { isBranchOfOthers } from '../persistence/repositories/versions.ts';
+import { assertCanvasImagesVisible } from './image-access.ts';
 import { getCurrentVersion, getImage, getVersion, isImageVisibleTo } from '../persistence/repositories/images.ts';
 import {
   endSession as endSessionRow,
@@ -59,6 +60,8 @@ export async function createSession(db: Database, userId: string, input: CreateS
       throw new AppError('internal', `Version ${version.version_id} holds a canvas that does not match the schema.`);
     }
     canvas = { ...parsed.data, meta: { ...parsed.data.meta, baseVersionId: version.version_id } };
+    // The new session's owner must be able to see every image the version names.
+    await assertCanvasImagesVisible(db, canvas, userId, `No session was created from version ${version.version_id}`);
   } else {
     canvas = initialCanvas({ imageId: image.image_id, width: image.width, height: image.height }, newLayerId());
   }

@@ -25,7 +25,7 @@
  * - file_size = bytes of the UTF-8 JSON of canvas_state.
  */
 import { AppError } from '../shared/errors.ts';
-import { jsonEqual, parseCanvas, describeIssue, type Canvas, type CanvasIssue, type Layer } from '../shared/canvas.ts';
+import { canvasError, jsonEqual, parseCanvas, type Canvas, type Layer } from '../shared/canvas.ts';
 import { newId, newLayerId, newVersionId } from '../shared/ids.ts';
 import { layersInOrder } from '../shared/layers.ts';
 import type {
@@ -40,6 +40,7 @@ import type {
 } from '../shared/versions.ts';
 import type { Database, Queryable } from '../persistence/db.ts';
 import { getImage, isImageVisibleTo } from '../persistence/repositories/images.ts';
+import { assertCanvasImagesVisible } from './image-access.ts';
 import { getSession } from '../persistence/repositories/sessions.ts';
 import {
   actorDisplayName,
@@ -72,9 +73,6 @@ import {
 // Pure: validation, rows, diff, tree, JSON
 // ---------------------------------------------------------------------------------------------
 
-/** How many issues an `invalid_canvas` message lists before "and N more". */
-const ISSUES_IN_MESSAGE = 5;
-
 /** Validates a canvas read from a document; throws `invalid_canvas` naming each bad layer and field. */
 export function validateCanvas(raw: unknown): Canvas {
   const parsed = parseCanvas(raw);
@@ -82,11 +80,8 @@ export function validateCanvas(raw: unknown): Canvas {
   throw invalidCanvas(parsed.issues);
 }
 
-export function invalidCanvas(issues: readonly CanvasIssue[]): AppError {
-  const listed = issues.slice(0, ISSUES_IN_MESSAGE).map(describeIssue).join('; ');
-  const more = issues.length > ISSUES_IN_MESSAGE ? ` (and ${issues.length - ISSUES_IN_MESSAGE} more)` : '';
-  return new AppError('invalid_canvas', `The canvas was not saved: ${listed}${more}.`);
-}
+/** The `invalid_canvas` error naming each bad layer and field (shared/canvas.ts `canvasError`). */
+export const invalidCanvas = canvasError;
 
 /** canvas_layers.opacity is DECIMAL(3,2). */
 export const roundOpacity = (opacity: number) => Math.round(opacity * 100) / 100;
@@ -258,6 +253,8 @@ export async function recordVersion(db: Database, input: RecordVersionInput): Pr
   if (input.canvas.meta.imageId !== session.image_id) {
     throw invalidCanvas([{ layerId: null, field: 'meta.imageId', message: `must be the session's image ${session.image_id}` }]);
   }
+  // Every save path ends here: a canvas may only name images the session's owner may see.
+  await assertCanvasImagesVisible(db, input.canvas, session.owner_id);
   return db.transaction(async (tx) => {
     const image = await lockImage(tx, session.image_id);
     if (!image) throw new AppError('image_not_found');
@@ -391,12 +388,23 @@ export async function versionDiff(db: Database, userId: string, fromId: string, 
   };
 }
 
-/** A version to restore into a session: it must exist and belong to the session's image. */
-export async function versionToRestore(db: Database, sessionImageId: string, versionId: string): Promise<{ row: VersionMetaRow; canvas: Canvas }> {
+/**
+ * A version `callerId` restores into a session: it must exist and be readable by the caller (else
+ * 404 `version_not_found`, the same as an unknown id, so nobody learns which private versions
+ * exist), belong to the session's image (else 409 `version_image_mismatch`), and name only images
+ * the session's owner may see (else 422 `invalid_canvas`). Checked before the live document changes.
+ */
+export async function versionToRestore(
+  db: Database,
+  session: { image_id: string; owner_id: string },
+  callerId: string,
+  versionId: string,
+): Promise<{ row: VersionMetaRow; canvas: Canvas }> {
   const version = await getVersionFull(db, versionId);
-  if (!version) throw new AppError('version_not_found');
-  if (version.image_id !== sessionImageId) throw new AppError('version_image_mismatch');
+  if (!version || !(await canReadImage(db, version.image_id, callerId))) throw new AppError('version_not_found');
+  if (version.image_id !== session.image_id) throw new AppError('version_image_mismatch');
   const parsed = parseCanvas(version.canvas_state);
   if (!parsed.ok) throw new AppError('internal', `Version ${version.version_id} holds a canvas that does not match the schema.`);
+  await assertCanvasImagesVisible(db, parsed.canvas, session.owner_id, `Version ${version.version_id} was not restored`);
   return { row: version, canvas: parsed.canvas };
 }

@@ -16,6 +16,7 @@
  */
 import * as Y from 'yjs';
 import { z } from 'zod';
+import { AppError } from './errors.ts';
 import { ID_PATTERN } from './ids.ts';
 
 export const layerTypes = ['image', 'drawing', 'text', 'shape', 'adjustment'] as const;
@@ -269,6 +270,16 @@ export function describeIssue(issue: CanvasIssue): string {
   return issue.layerId === null
     ? `field ${issue.field}: ${issue.message}`
     : `layer ${issue.layerId}, field ${issue.field}: ${issue.message}`;
+}
+
+/** How many issues an `invalid_canvas` message lists before "and N more". */
+const ISSUES_IN_MESSAGE = 5;
+
+/** The `invalid_canvas` error for `issues`: `<lead>: layer …, field …: …; … (and N more).` */
+export function canvasError(issues: readonly CanvasIssue[], lead = 'The canvas was not saved'): AppError {
+  const listed = issues.slice(0, ISSUES_IN_MESSAGE).map(describeIssue).join('; ');
+  const more = issues.length > ISSUES_IN_MESSAGE ? ` (and ${issues.length - ISSUES_IN_MESSAGE} more)` : '';
+  return new AppError('invalid_canvas', `${lead}: ${listed}${more}.`);
 }
 
 /** Parses an untrusted canvas; on failure returns the issues (layer id + field) instead of throwing. */

@@ -517,6 +517,91 @@ describe('versions (node transport, PostgreSQL)', () => {
     expect(await current()).toEqual([experiment.versionId]);
   });
 
+  it("image layers may only name images the session's owner may see: every save path, restore, and a session from a version", async () => {
+    const owner = await createActor(db, 'owner');
+    const other = await createActor(db, 'other');
+    const imageId = await createImage(db, owner.userId);
+    const othersPrivate = await createImage(db, other.userId, { privacyLevel: 'private' });
+    const othersPublic = await createImage(db, other.userId, { privacyLevel: 'public' });
+    const othersFollowers = await createImage(db, other.userId, { privacyLevel: 'followers' });
+    const count = async () => (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM image_versions WHERE image_id = $1', [imageId])).rows[0]!.n;
+    const sessionId = await createSession(server.url, owner.token, imageId);
+    const a = connectClient(server.wsUrl, sessionId, owner.token, register);
+    const messages = inbox(a);
+    await a.synced;
+    const layers = a.doc.getMap<Y.Map<unknown>>('layers');
+
+    // Someone else's private image, and an id that names no image: the same refusal, so the answer
+    // does not tell which private images exist.
+    const refusal = async (target: string) => {
+      const layer = addLayer(a.doc, { type: 'image', name: 'borrowed', data: { imageId } });
+      layers.get(layer)!.set('data', { imageId: target });
+      await acknowledged(a);
+      const res = await api(server.url, 'POST', `/api/sessions/${sessionId}/versions`, { token: owner.token, body: {} });
+      expect(res, target).toMatchObject({ status: 422, body: { error: { code: 'invalid_canvas' } } });
+      expect(res.body.error.message).toContain(`layer ${layer}, field data.imageId`);
+      removeLayer(a.doc, layer);
+      await acknowledged(a);
+      return (res.body.error.message as string).replaceAll(layer, 'L').replaceAll(target, 'I');
+    };
+    expect(await refusal(othersPrivate)).toBe(await refusal('img_nosuchimage0000'));
+    expect(await refusal(othersFollowers)).toContain('may not see');
+    // The stateless save and the autosave (on leave) refuse it too.
+    const borrowed = addLayer(a.doc, { type: 'image', name: 'borrowed', data: { imageId } });
+    layers.get(borrowed)!.set('data', { imageId: othersPrivate });
+    await acknowledged(a);
+    a.provider.sendStateless(JSON.stringify({ type: 'saveVersion', requestId: 'img' }));
+    expect(await waitFor(() => messages.find((m) => m.type === 'error' && m.requestId === 'img'), { what: 'stateless refusal' })).toMatchObject({
+      code: 'invalid_canvas',
+    });
+    a.destroy();
+    await waitFor(() => new RegExp(`${sessionId}[^\\n]*autosave skipped: invalid canvas|autosave skipped: invalid canvas[^\\n]*${sessionId}`).test(server.output()), {
+      timeout: 30_000,
+      what: 'autosave skipped',
+    });
+    expect(await count()).toBe(0);
+
+    // Images the owner may see: public, and followers-only once they follow.
+    await db.query('INSERT INTO follows (follower_id, following_id) VALUES ($1, $2)', [owner.userId, other.userId]);
+    const b = connectClient(server.wsUrl, sessionId, owner.token, register);
+    await b.synced;
+    b.doc.getMap<Y.Map<unknown>>('layers').get(borrowed)!.set('data', { imageId: othersFollowers });
+    addLayer(b.doc, { type: 'image', name: 'public', data: { imageId: othersPublic } });
+    await acknowledged(b);
+    const allowed = await save(server, owner.token, sessionId, 'visible images');
+    const v2 = await save(server, owner.token, sessionId, 'again');
+
+    // The follow ends: the version now names an image its owner may not see. Restoring it is
+    // refused before the live document changes; so is a session started from it.
+    await db.query('DELETE FROM follows WHERE follower_id = $1 AND following_id = $2', [owner.userId, other.userId]);
+    removeLayer(b.doc, borrowed);
+    await acknowledged(b);
+    const before = readCanvas(b.doc);
+    const restore = await api(server.url, 'POST', `/api/sessions/${sessionId}/restore`, { token: owner.token, body: { versionId: allowed.versionId } });
+    expect(restore).toMatchObject({ status: 422, body: { error: { code: 'invalid_canvas' } } });
+    expect(restore.body.error.message).toContain(`layer ${borrowed}, field data.imageId`);
+    expect(readCanvas(b.doc)).toEqual(before);
+    const fromVersion = await api(server.url, 'POST', '/api/sessions', { token: owner.token, body: { imageId, fromVersionId: v2.versionId } });
+    expect(fromVersion).toMatchObject({ status: 422, body: { error: { code: 'invalid_canvas' } } });
+    expect(fromVersion.body.error.message).toContain(`layer ${borrowed}, field data.imageId`);
+    expect(await count()).toBe(2);
+    b.destroy();
+  });
+
+  it('restore answers 404 for a version the caller may not read, exactly as for an unknown id', async () => {
+    const owner = await createActor(db, 'owner');
+    const other = await createActor(db, 'other');
+    const imageId = await createImage(db, owner.userId);
+    const sessionId = await createSession(server.url, owner.token, imageId);
+    const othersImage = await createImage(db, other.userId, { privacyLevel: 'private' });
+    const othersVersion = await save(server, other.token, await createSession(server.url, other.token, othersImage));
+    const restore = (versionId: string) => api(server.url, 'POST', `/api/sessions/${sessionId}/restore`, { token: owner.token, body: { versionId } });
+    const hidden = await restore(othersVersion.versionId);
+    const unknown = await restore('ver_doesnotexist0000');
+    expect(hidden).toMatchObject({ status: 404, body: { error: { code: 'version_not_found' } } });
+    expect(hidden.body).toEqual(unknown.body);
+  });
+
   it('NUL in a canvas string, a description or a branchName is refused naming the field, on every save path', async () => {
     const owner = await createActor(db, 'owner');
     const imageId = await createImage(db, owner.userId);

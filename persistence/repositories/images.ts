@@ -35,6 +35,12 @@ export const imageQueries = {
     WHERE i.image_id = $1 AND NOT i.is_deleted AND (
       i.privacy_level = 'public' OR i.user_id = $2 OR (i.privacy_level = 'followers' AND EXISTS (
         SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.following_id = i.user_id)))`,
+  /** Of the ids $1, those visible to $2 (the same rule as `visibleTo`, for many images at once). */
+  visibleAmong: `
+    SELECT i.image_id FROM images i
+    WHERE i.image_id = ANY($1::varchar[]) AND NOT i.is_deleted AND (
+      i.privacy_level = 'public' OR i.user_id = $2 OR (i.privacy_level = 'followers' AND EXISTS (
+        SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.following_id = i.user_id)))`,
   insert: `
     INSERT INTO images (image_id, user_id, title, filename, mime_type, file_size, width, height,
                         storage_path, thumbnail_paths, privacy_level)
@@ -55,6 +61,13 @@ export async function getImage(db: Queryable, imageId: string): Promise<ImageRow
 export async function isImageVisibleTo(db: Queryable, imageId: string, userId: string): Promise<boolean> {
   const { rowCount } = await db.query(imageQueries.visibleTo, [imageId, userId]);
   return (rowCount ?? 0) > 0;
+}
+
+/** Which of `imageIds` are visible to `userId` (images_view_policy); unknown ids are simply absent. */
+export async function visibleImageIds(db: Queryable, imageIds: readonly string[], userId: string): Promise<Set<string>> {
+  if (imageIds.length === 0) return new Set();
+  const { rows } = await db.query<{ image_id: string }>(imageQueries.visibleAmong, [imageIds, userId]);
+  return new Set(rows.map((r) => r.image_id));
 }
 
 export async function insertImage(

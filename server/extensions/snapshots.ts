@@ -193,7 +193,7 @@ export class SnapshotExtension implements Extension, VersionService {
     const hocuspocus = this.#requireHocuspocus();
     const session = await getSession(this.#db, input.sessionId);
     if (!session) throw new AppError('session_not_found');
-    const target = await versionToRestore(this.#db, session.image_id, input.versionId);
+    const target = await versionToRestore(this.#db, session, input.userId, input.versionId);
     // The restored document says which version it now continues from.
     const canvas = { ...target.canvas, meta: { ...target.canvas.meta, baseVersionId: target.row.version_id } };
 
