@@ -28,6 +28,7 @@ import { PresenceExtension } from './extensions/presence.ts';
 import { RedisSyncExtension } from './extensions/redis-sync.ts';
 import { createHttpApp } from './http/app.ts';
 import { createBlobStore } from '../storage/index.ts';
+import { JobQueue, hardenSharp } from '../media/sharp.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { createSocketHooks } from './transport/hooks.ts';
 import { listen, type TransportName } from './transport/index.ts';
@@ -89,6 +90,9 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   const tokens = new TokenService(secret);
   const signer = new UrlSigner(secret, { ttlSeconds: config.SIGNED_URL_TTL_SECONDS });
   const blobs = createBlobStore(config);
+  // Process-wide: only the accepted formats' loaders stay unblocked (media/sharp.ts).
+  hardenSharp();
+  const imageQueue = new JobQueue(config.IMAGE_CONCURRENCY, config.IMAGE_QUEUE_LIMIT);
   const metrics = new Metrics(nodeId);
   const log = new UpdateLog(db, {
     nodeId,
@@ -187,7 +191,22 @@ export async function startServer(config: Config, options: { logger?: Logger } =
         }
       : {}),
   });
-  const http = createHttpApp({ db, tokens, signer, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId, metrics, versions: snapshots, ...(redis ? { redis } : {}) });
+  metrics.observeImages({ running: () => imageQueue.running, queued: () => imageQueue.queued });
+  const images = {
+    db,
+    blobs,
+    queue: imageQueue,
+    limits: { maxPixels: config.IMAGE_MAX_PIXELS, timeoutMs: config.IMAGE_TIMEOUT_MS },
+    spoolDir: join(config.DATA_DIR, 'spool'),
+    signer,
+    metrics,
+    logger,
+    maxBodyBytes: config.IMAGE_MAX_BODY_BYTES,
+    maxUploadBytes: config.IMAGE_MAX_UPLOAD_BYTES,
+    uploadTtlSeconds: config.UPLOAD_TTL_SECONDS,
+    cacheVariants: config.IMAGE_CACHE_VARIANTS,
+  };
+  const http = createHttpApp({ db, tokens, signer, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId, metrics, versions: snapshots, images, ...(redis ? { redis } : {}) });
   const { listening, note } = await listen(
     config.TRANSPORT,
     {
@@ -203,7 +222,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
         }),
       wsPaths: [COLLAB_PATH, YJS_PREFIX],
       maxMessageBytes: config.MAX_MESSAGE_BYTES,
-      maxBodyBytes: config.MAX_MESSAGE_BYTES,
+      // uWebSockets.js buffers HTTP bodies (server/transport/uws.ts): image bodies up to their limit.
+      maxBodyBytes: Math.max(config.MAX_MESSAGE_BYTES, config.IMAGE_MAX_BODY_BYTES),
     },
     config.HOST,
     config.PORT,

@@ -71,6 +71,25 @@ const schema = z
       .transform((v) => v === 'true' || v === '1'),
     /** How long signed URLs (renders, thumbnails, files for `<img>` tags) stay valid, in seconds (rounded up to 5 min). */
     SIGNED_URL_TTL_SECONDS: z.coerce.number().int().min(60).max(7 * 24 * 3600).default(3600),
+    /** Largest image `POST /api/images` accepts in the request body, in bytes (larger: the direct upload path). */
+    IMAGE_MAX_BODY_BYTES: bytes.default(32 * 1024 * 1024),
+    /** Largest image a direct upload (`POST /api/uploads`) may announce, in bytes. */
+    IMAGE_MAX_UPLOAD_BYTES: bytes.default(256 * 1024 * 1024),
+    /** Largest image accepted in pixels (width × height), checked from the header before decoding. */
+    IMAGE_MAX_PIXELS: bytes.default(100_000_000),
+    /** Longest one ingest or resize may take (sharp's per-pipeline timeout), in ms. */
+    IMAGE_TIMEOUT_MS: bytes.default(30_000),
+    /** Images processed at once (ingest and resizing share it); further requests queue. */
+    IMAGE_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
+    /** Requests that may wait for an image slot; beyond that they are refused (503 image_busy). */
+    IMAGE_QUEUE_LIMIT: z.coerce.number().int().min(0).max(10_000).default(64),
+    /** Keep variants made by `/file` in the blob store (off: every request resizes; for benchmarks). */
+    IMAGE_CACHE_VARIANTS: z
+      .enum(['true', 'false', '1', '0'])
+      .default('true')
+      .transform((v) => v === 'true' || v === '1'),
+    /** How long a direct upload's URL stays valid, in seconds. */
+    UPLOAD_TTL_SECONDS: z.coerce.number().int().min(60).max(7 * 24 * 3600).default(3600),
     /** `inline`: a render worker inside the server; `off`: run `npm run worker` separately. */
     RENDER_WORKER: z.enum(['inline', 'off']).default('inline'),
   })

@@ -28,6 +28,12 @@ export class Metrics {
   readonly commitBatches: client.Histogram;
   readonly commitSeconds: client.Histogram;
   readonly ackWaitSeconds: client.Histogram;
+  /** Image ingest: outcomes (`ok` or the refusal's error code) and time. */
+  readonly imagesIngested: client.Counter<'result'>;
+  readonly ingestSeconds: client.Histogram;
+  /** `GET /api/images/:id/file`: outcomes (`not_modified`, `cached`, `resized`) and resize time. */
+  readonly imageFiles: client.Counter<'outcome'>;
+  readonly resizeSeconds: client.Histogram;
 
   constructor(nodeId: string) {
     this.registry.setDefaultLabels({ node: nodeId });
@@ -56,6 +62,37 @@ export class Metrics {
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
       registers,
     });
+    this.imagesIngested = new client.Counter({
+      name: 'imageflow_images_ingested_total',
+      help: 'Image ingests by result: ok, or the error code of the refusal.',
+      labelNames: ['result'],
+      registers,
+    });
+    this.ingestSeconds = new client.Histogram({
+      name: 'imageflow_image_ingest_seconds',
+      help: 'Time one image ingest took (validation, EXIF, palette, thumbnails, storing), successful or not.',
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.5, 3, 10, 30],
+      registers,
+    });
+    this.imageFiles = new client.Counter({
+      name: 'imageflow_image_file_requests_total',
+      help: 'Image file requests by outcome: not_modified (304), cached (a stored variant), resized.',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.resizeSeconds = new client.Histogram({
+      name: 'imageflow_image_resize_seconds',
+      help: 'Time one resize by URL parameters took (decode, resize, encode).',
+      buckets: [0.005, 0.01, 0.02, 0.035, 0.05, 0.1, 0.2, 0.5, 1, 5],
+      registers,
+    });
+  }
+
+  /** Registers the scrape-time gauges of image processing. */
+  observeImages(sources: { running: () => number; queued: () => number }): void {
+    const registers = [this.registry];
+    new client.Gauge({ name: 'imageflow_image_jobs_running', help: 'Image ingests and resizes running now.', registers, collect() { this.set(sources.running()); } });
+    new client.Gauge({ name: 'imageflow_image_jobs_queued', help: 'Image ingests and resizes waiting for a slot.', registers, collect() { this.set(sources.queued()); } });
   }
 
   /** Registers the scrape-time gauges. */

@@ -20,6 +20,7 @@ const prefixes = {
   layer: 'lay_',
   activity: 'act_',
   notification: 'ntf_',
+  upload: 'upl_',
 } as const;
 type Kind = keyof typeof prefixes;
 

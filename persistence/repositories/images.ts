@@ -109,3 +109,84 @@ export async function getVersion(db: Queryable, versionId: string): Promise<Vers
   const { rows } = await db.query<VersionRow>(imageQueries.version, [versionId]);
   return rows[0];
 }
+
+/** The whole `images` row, as ingest writes it and `GET /api/images/:id` reads it. */
+export interface ImageRecord {
+  image_id: string;
+  user_id: string;
+  title: string;
+  description: string | null;
+  filename: string;
+  mime_type: string;
+  file_size: number;
+  width: number;
+  height: number;
+  storage_path: string;
+  thumbnail_paths: Record<string, string>;
+  privacy_level: 'public' | 'followers' | 'private';
+  is_deleted: boolean;
+  uploaded_at: Date;
+  last_edited_at: Date | null;
+  metadata: Record<string, unknown>;
+  color_palette: Array<{ color: string; share: number }> | null;
+  view_count: number;
+}
+
+const IMAGE_COLUMNS = `image_id, user_id, title, description, filename, mime_type, file_size, width, height, storage_path,
+  thumbnail_paths, privacy_level, is_deleted, uploaded_at, last_edited_at, metadata, color_palette, view_count`;
+
+export const ingestQueries = {
+  insert: `
+    INSERT INTO images (image_id, user_id, title, filename, mime_type, file_size, width, height,
+                        storage_path, thumbnail_paths, privacy_level, metadata, color_palette)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12::jsonb, $13::jsonb)
+    RETURNING ${IMAGE_COLUMNS}`,
+  /** One image for one viewer: the row only if images_view_policy lets them see it (see visibleTo). */
+  visibleRecord: `
+    SELECT ${IMAGE_COLUMNS} FROM images i
+    WHERE i.image_id = $1 AND NOT i.is_deleted AND (
+      i.privacy_level = 'public' OR i.user_id = $2 OR (i.privacy_level = 'followers' AND EXISTS (
+        SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.following_id = i.user_id)))`,
+} as const;
+
+export async function insertIngestedImage(
+  db: Queryable,
+  image: {
+    imageId: string;
+    userId: string;
+    title: string;
+    filename: string;
+    mimeType: string;
+    fileSize: number;
+    width: number;
+    height: number;
+    storagePath: string;
+    thumbnailPaths: Record<string, string>;
+    privacyLevel: ImageRow['privacy_level'];
+    metadata: Record<string, unknown>;
+    colorPalette: Array<{ color: string; share: number }>;
+  },
+): Promise<ImageRecord> {
+  const { rows } = await db.query<ImageRecord>(ingestQueries.insert, [
+    image.imageId,
+    image.userId,
+    image.title,
+    image.filename,
+    image.mimeType,
+    image.fileSize,
+    image.width,
+    image.height,
+    image.storagePath,
+    JSON.stringify(image.thumbnailPaths),
+    image.privacyLevel,
+    JSON.stringify(image.metadata),
+    JSON.stringify(image.colorPalette),
+  ]);
+  return rows[0]!;
+}
+
+/** The image row if `viewerId` may see it (images_view_policy), else undefined. */
+export async function getVisibleImage(db: Queryable, imageId: string, viewerId: string): Promise<ImageRecord | undefined> {
+  const { rows } = await db.query<ImageRecord>(ingestQueries.visibleRecord, [imageId, viewerId]);
+  return rows[0];
+}

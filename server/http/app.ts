@@ -21,6 +21,7 @@ import { createSession, endSession } from '../sessions.ts';
 import { registerParticipantRoutes } from './participants.ts';
 import { registerVersionRoutes } from './versions.ts';
 import { registerWebRoutes } from './web.ts';
+import { IMAGE_BODY_PATHS, registerImageRoutes, type ImageRouteDeps } from './images.ts';
 import type { VersionService } from '../extensions/snapshots.ts';
 import { readJson, type Env } from './json.ts';
 
@@ -39,6 +40,8 @@ export interface HttpDeps {
   metrics: Metrics;
   /** Saving and restoring versions of live documents (server/extensions/snapshots.ts). */
   versions: VersionService;
+  /** Image ingest and files (server/http/images.ts); absent in apps built without a blob store. */
+  images?: ImageRouteDeps;
   /** Cross-node fan-out (only with REDIS_URL): its reachability is part of `/readyz`. */
   redis?: { healthy(): boolean };
 }
@@ -78,15 +81,15 @@ export function createHttpApp(deps: HttpDeps): Hono<Env> {
   });
   app.notFound((c) => c.json(new AppError('not_found').toJSON(), 404));
 
-  app.use(
-    '/api/*',
-    bodyLimit({
-      maxSize: deps.maxBodyBytes,
-      onError: () => {
-        throw new AppError('payload_too_large');
-      },
-    }),
-  );
+  const jsonBodyLimit = bodyLimit({
+    maxSize: deps.maxBodyBytes,
+    onError: () => {
+      throw new AppError('payload_too_large');
+    },
+  });
+  // Image bodies have their own limits (IMAGE_MAX_BODY_BYTES, the announced upload size), counted
+  // while they stream to disk or the blob store.
+  app.use('/api/*', (c, next) => (IMAGE_BODY_PATHS.some((p) => p.test(c.req.path)) ? next() : jsonBodyLimit(c, next)));
 
   registerWebRoutes(app);
 
@@ -142,6 +145,7 @@ export function createHttpApp(deps: HttpDeps): Hono<Env> {
 
   registerParticipantRoutes(app, deps);
   registerVersionRoutes(app, deps);
+  if (deps.images) registerImageRoutes(app, deps.images);
 
   return app;
 }

@@ -1,0 +1,347 @@
+/**
+ * Image ingest (seed 001: bytes never touch PostgreSQL). An upload is spooled to a temporary file
+ * while counted (over the byte limit it stops at once), then validated before anything is stored:
+ *
+ * 1. the type is sniffed from the bytes (file-type), never taken from the name or the header a
+ *    client sent; SVG, which file-type leaves to text, is recognised and refused (it can reference
+ *    external files and URLs); anything but JPEG, PNG, WebP, AVIF, HEIC/HEIF, GIF and TIFF is
+ *    refused;
+ * 2. the header is read (sharp `metadata()`, no decode) and checked against the pixel limit — a
+ *    pixel bomb is refused before a single pixel is decoded — and for one frame (GIF: its first);
+ * 3. one decode (sharp, `failOn: 'warning'`, `limitInputPixels`, a timeout) produces the
+ *    orientation-corrected large variant, from which the medium and small ones and the colour
+ *    palette are made; a truncated or corrupt file fails here;
+ * 4. EXIF is read with exifr into `metadata` (GPS kept for the owner; served variants carry no
+ *    metadata unless the owner opted in to sharing location);
+ * 5. only then are the original and the variants written to the blob store, and the images row
+ *    and an `image_uploaded` activity inserted in one transaction.
+ *
+ * Every step runs inside the shared image queue (bounded concurrency, bounded waiting): sharp
+ * does its work in libuv's thread pool, so the event loop keeps serving WebSockets meanwhile.
+ */
+import { randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import exifr from 'exifr';
+import { fileTypeFromFile } from 'file-type';
+import sharp, { type Metadata } from 'sharp';
+import { AppError } from '../shared/errors.ts';
+import { newId, newImageId } from '../shared/ids.ts';
+import type { Database } from '../persistence/db.ts';
+import { insertActivity } from '../persistence/repositories/activities.ts';
+import { insertIngestedImage, type ImageRecord } from '../persistence/repositories/images.ts';
+import type { BlobStore } from '../storage/blob-store.ts';
+import { ACCEPTED, isAcceptedMime, type AcceptedMime, type JobQueue } from './sharp.ts';
+import { STANDARD_VARIANTS, applyVariant, decodeOptions, standardSpec, variantKey, type StandardVariant } from './variants.ts';
+
+export interface IngestLimits {
+  maxPixels: number;
+  timeoutMs: number;
+}
+
+export interface IngestDeps {
+  db: Database;
+  blobs: BlobStore;
+  queue: JobQueue;
+  limits: IngestLimits;
+  /** Where uploads are spooled while validated. */
+  spoolDir: string;
+}
+
+export interface IngestRequest {
+  userId: string;
+  title: string;
+  filename: string;
+  privacyLevel: 'public' | 'followers' | 'private';
+  /** The owner opted in to serving EXIF location with the variants. */
+  shareLocation: boolean;
+}
+
+/** A pass-through that fails with `image_too_large` once more than `max` bytes went through. */
+export function byteLimit(max: number): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      seen += chunk.length;
+      if (seen > max) return callback(new AppError('image_too_large', `The image is larger than ${max} bytes.`));
+      callback(null, chunk);
+    },
+  });
+}
+
+export interface Spooled {
+  readonly path: string;
+  readonly size: number;
+  /** Removes the temporary file. */
+  dispose(): Promise<void>;
+}
+
+/** Streams `body` into a temporary file under `dir`, refusing more than `maxBytes`. */
+export async function spool(body: Readable, dir: string, maxBytes: number): Promise<Spooled> {
+  await mkdir(dir, { recursive: true });
+  const path = join(dir, `${randomBytes(12).toString('hex')}.upload`);
+  let size = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      size += chunk.length;
+      callback(null, chunk);
+    },
+  });
+  try {
+    await pipeline(body, byteLimit(maxBytes), counter, createWriteStream(path, { flags: 'wx', mode: 0o600 }));
+  } catch (error) {
+    await rm(path, { force: true });
+    throw error;
+  }
+  return { path, size, dispose: () => rm(path, { force: true }) };
+}
+
+async function head(path: string, bytes: number): Promise<Buffer> {
+  const handle = await open(path, 'r');
+  try {
+    const buffer = Buffer.alloc(bytes);
+    const { bytesRead } = await handle.read(buffer, 0, bytes, 0);
+    return buffer.subarray(0, bytesRead);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** SVG is XML text, which file-type does not classify: recognise it to refuse it by name. */
+function svgRefusal(start: Buffer): AppError | undefined {
+  const text = start.toString('utf8').replace(/^\uFEFF/, '').trimStart();
+  if (!/^(<\?xml[^>]*>\s*)?(<!--[\s\S]*?-->\s*|<!DOCTYPE[^>]*>\s*)*<svg[\s>]/i.test(text)) return undefined;
+  const external = /(xlink:)?href\s*=\s*["']\s*(?!#)[^"']+/i.test(text) || /<!ENTITY/i.test(text);
+  return new AppError(
+    'image_type_not_accepted',
+    external
+      ? 'SVG is not accepted: it references external resources (href/entities), which a server must never fetch.'
+      : 'SVG is not accepted: it is a document that can reference external resources, not an image.',
+  );
+}
+
+/** Step 1: what the bytes are. */
+export async function sniff(path: string): Promise<AcceptedMime> {
+  const type = await fileTypeFromFile(path);
+  if (!type) {
+    throw svgRefusal(await head(path, 64 * 1024)) ?? new AppError('not_an_image');
+  }
+  if (isAcceptedMime(type.mime)) return type.mime;
+  if (type.mime === 'application/xml' || type.mime === 'image/svg+xml') {
+    throw svgRefusal(await head(path, 64 * 1024)) ?? new AppError('not_an_image', 'The bytes are an XML document, not an image.');
+  }
+  if (type.mime.startsWith('image/') || type.mime === 'application/xml') {
+    throw new AppError('image_type_not_accepted', `${type.mime} is not accepted: JPEG, PNG, WebP, AVIF, HEIC, GIF (first frame) and TIFF are.`);
+  }
+  throw new AppError('not_an_image', `The bytes are not an image (they look like ${type.mime}).`);
+}
+
+/** Maps a sharp/libvips failure to a registry error. */
+export function sharpError(error: unknown): AppError {
+  if (error instanceof AppError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  if (/pixel limit/i.test(message)) return new AppError('image_too_many_pixels');
+  if (/timeout/i.test(message)) return new AppError('image_timeout');
+  if (/unsupported image format/i.test(message)) return new AppError('image_type_not_accepted');
+  return new AppError('image_corrupt', `The image is truncated or corrupt (${message.split('\n')[0]?.slice(0, 160)}).`);
+}
+
+export interface Inspected {
+  readonly mime: AcceptedMime;
+  /** Dimensions with the EXIF orientation applied. */
+  readonly width: number;
+  readonly height: number;
+  readonly metadata: Metadata;
+}
+
+/** Step 2: the header only; pixel and frame limits before any decode. */
+export async function inspect(path: string, limits: IngestLimits): Promise<Inspected> {
+  const mime = await sniff(path);
+  let metadata: Metadata;
+  try {
+    // limitInputPixels: false here — we compare ourselves, to say which limit — the decode below keeps it.
+    metadata = await sharp(path, { failOn: 'warning', limitInputPixels: false }).metadata();
+  } catch (error) {
+    throw sharpError(error);
+  }
+  if (metadata.format !== ACCEPTED[mime]) {
+    throw new AppError('image_corrupt', `The bytes start like ${mime} but do not parse as it.`);
+  }
+  const { width, height } = metadata.autoOrient ?? metadata;
+  if (!width || !height) throw new AppError('image_corrupt', 'The image header has no dimensions.');
+  if (width * height > limits.maxPixels) {
+    throw new AppError('image_too_many_pixels', `The image has ${width}×${height} pixels; at most ${limits.maxPixels} are accepted.`);
+  }
+  // GIF: its first frame is the image. Others: one frame or page expected (animated WebP/PNG,
+  // multi-page TIFF, HEIF collections and AVIF sequences are refused).
+  const frames = metadata.pages ?? 1;
+  if (frames > 1 && mime !== 'image/gif') {
+    throw new AppError('image_multiframe', `The image has ${frames} frames or pages; one is expected.`);
+  }
+  return { mime, width, height, metadata };
+}
+
+type Rgb = readonly [number, number, number];
+const hex = ([r, g, b]: Rgb) => `#${[r, g, b].map((v) => v.toString(16).padStart(2, '0')).join('')}`;
+
+/**
+ * A few dominant colours from a small RGB(A) thumbnail: pixels binned at 4 bits per channel
+ * (fully transparent ones skipped), the most populous bins averaged, near-duplicates merged.
+ */
+export function dominantColours(pixels: Uint8Array, channels: number, count = 5): Array<{ color: string; share: number }> {
+  const bins = new Map<number, { n: number; r: number; g: number; b: number }>();
+  let total = 0;
+  for (let i = 0; i + 2 < pixels.length; i += channels) {
+    if (channels === 4 && pixels[i + 3]! < 16) continue;
+    const r = pixels[i]!, g = pixels[i + 1]!, b = pixels[i + 2]!;
+    const key = ((r >> 4) << 8) | ((g >> 4) << 4) | (b >> 4);
+    const bin = bins.get(key) ?? { n: 0, r: 0, g: 0, b: 0 };
+    bin.n++;
+    bin.r += r;
+    bin.g += g;
+    bin.b += b;
+    bins.set(key, bin);
+    total++;
+  }
+  const picked: Array<{ rgb: Rgb; n: number }> = [];
+  for (const bin of [...bins.values()].sort((a, b) => b.n - a.n)) {
+    const rgb: Rgb = [Math.round(bin.r / bin.n), Math.round(bin.g / bin.n), Math.round(bin.b / bin.n)];
+    const near = picked.find((p) => Math.abs(p.rgb[0] - rgb[0]) + Math.abs(p.rgb[1] - rgb[1]) + Math.abs(p.rgb[2] - rgb[2]) < 48);
+    if (near) near.n += bin.n;
+    else picked.push({ rgb, n: bin.n });
+    if (picked.length >= count * 3) break;
+  }
+  return picked
+    .sort((a, b) => b.n - a.n)
+    .slice(0, count)
+    .map((p) => ({ color: hex(p.rgb), share: total ? Math.round((p.n / total) * 1000) / 1000 : 0 }));
+}
+
+/** The EXIF fields kept in `images.metadata` (exifr, from the file; GPS apart). */
+async function readExif(path: string): Promise<{ exif: Record<string, unknown>; gps?: { latitude: number; longitude: number; altitude?: number } }> {
+  let tags: Record<string, unknown> | undefined;
+  try {
+    tags = (await exifr.parse(path, { tiff: true, exif: true, gps: true, ifd1: false, interop: false, xmp: false, icc: false, iptc: false, jfif: false, ihdr: false, makerNote: false, userComment: false })) as Record<string, unknown> | undefined;
+  } catch {
+    tags = undefined; // EXIF is optional: a broken EXIF block does not make the image unusable
+  }
+  if (!tags) return { exif: {} };
+  const pick = ['Make', 'Model', 'LensModel', 'Software', 'DateTimeOriginal', 'CreateDate', 'ExposureTime', 'FNumber', 'ISO', 'FocalLength', 'Flash', 'Orientation', 'ImageDescription', 'Artist', 'Copyright'];
+  const exif: Record<string, unknown> = {};
+  for (const name of pick) {
+    const value = tags[name];
+    if (value === undefined || value === null) continue;
+    const key = name.charAt(0).toLowerCase() + name.slice(1);
+    if (value instanceof Date) exif[key] = Number.isNaN(value.getTime()) ? undefined : value.toISOString();
+    else if (typeof value === 'string') exif[key] = value.slice(0, 200);
+    else if (typeof value === 'number' && Number.isFinite(value)) exif[key] = value;
+  }
+  const latitude = tags.latitude, longitude = tags.longitude;
+  if (typeof latitude === 'number' && typeof longitude === 'number' && Number.isFinite(latitude) && Number.isFinite(longitude)) {
+    const altitude = typeof tags.GPSAltitude === 'number' ? tags.GPSAltitude : undefined;
+    return { exif, gps: { latitude, longitude, ...(altitude === undefined ? {} : { altitude }) } };
+  }
+  return { exif };
+}
+
+interface Processed {
+  readonly variants: Record<StandardVariant, Buffer>;
+  readonly palette: Array<{ color: string; share: number }>;
+}
+
+/** Step 3: one decode, three variants and the palette. */
+async function process(path: string, inspected: Inspected, limits: IngestLimits, keepExif: boolean): Promise<Processed> {
+  const seconds = Math.max(1, Math.ceil(limits.timeoutMs / 1000));
+  const hasAlpha = inspected.metadata.hasAlpha ?? false;
+  const original = { mime: inspected.mime, hasAlpha, keepExif };
+  const largest = STANDARD_VARIANTS.large;
+  try {
+    // The decode: orientation applied, shrunk to the largest standard box (JPEG shrink-on-load).
+    const { data, info } = await sharp(path, decodeOptions(limits))
+      .timeout({ seconds })
+      .resize({ width: largest, height: largest, fit: 'inside', withoutEnlargement: true })
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    const raw = { raw: { width: info.width, height: info.height, channels: info.channels } } as const;
+    // Raw pixels carry no EXIF: for an owner who shares location, each variant is made from the
+    // original file (keepExif), at the cost of a decode each.
+    const encode = (name: StandardVariant) =>
+      applyVariant((keepExif ? sharp(path, decodeOptions(limits)) : sharp(data, raw)).timeout({ seconds }), standardSpec(name, original)).toBuffer();
+    const [large, medium, small, swatch] = await Promise.all([
+      encode('large'),
+      encode('medium'),
+      encode('small'),
+      sharp(data, raw).resize(64, 64, { fit: 'fill' }).raw().toBuffer({ resolveWithObject: true }),
+    ]);
+    return { variants: { large, medium, small }, palette: dominantColours(swatch.data, swatch.info.channels) };
+  } catch (error) {
+    throw sharpError(error);
+  }
+}
+
+/** The whole ingest of a spooled file; nothing is stored unless every check passed. */
+export async function ingestFile(deps: IngestDeps, file: Spooled, request: IngestRequest): Promise<ImageRecord> {
+  const outcome = await deps.queue.run(async () => {
+    const inspected = await inspect(file.path, deps.limits);
+    const [processed, exif] = await Promise.all([
+      process(file.path, inspected, deps.limits, request.shareLocation),
+      readExif(file.path),
+    ]);
+    // Validated: now store. The original under its content address, then the variants.
+    const stored = await deps.blobs.putStream('originals/', createReadStream(file.path), inspected.mime);
+    const hasAlpha = inspected.metadata.hasAlpha ?? false;
+    const original = { mime: inspected.mime, hasAlpha, keepExif: request.shareLocation };
+    const thumbnails: Record<string, string> = {};
+    for (const name of Object.keys(STANDARD_VARIANTS) as StandardVariant[]) {
+      const spec = standardSpec(name, original);
+      const key = variantKey(stored.sha256, spec);
+      await deps.blobs.put(key, processed.variants[name], `image/${spec.format}`);
+      thumbnails[name] = key;
+    }
+    const m = inspected.metadata;
+    const metadata = {
+      sha256: stored.sha256,
+      format: m.format,
+      hasAlpha,
+      space: m.space,
+      channels: m.channels,
+      density: m.density,
+      orientation: m.orientation ?? 1,
+      exif: exif.exif,
+      ...(exif.gps ? { gps: exif.gps } : {}),
+      shareLocation: request.shareLocation,
+    };
+    const imageId = newImageId();
+    return deps.db.transaction(async (tx) => {
+      const image = await insertIngestedImage(tx, {
+        imageId,
+        userId: request.userId,
+        title: request.title,
+        filename: request.filename,
+        mimeType: inspected.mime,
+        fileSize: stored.size,
+        width: inspected.width,
+        height: inspected.height,
+        storagePath: stored.key,
+        thumbnailPaths: thumbnails,
+        privacyLevel: request.privacyLevel,
+        metadata,
+        colorPalette: processed.palette,
+      });
+      await insertActivity(tx, {
+        activityId: newId('activity'),
+        actorId: request.userId,
+        activityType: 'image_uploaded',
+        targetType: 'image',
+        targetId: imageId,
+        metadata: { title: request.title, mimeType: inspected.mime, width: inspected.width, height: inspected.height },
+      });
+      return image;
+    });
+  });
+  if (!outcome) throw new AppError('image_busy');
+  return outcome.value;
+}
