@@ -127,7 +127,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     quietMs: config.AUTOSAVE_QUIET_MS,
     onlineElsewhere: (sessionId) => presence.onlineElsewhere(sessionId),
   });
-  const guard = new UpdateGuard({ budgetMs: config.UPDATE_DECODE_BUDGET_MS });
+  const guard = new UpdateGuard({ budgetMs: config.UPDATE_DECODE_BUDGET_MS, budgetMsPerMiB: config.UPDATE_DECODE_BUDGET_MS_PER_MIB });
   // Only with REDIS_URL: otherwise a single node, and nothing Redis-related runs.
   const redis = config.REDIS_URL
     ? new RedisSyncExtension({

@@ -50,8 +50,10 @@ const schema = z
     MAX_AWARENESS_CLIENTS_PER_CONNECTION: z.coerce.number().int().min(1).max(1_000).default(4),
     /** A socket that has not authenticated any document after this long is closed, in ms. */
     AUTH_TIMEOUT_MS: bytes.default(10_000),
-    /** Longest one update may take to decode (in a worker) before it is refused, in ms (yjs#687). */
+    /** CPU time any one update may take to decode (in a worker) before it is refused, in ms (yjs#687). */
     UPDATE_DECODE_BUDGET_MS: bytes.default(100),
+    /** Further decode CPU time allowed per MiB of update, in ms: big honest edits cost in proportion to their size. */
+    UPDATE_DECODE_BUDGET_MS_PER_MIB: bytes.default(150),
     /** Compact a document's update log once this many updates follow its snapshot. */
     COMPACT_AFTER_UPDATES: bytes.default(500),
     /** Autosave a version this long after a document's last change, in ms; 0 disables (saving on last leave stays). */

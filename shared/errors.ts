@@ -30,7 +30,7 @@ export const errors = {
   not_found: { status: 404, message: 'There is nothing at this path.' },
   method_not_allowed: { status: 405, message: 'This path does not accept that method.' },
   payload_too_large: { status: 413, closeCode: 1009, message: 'The message or body is larger than the configured maximum.' },
-  invalid_update: { status: 400, closeCode: 1007, message: 'Yjs refused the update, or decoding it took longer than allowed.' },
+  invalid_update: { status: 400, closeCode: 1007, message: 'Yjs refused the update, it needs state the document lacks, or decoding it took more CPU time than its size allows.' },
   malformed_message: { status: 400, closeCode: 1007, message: 'The message is truncated or not in the Hocuspocus protocol.' },
   unknown_message_type: { status: 400, closeCode: 1003, message: 'The message type is not part of the protocol.' },
   document_too_large: { status: 413, closeCode: 1009, message: 'The document would grow past the configured maximum.' },

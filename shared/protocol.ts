@@ -14,3 +14,19 @@ export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 
 /** The WebSocket path of the Hocuspocus protocol. */
 export const COLLAB_PATH = '/collab';
+
+/**
+ * The stateless message the server sends a document before refusing it (HocuspocusProvider's
+ * `onStateless({ payload })`): `{"type":"error","code":"<registry code>","message":"…"}`.
+ */
+export interface StatelessError {
+  type: 'error';
+  code: string;
+  message: string;
+  detail?: string;
+}
+
+export function statelessError(code: string, message: string, detail?: string): string {
+  const body: StatelessError = { type: 'error', code, message, ...(detail ? { detail } : {}) };
+  return JSON.stringify(body);
+}

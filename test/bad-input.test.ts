@@ -9,9 +9,13 @@ import { Awareness, encodeAwarenessUpdate } from 'y-protocols/awareness';
 import { acknowledged, connectClient, waitFor, type Client } from './support/clients.ts';
 import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool } from './support/fixtures.ts';
-import { authFrame, awarenessFrame, frame, rawClient, syncFrame, MessageType } from './support/raw-client.ts';
+import { authFrame, awarenessFrame, frame, rawClient, syncFrame, MessageType, type RawClient } from './support/raw-client.ts';
 import { startServerProcess, type ServerProcess } from './support/server-process.ts';
 import { mulberry32 } from './support/random.ts';
+import { metric } from './support/metrics.ts';
+import * as encoding from 'lib0/encoding';
+import { generateNKeysBetween } from 'fractional-indexing';
+import { IDENTITY, textLayerSchema } from '../shared/canvas.ts';
 import { appendUpdates } from '../persistence/repositories/documents.ts';
 import type pg from 'pg';
 
@@ -57,6 +61,14 @@ async function environment(name: string, env: Record<string, string>): Promise<E
   return { server, db, token: actor.token, userId: actor.userId, imageId, sessionId, witnesses: [a, b], witnessSession };
 }
 
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(what)), ms))),
+  ]).finally(() => clearTimeout(timer));
+}
+
 let witnessRound = 0;
 /** The witnesses still sync: an edit by one is acknowledged and seen by the other within 2 s. */
 async function witnessesStillSync(env: Env): Promise<void> {
@@ -93,7 +105,17 @@ describe('bad input', () => {
     env = await environment('bad', LIMITS);
   });
 
-  const cases: Array<{ name: string; code: number; reason?: string; attack: (env: Env) => Promise<{ closed: Promise<{ code: number; reason: string }> }> }> = [
+  /**
+   * `code`: the socket is closed with it (and `reason`). `refused`: only the attacked document is
+   * refused, with that registry code in a stateless error and its Close message; the socket stays.
+   */
+  const cases: Array<{
+    name: string;
+    code?: number;
+    refused?: string;
+    reason?: string;
+    attack: (env: Env) => Promise<RawClient>;
+  }> = [
     {
       name: 'an oversize frame',
       code: 1009,
@@ -105,8 +127,7 @@ describe('bad input', () => {
     },
     {
       name: 'a document growing past its maximum',
-      code: 1009,
-      reason: 'document_too_large',
+      refused: 'document_too_large',
       attack: async (e) => {
         const raw = await attacker(e);
         for (let i = 0; i < 4; i++) {
@@ -119,8 +140,7 @@ describe('bad input', () => {
     },
     {
       name: 'a malformed Yjs update',
-      code: 1007,
-      reason: 'invalid_update',
+      refused: 'invalid_update',
       attack: async (e) => {
         const raw = await attacker(e);
         raw.send(syncFrame(e.sessionId, 2, new Uint8Array([1, 2, 3, 250, 250, 250])));
@@ -193,13 +213,12 @@ describe('bad input', () => {
     },
     {
       name: 'the yjs#687 run-length bomb sent as an update',
-      code: 1007,
-      reason: 'invalid_update',
+      refused: 'invalid_update',
       attack: async (e) => {
         const raw = await attacker(e);
         raw.send(syncFrame(e.sessionId, 2, Buffer.from('00010000000001000100010200001602000001fdffffffff7f0000', 'hex')));
-        // In the V1 format Yjs accepts these bytes harmlessly; a refused update would close.
-        // Either way the socket must stay usable or close cleanly: force a close for the table.
+        // In the V1 format Yjs accepts these bytes harmlessly, or refuses them (they need state the
+        // document lacks). Either way the socket must stay usable: end on a certain refusal.
         raw.send(syncFrame(e.sessionId, 2, new Uint8Array([0xff, 0xff, 0xff])));
         return raw;
       },
@@ -207,14 +226,20 @@ describe('bad input', () => {
   ];
 
   for (const c of cases) {
-    it(`closes only the offender on ${c.name} (${c.code}${c.reason ? ` ${c.reason}` : ''})`, async () => {
+    const outcome = c.refused ? `refuses the document: ${c.refused}` : `closes the socket: ${c.code}${c.reason ? ` ${c.reason}` : ''}`;
+    it(`${outcome} — only the offender — on ${c.name}`, async () => {
       const offender = await c.attack(env);
-      const closed = await Promise.race([
-        offender.closed,
-        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('offender was not closed within 5 s')), 5_000)),
-      ]);
-      expect(closed.code).toBe(c.code);
-      if (c.reason) expect(closed.reason).toBe(c.reason);
+      if (c.refused) {
+        const refusal = await within(offender.refusal(env.sessionId), 5_000, 'the document was not refused within 5 s');
+        expect(refusal.error).toMatchObject({ type: 'error', code: c.refused });
+        expect(refusal.closeReason).toBe(c.refused);
+        // The socket stays: a provider would otherwise reconnect and resend the same bytes.
+        expect(offender.ws.readyState).toBe(1);
+      } else {
+        const closed = await within(offender.closed, 5_000, 'offender was not closed within 5 s');
+        expect(closed.code).toBe(c.code);
+        if (c.reason) expect(closed.reason).toBe(c.reason);
+      }
       await witnessesStillSync(env);
     });
   }
@@ -253,7 +278,8 @@ describe('bad input', () => {
 
 describe('updates that take too long to decode (yjs#687)', () => {
   it('are refused without stalling the event loop for other clients', async () => {
-    const env = await environment('slow', { MAX_MESSAGE_BYTES: String(2 * MiB), UPDATE_DECODE_BUDGET_MS: '15' });
+    // A budget far below what this update costs stands in for a bomb (a real one is refused the same way).
+    const env = await environment('slow', { MAX_MESSAGE_BYTES: String(2 * MiB), UPDATE_DECODE_BUDGET_MS: '15', UPDATE_DECODE_BUDGET_MS_PER_MIB: '1' });
     const slow = new Y.Doc();
     slow.transact(() => {
       const m = slow.getMap('m');
@@ -262,8 +288,185 @@ describe('updates that take too long to decode (yjs#687)', () => {
     const raw = await attacker(env);
     raw.send(syncFrame(env.sessionId, 2, Y.encodeStateAsUpdate(slow)));
     await witnessesStillSync(env);
-    expect(await raw.closed).toEqual({ code: 1007, reason: 'invalid_update' });
+    const refusal = await raw.refusal(env.sessionId);
+    expect(refusal.error.code).toBe('invalid_update');
+    expect(refusal.closeReason).toBe('invalid_update');
     await witnessesStillSync(env);
+  });
+});
+
+/** A V1 update of only a delete set: `ranges` ranges of `client`, clocks from `start`, every `step`th clock deleted. */
+function deleteSetUpdate(client: number, ranges: number, random: () => number, step?: number): Uint8Array {
+  const e = encoding.createEncoder();
+  encoding.writeVarUint(e, 0); // no structs
+  encoding.writeVarUint(e, 1); // one client in the delete set
+  encoding.writeVarUint(e, client);
+  encoding.writeVarUint(e, ranges);
+  let clock = 0;
+  for (let i = 0; i < ranges; i++) {
+    encoding.writeVarUint(e, clock);
+    encoding.writeVarUint(e, 1);
+    // Mostly every other clock: absolute clocks stay under 2^21, three bytes each (V1 writes them whole).
+    clock += step ?? (random() < 0.05 ? 3 : 2);
+  }
+  return encoding.toUint8Array(e);
+}
+
+/** `n` valid text layers added in one transaction, as one update (what an editor's provider sends). */
+function manyTextLayers(doc: Y.Doc, n: number): void {
+  const keys = generateNKeysBetween(null, null, n);
+  doc.transact(() => {
+    const layers = doc.getMap<Y.Map<unknown>>('layers');
+    for (let i = 0; i < n; i++) {
+      const layer = new Y.Map<unknown>();
+      layers.set(`lay_${String(i).padStart(21, '0')}`, layer);
+      const fields = textLayerSchema.parse({
+        type: 'text',
+        name: `Text ${i}`,
+        visible: true,
+        opacity: 1,
+        blendMode: 'normal',
+        locked: false,
+        transform: IDENTITY,
+        filters: [],
+        order: keys[i],
+        data: { text: `Caption number ${i}`, fontFamily: 'Inter', fontSize: 24, color: '#112233', align: 'left' },
+      });
+      for (const [key, value] of Object.entries(fields)) layer.set(key, value);
+    }
+  });
+}
+
+/**
+ * The server's longest event-loop stall (ms) while `attack` runs and `done` settles, read from
+ * its own event-loop delay monitor (`/metrics`, which resets the maximum at each scrape), so the
+ * test process's own load does not count.
+ */
+async function longestStall(server: ServerProcess, attack: () => Promise<unknown>): Promise<number> {
+  const lag = 'imageflow_process_nodejs_eventloop_lag_max_seconds';
+  await metric(server, lag); // resets the maximum
+  await attack();
+  return (await metric(server, lag)) * 1000;
+}
+
+describe('viewers (read-only connections) go through the same guard', () => {
+  let env: Env;
+  let viewer: { userId: string; token: string };
+  beforeAll(async () => {
+    env = await environment('viewer', { RATE_LIMIT_BYTES: String(64 * MiB) });
+    viewer = await createActor(env.db, 'viewer');
+    const res = await api(env.server.url, 'POST', `/api/sessions/${env.sessionId}/participants`, {
+      token: env.token,
+      body: { userId: viewer.userId, permissions: { canEdit: false } },
+    });
+    expect(res.status).toBe(201);
+  });
+
+  async function viewerSocket(session = env.sessionId) {
+    const raw = rawClient(env.server.wsUrl, register);
+    await raw.opened;
+    raw.send(authFrame(session, viewer.token));
+    expect(await raw.authReply(session)).toBe('authenticated');
+    raw.send(syncFrame(session, 0, Y.encodeStateVector(new Y.Doc())));
+    await raw.received(session, MessageType.Sync);
+    return raw;
+  }
+
+  it("refuses a viewer's SyncStep2 of deletions of nothing without decoding it on the event loop, like an editor's", async () => {
+    const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 1_000_000);
+    console.log(`delete-set seed: ${seed} (rerun with FUZZ_SEED=${seed})`);
+    // ~975,000 random ranges of a client the document does not have: ~3.9 MB, under the frame limit.
+    const update = deleteSetUpdate(424242, 975_000, mulberry32(seed));
+    expect(update.byteLength).toBeGreaterThan(3 * MiB);
+    expect(update.byteLength).toBeLessThan(4 * MiB - 100);
+    const bomb = syncFrame(env.sessionId, 1, update);
+    for (const role of ['viewer', 'editor'] as const) {
+      const raw = role === 'viewer' ? await viewerSocket() : await attacker(env);
+      const refusal = raw.refusal(env.sessionId);
+      const stall = await longestStall(env.server, async () => {
+        for (let i = 0; i < 6; i++) raw.send(bomb);
+        await refusal;
+        await witnessesStillSync(env);
+      });
+      expect((await refusal).error.code, role).toBe('invalid_update');
+      // Decoding six of these on the event loop stalls it for about a second.
+      console.log(`${role}: longest event-loop stall during six SyncStep2 of deletions of nothing: ${stall.toFixed(0)} ms`);
+      expect(stall, `${role}: longest event-loop stall`).toBeLessThan(600);
+      expect(raw.ws.readyState).toBe(1);
+      await witnessesStillSync(env);
+    }
+  });
+
+  it("answers a viewer's SyncStep2 that deletes real content from the worker: not applied, SyncStatus false, no stall", async () => {
+    // A session whose text has 1,950,000 characters from one client; the viewer asks to delete
+    // every other one (975,000 ranges, ~3.9 MB): valid, but never applied for a viewer.
+    const session = await createSession(env.server.url, env.token, env.imageId);
+    const invited = await api(env.server.url, 'POST', `/api/sessions/${session}/participants`, {
+      token: env.token,
+      body: { userId: viewer.userId, permissions: { canEdit: false } },
+    });
+    expect(invited.status).toBe(201);
+    const source = new Y.Doc();
+    source.getText('long').insert(0, 'x'.repeat(1_950_000));
+    await appendUpdates(env.db, [{ sessionId: session, payload: Y.encodeStateAsUpdate(source) }], 'test');
+    const deletes = syncFrame(session, 1, deleteSetUpdate(source.clientID, 975_000, Math.random, 2));
+    const raw = await viewerSocket(session);
+    const before = raw.log.filter((m) => m.doc === session && m.type === MessageType.SyncStatus).length;
+    const frames = 12;
+    const statusCount = () => raw.log.filter((m) => m.doc === session && m.type === MessageType.SyncStatus).length;
+    const stall = await longestStall(env.server, async () => {
+      for (let i = 0; i < frames; i++) raw.send(deletes);
+      await waitFor(() => statusCount() >= before + frames, { timeout: 60_000, what: 'a SyncStatus answer to each' });
+    });
+    const statuses = raw.log.filter((m) => m.doc === session && m.type === MessageType.SyncStatus).slice(before);
+    expect(statuses.map((m) => m.body[0])).toEqual(new Array(frames).fill(0)); // "not applied"
+    // Decoding them on the event loop (Hocuspocus's read-only path) stalls it for over a second;
+    // answered from the worker, each costs the event loop a snapshot of the document.
+    console.log(`longest event-loop stall while a viewer sent ${frames} SyncStep2 of 975,000 deletions: ${stall.toFixed(0)} ms`);
+    expect(stall, 'longest event-loop stall').toBeLessThan(600);
+    // Nothing was deleted, and a real viewer provider still completes its handshake.
+    const reader = connectClient(env.server.wsUrl, session, viewer.token, register);
+    await reader.synced;
+    await waitFor(() => reader.doc.getText('long').length === 1_950_000, { what: 'the viewer sees the text' });
+    await acknowledged(reader);
+    expect(raw.ws.readyState).toBe(1);
+  });
+});
+
+describe('a legitimate large edit', () => {
+  it('lands: 10,000 text layers in one transaction (over 3 MiB) are accepted, stored and seen', async () => {
+    const env = await environment('large', {});
+    const [a, b] = env.witnesses;
+    const before = b.doc.getMap('layers').size; // the session starts with the image as one layer
+    manyTextLayers(a.doc, 10_000);
+    expect(Y.encodeStateAsUpdate(a.doc).byteLength).toBeGreaterThan(3 * MiB);
+    await acknowledged(a, 60_000);
+    await waitFor(() => b.doc.getMap('layers').size === before + 10_000, { timeout: 60_000, what: 'the other client sees 10,000 more layers' });
+    expect(await metric(env.server, 'imageflow_updates_refused_total')).toBe(0);
+  }, 180_000);
+
+  it('refused, it tells the provider why and is not resent: a stateless error, the document closed, the socket kept', async () => {
+    // A budget no update of this size meets, to have the provider's edit refused.
+    const env = await environment('refused', { UPDATE_DECODE_BUDGET_MS: '10', UPDATE_DECODE_BUDGET_MS_PER_MIB: '1' });
+    const client = connectClient(env.server.wsUrl, env.sessionId, env.token, register);
+    await client.synced;
+    const stateless: string[] = [];
+    const closes: Array<{ code: number; reason: string }> = [];
+    let disconnects = 0;
+    client.provider.on('stateless', ({ payload }: { payload: string }) => stateless.push(payload));
+    client.provider.on('close', ({ event }: { event: { code: number; reason: string } }) => closes.push({ code: event.code, reason: event.reason }));
+    client.provider.configuration.websocketProvider.on('disconnect', () => (disconnects += 1));
+    manyTextLayers(client.doc, 5_000); // ~100 ms of CPU to decode
+    await waitFor(() => closes.length > 0, { timeout: 20_000, what: 'the provider sees the document closed' });
+    expect(JSON.parse(stateless[0]!)).toMatchObject({ type: 'error', code: 'invalid_update' });
+    // What HocuspocusProvider reports for a closed document: code 1000, the registry code as reason.
+    expect(closes[0]).toEqual({ code: 1000, reason: 'invalid_update' });
+    // Two witness rounds later: the socket never dropped, and the edit was refused exactly once.
+    await witnessesStillSync(env);
+    await witnessesStillSync(env);
+    expect(disconnects).toBe(0);
+    expect(client.provider.hasUnsyncedChanges).toBe(true);
+    expect(await metric(env.server, 'imageflow_updates_refused_total')).toBe(1);
   });
 });
 

@@ -1,9 +1,12 @@
 /**
- * Limits against bad input at the message level. Each breach closes the offending socket with a
- * close code from the error registry (the reason is the error code) and leaves everyone else alone:
- * (Malformed frames and unknown message types are refused earlier, in the transport hooks.)
- * - updates Yjs refuses, or that take longer than the decode budget in the UpdateGuard worker
- *   (yjs#687) — checked before the update touches the shared document;
+ * Limits against bad input at the message level. Each breach refuses the offending *document* on
+ * its socket (see `refuseDocument`) with a code from the error registry, and leaves the socket's
+ * other documents and everyone else alone. (Malformed frames and unknown message types are
+ * refused earlier, in the transport hooks, by closing the socket.)
+ * - Every Yjs update and SyncStep2 from every connection, read-write or read-only, is decoded
+ *   first in the UpdateGuard worker (yjs#687) with a CPU budget that grows with its size, checked
+ *   before the bytes touch the shared document — except a read-only connection's plain update,
+ *   which Hocuspocus never applies and which is refused unread;
  * - documents growing past MAX_DOCUMENT_BYTES;
  * - more than MAX_DOCUMENTS_PER_SOCKET documents on one socket.
  * Runs before the persistence extension (higher priority), so nothing refused is ever stored.
@@ -20,6 +23,7 @@ import type {
 import * as Y from 'yjs';
 import type { Logger } from 'pino';
 import { AppError, type ErrorCode } from '../../shared/errors.ts';
+import { refuseDocument } from '../transport/hooks.ts';
 import { UpdateRejected, type UpdateGuard } from '../yjs-guard.ts';
 
 const SYNC_STEP_2 = 1;
@@ -32,16 +36,43 @@ export interface LimitsOptions {
   logger: Logger;
 }
 
-/** Closes the socket under `connection` with the error's close code; returns what to throw. */
-export function rejectConnection(connection: Connection, code: ErrorCode) {
+/**
+ * Refuses `connection`'s document with `code` (see `refuseDocument`); returns what the hook
+ * throws, so Hocuspocus drops the message instead of applying it and closes that document.
+ */
+export function rejectConnection(connection: Connection, code: ErrorCode, detail?: string) {
+  refuseDocument(connection, code, detail);
   const error = new AppError(code);
-  try {
-    connection.webSocket.close(error.closeCode, code);
-  } catch {
-    // already closed: nothing more to do
-  }
   return { code: error.closeCode, reason: code };
 }
+
+/**
+ * Makes a read-only connection's SyncStep2 cheap for Hocuspocus to answer, in place. Hocuspocus
+ * answers it with `Y.snapshotContainsUpdate(Y.snapshot(document), update)` on the event loop:
+ * decoding a viewer's untrusted bytes there is what let a 3.9 MB delete set stall the server.
+ * The guard worker has already answered that question (`contained`), so the payload's first
+ * bytes are overwritten with a tiny update that has the same answer, and Hocuspocus decodes only
+ * that (it ignores trailing bytes): `[0, 0]` (nothing) for contained; otherwise a deletion of
+ * clock 0 of a one-byte clientID the document does not know, which no document contains. The
+ * payload is a view into the frame Hocuspocus reads next (lib0 `readVarUint8Array`).
+ * If the connection became read-write in between (a role change racing this hook), what gets
+ * applied is that harmless replacement, never the unguarded original.
+ */
+function answerInPlace(payload: Uint8Array, contained: boolean, document: Document): boolean {
+  if (contained) {
+    payload.set([0, 0]);
+    return true;
+  }
+  const known = Y.decodeStateVector(Y.encodeStateVector(document));
+  let client = 0;
+  while (client < 128 && known.has(client)) client++;
+  // A valid update that adds anything is at least 6 bytes (a one-range delete set).
+  if (client === 128 || payload.byteLength < 6) return false;
+  payload.set([0, 1, client, 1, 0, 1]);
+  return true;
+}
+
+const isEmptyUpdate = (payload: Uint8Array) => payload.byteLength === 2 && payload[0] === 0 && payload[1] === 0;
 
 export class LimitsExtension implements Extension {
   extensionName = 'limits';
@@ -90,18 +121,36 @@ export class LimitsExtension implements Extension {
   }
 
   async beforeSync({ type, payload, connection, document, documentName }: beforeSyncPayload): Promise<void> {
-    if ((type !== SYNC_UPDATE && type !== SYNC_STEP_2) || connection.readOnly) return;
+    if (type !== SYNC_UPDATE && type !== SYNC_STEP_2) return;
+    const { logger, guard } = this.#opts;
+    const readOnly = connection.readOnly;
+    if (readOnly && type === SYNC_UPDATE) {
+      // Hocuspocus answers SyncStatus(false) without reading it; blank it anyway, so a role
+      // change racing this hook can never apply bytes nobody checked.
+      if (payload.byteLength >= 2) payload.set([0, 0]);
+      return;
+    }
+    // A viewer's handshake SyncStep2 is the empty update: contained in anything, nothing to decode.
+    if (readOnly && isEmptyUpdate(payload)) return;
     const size = (this.#sizes.get(document) ?? 0) + payload.byteLength;
-    if (size > this.#opts.maxDocumentBytes) {
-      this.#opts.logger.warn({ session: documentName, size }, 'refused an update: document too large');
+    if (!readOnly && size > this.#opts.maxDocumentBytes) {
+      logger.warn({ session: documentName, size }, 'refused an update: document too large');
       throw rejectConnection(connection, 'document_too_large');
     }
+    let contained: boolean | null;
     try {
-      await this.#opts.guard.check(payload);
+      ({ contained } = await guard.check(payload, {
+        stateVector: Y.encodeStateVector(document),
+        ...(readOnly ? { snapshot: Y.encodeSnapshot(Y.snapshot(document)) } : {}),
+      }));
     } catch (error) {
       if (!(error instanceof UpdateRejected)) throw error;
-      this.#opts.logger.warn({ session: documentName, reason: error.message, bytes: payload.byteLength }, 'refused an update');
-      throw rejectConnection(connection, 'invalid_update');
+      logger.warn({ session: documentName, reason: error.message, bytes: payload.byteLength, readOnly }, 'refused an update');
+      throw rejectConnection(connection, 'invalid_update', error.message);
+    }
+    if (readOnly) {
+      if (!answerInPlace(payload, contained === true, document)) throw rejectConnection(connection, 'invalid_update');
+      return;
     }
     this.#sizes.set(document, size);
   }

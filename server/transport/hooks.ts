@@ -4,9 +4,11 @@
  * `peer.close` (the uws adapter's `peer.websocket` has neither — docs/STACK-NOTES.md).
  */
 import type { Hooks, Peer } from 'crossws';
-import type { Hocuspocus, WebSocketLike } from '@hocuspocus/server';
+import type { Connection, Hocuspocus, WebSocketLike } from '@hocuspocus/server';
 import * as decoding from 'lib0/decoding';
 import type { Logger } from 'pino';
+import { AppError, type ErrorCode } from '../../shared/errors.ts';
+import { statelessError } from '../../shared/protocol.ts';
 import { authFrame, fromHocuspocus, toHocuspocus, yjsDocumentName } from './y-websocket.ts';
 
 const OPEN = 1;
@@ -22,6 +24,11 @@ export class PeerSocket implements WebSocketLike {
   readonly #peer: Peer;
   /** For a `/yjs/<id>` socket: its document, whose frames are re-addressed both ways. */
   readonly yjsDocument: string | null;
+  /**
+   * Document addresses refused on this socket (see `refuseDocument`): their frames are dropped
+   * until the client authenticates the address again.
+   */
+  readonly refused = new Set<string>();
 
   constructor(peer: Peer, yjsDocument: string | null = null) {
     this.#peer = peer;
@@ -57,6 +64,23 @@ export class PeerSocket implements WebSocketLike {
 }
 
 type ClientConnection = ReturnType<Hocuspocus['handleConnection']>;
+
+/**
+ * Refuses one document of a socket, telling the client why in a way that ends its resend loop:
+ * a stateless message `{"type":"error","code","message"}` to that document, then (by the caller
+ * throwing from a Hocuspocus hook) Hocuspocus's Close message for that document only. The socket
+ * stays open, because @hocuspocus/provider reconnects after every socket close whatever its code
+ * (HocuspocusProviderWebsocket.onClose) and would resend the refused edit each time; a closed
+ * document it does not reopen until the socket itself reconnects. Further frames the client sends
+ * to that document are dropped here (not queued by Hocuspocus as a new, unauthenticated document,
+ * which would end in 4205) until it authenticates it again. y-websocket clients get the registry
+ * close code on their socket instead (the bridge turns the Close message into a socket close).
+ */
+export function refuseDocument(connection: Connection, code: ErrorCode, detail?: string): void {
+  connection.sendStateless(statelessError(code, new AppError(code).message, detail));
+  const socket = connection.webSocket;
+  if (socket instanceof PeerSocket) socket.refused.add(connection.messageAddress);
+}
 
 interface Attached {
   socket: PeerSocket;
@@ -101,15 +125,24 @@ const CLIENT_MESSAGE_TYPES = new Set([0, 1, 2, 3, 4, 5, 7]);
  * the server-internal BroadcastStateless opcode (6) never comes from a client.
  */
 export function frameProblem(frame: Uint8Array): 'malformed_message' | 'unknown_message_type' | null {
+  const envelope = readEnvelope(frame);
+  return 'problem' in envelope ? envelope.problem : null;
+}
+
+const AUTH = 2;
+
+/** A frame's document address and message type, or what is wrong with them. */
+export function readEnvelope(frame: Uint8Array): { address: string; type: number } | { problem: 'malformed_message' | 'unknown_message_type' } {
+  let address: string;
   let type: number;
   try {
     const decoder = decoding.createDecoder(frame);
-    decoding.readVarString(decoder);
+    address = decoding.readVarString(decoder);
     type = decoding.readVarUint(decoder);
   } catch {
-    return 'malformed_message';
+    return { problem: 'malformed_message' };
   }
-  return CLIENT_MESSAGE_TYPES.has(type) ? null : 'unknown_message_type';
+  return CLIENT_MESSAGE_TYPES.has(type) ? { address, type } : { problem: 'unknown_message_type' };
 }
 
 export interface SocketHooksOptions {
@@ -153,10 +186,18 @@ export function createSocketHooks(options: SocketHooksOptions): Partial<Hooks> {
         entry.socket.close(1008, 'rate_limited');
         return;
       }
-      const problem = frameProblem(view);
-      if (problem) {
-        entry.socket.close(problem === 'unknown_message_type' ? 1003 : 1007, problem);
+      const envelope = readEnvelope(view);
+      if ('problem' in envelope) {
+        entry.socket.close(new AppError(envelope.problem).closeCode, envelope.problem);
         return;
+      }
+      if (entry.socket.refused.has(envelope.address)) {
+        if (envelope.type !== AUTH) {
+          // Still traffic from a live client: keep Hocuspocus's idle timeout from firing.
+          entry.connection.lastMessageReceivedAt = Date.now();
+          return;
+        }
+        entry.socket.refused.delete(envelope.address);
       }
       entry.connection.handleMessage(copyMessages && view === raw ? view.slice() : view);
     },

@@ -6,7 +6,7 @@ import * as encoding from 'lib0/encoding';
 import * as decoding from 'lib0/decoding';
 import WebSocket from 'ws';
 
-export const MessageType = { Sync: 0, Awareness: 1, Auth: 2, QueryAwareness: 3, Stateless: 5, BroadcastStateless: 6 } as const;
+export const MessageType = { Sync: 0, Awareness: 1, Auth: 2, QueryAwareness: 3, SyncReply: 4, Stateless: 5, BroadcastStateless: 6, Close: 7, SyncStatus: 8 } as const;
 
 export function frame(documentName: string, type: number, write: (e: encoding.Encoder) => void = () => {}): Uint8Array {
   const e = encoding.createEncoder();
@@ -41,6 +41,13 @@ export interface RawClient {
   send(bytes: Uint8Array): void;
   /** Resolves when a message of that type (e.g. Sync) has arrived for `doc`. */
   received(doc: string, type: number): Promise<void>;
+  /** Every message received, decoded as far as its type (`body`: the bytes after the type). */
+  readonly log: ReadonlyArray<{ doc: string; type: number; body: Uint8Array }>;
+  /**
+   * Resolves with the document's refusal: the stateless error the server sent (parsed JSON) and
+   * the reason of its Close message for that document.
+   */
+  refusal(doc: string): Promise<{ error: { type: string; code: string; message: string }; closeReason: string }>;
 }
 
 export function rawClient(url: string, register: (fn: () => Promise<void>) => void): RawClient {
@@ -49,11 +56,15 @@ export function rawClient(url: string, register: (fn: () => Promise<void>) => vo
   const early = new Map<string, string>();
   const seen = new Set<string>();
   const seenWaiters = new Map<string, () => void>();
+  const log: Array<{ doc: string; type: number; body: Uint8Array }> = [];
+  const logWaiters = new Set<() => void>();
   ws.on('message', (data: Buffer) => {
     try {
       const d = decoding.createDecoder(new Uint8Array(data));
       const doc = decoding.readVarString(d).split('\0')[0]!;
       const type = decoding.readVarUint(d);
+      log.push({ doc, type, body: new Uint8Array(data).subarray(d.pos) });
+      for (const waiter of logWaiters) waiter();
       seen.add(`${doc}:${type}`);
       seenWaiters.get(`${doc}:${type}`)?.();
       if (type !== MessageType.Auth) return;
@@ -88,6 +99,24 @@ export function rawClient(url: string, register: (fn: () => Promise<void>) => vo
       return new Promise((resolve) => replies.set(doc, resolve));
     },
     send: (bytes) => ws.send(bytes),
+    log,
+    refusal: (doc) =>
+      new Promise((resolve, reject) => {
+        const check = () => {
+          const stateless = log.find((m) => m.doc === doc && m.type === MessageType.Stateless);
+          const close = log.find((m) => m.doc === doc && m.type === MessageType.Close);
+          if (!stateless || !close) return;
+          logWaiters.delete(check);
+          try {
+            const error = JSON.parse(decoding.readVarString(decoding.createDecoder(stateless.body))) as { type: string; code: string; message: string };
+            resolve({ error, closeReason: decoding.readVarString(decoding.createDecoder(close.body)) });
+          } catch (cause) {
+            reject(cause instanceof Error ? cause : new Error(String(cause)));
+          }
+        };
+        logWaiters.add(check);
+        check();
+      }),
     received: (doc, type) =>
       seen.has(`${doc}:${type}`) ? Promise.resolve() : new Promise((resolve) => seenWaiters.set(`${doc}:${type}`, resolve)),
   };
