@@ -13,6 +13,12 @@ export interface MetricSources {
   updatesRefused: () => number;
   /** Connections closed for announcing more awareness clientIDs than allowed. */
   awarenessOverflows?: () => number;
+  /** The access watch (server/auth/access-watch.ts) and its PostgreSQL feed. */
+  access?: {
+    feedListening: () => boolean;
+    feedConnects: () => number;
+    applied: () => number;
+  };
   /** With REDIS_URL only. */
   redis?: {
     healthy: () => boolean;
@@ -114,6 +120,12 @@ export class Metrics {
     gauge('imageflow_updates_refused_total', 'Updates refused by the decode guard (yjs#687 and invalid updates).', sources.updatesRefused);
     if (sources.awarenessOverflows) {
       gauge('imageflow_awareness_overflows_total', 'Connections closed for announcing more awareness clientIDs than MAX_AWARENESS_CLIENTS_PER_CONNECTION.', sources.awarenessOverflows);
+    }
+    const access = sources.access;
+    if (access) {
+      gauge('imageflow_access_feed_listening', '1 while this node LISTENs for access changes in PostgreSQL, 0 while reconnecting.', () => (access.feedListening() ? 1 : 0));
+      gauge('imageflow_access_feed_connects_total', 'Times the access feed started listening (start-up, then each reconnect, after which every connection is re-checked).', access.feedConnects);
+      gauge('imageflow_access_changes_applied_total', 'Open connections closed or flipped read-only/read-write by an access re-check.', access.applied);
     }
     const redis = sources.redis;
     if (!redis) return;

@@ -26,6 +26,7 @@ import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool, tokens } from './support/fixtures.ts';
 import { startServerProcess, type ServerProcess } from './support/server-process.ts';
 import { startProxy, type TcpProxy } from './support/tcp-proxy.ts';
+import { metric } from './support/metrics.ts';
 
 const fns: Array<() => Promise<void>> = [];
 const register = (fn: () => Promise<void>) => void fns.unshift(fn);
@@ -244,6 +245,7 @@ describe('two nodes on one database: access changes act everywhere', () => {
     dbProxy.cut();
     register(async () => dbProxy.restore());
     await waitFor(() => logCount(b, 'access feed lost; reconnecting') > lost, { timeout: 15_000, what: 'feed lost on node B' });
+    expect(await metric(b, 'imageflow_access_feed_listening')).toBe(0);
     // Made while node B cannot hear it.
     await pool.query('DELETE FROM session_participants WHERE session_id = $1 AND user_id = $2', [sessionId, participant.userId]);
     await waitFor(async () => (await api(b.url, 'GET', '/readyz')).status === 503, { timeout: 15_000, what: 'node B unready' });
@@ -252,6 +254,8 @@ describe('two nodes on one database: access changes act everywhere', () => {
     dbProxy.restore();
     await waitFor(() => logCount(b, 'access feed listening again; re-checking every connection') > back, { timeout: 15_000, what: 'feed back' });
     expect(await closedWith(p, 'participant_removed', restored, 15_000)).toBeLessThan(10_000);
+    expect(await metric(b, 'imageflow_access_feed_listening')).toBe(1);
+    expect(await metric(b, 'imageflow_access_feed_connects_total')).toBeGreaterThanOrEqual(2);
   }, 60_000);
 
   it('closes every node\'s connections when the session expires; a save after expires_at records nothing', async () => {
