@@ -237,11 +237,22 @@ export const metaSchema = z.strictObject({
 });
 export type CanvasMeta = z.infer<typeof metaSchema>;
 
+/**
+ * `__proto__` is an id by the pattern but cannot be a layer id: zod's record skips that key on
+ * purpose (assigning it to a plain object would set the prototype), so a layer under it would
+ * vanish from the parsed canvas, and from every version, without a word. Refused before the record.
+ */
+const noProtoKey = z.unknown().superRefine((value, ctx) => {
+  if (typeof value === 'object' && value !== null && Object.hasOwn(value, '__proto__')) {
+    ctx.addIssue({ code: 'custom', path: ['__proto__'], message: 'is reserved: __proto__ cannot be a layer id' });
+  }
+});
+
 export const canvasSchema = z.strictObject({
   meta: metaSchema,
-  layers: z
-    .record(id, layerSchema)
-    .refine((layers) => Object.keys(layers).length <= MAX_LAYERS, `must hold at most ${MAX_LAYERS} layers`),
+  layers: noProtoKey.pipe(
+    z.record(id, layerSchema).refine((layers) => Object.keys(layers).length <= MAX_LAYERS, `must hold at most ${MAX_LAYERS} layers`),
+  ),
 });
 export type Canvas = z.infer<typeof canvasSchema>;
 
@@ -402,10 +413,10 @@ export function jsonEqual(a: unknown, b: unknown): boolean {
 
 /** Reads the Yjs document as a plain canvas (unvalidated: pass it to `parseCanvas` to check). */
 export function readCanvas(doc: Y.Doc): { meta: Record<string, unknown>; layers: Record<string, Record<string, unknown>> } {
-  const layers: Record<string, Record<string, unknown>> = {};
-  for (const [id, layer] of doc.getMap<unknown>('layers')) {
-    layers[id] = layer instanceof Y.Map ? (layer.toJSON() as Record<string, unknown>) : {};
-  }
+  // fromEntries defines own properties, so even a `__proto__` layer id stays visible (and is refused).
+  const layers: Record<string, Record<string, unknown>> = Object.fromEntries(
+    [...doc.getMap<unknown>('layers')].map(([id, layer]) => [id, layer instanceof Y.Map ? (layer.toJSON() as Record<string, unknown>) : {}]),
+  );
   return { meta: doc.getMap('meta').toJSON(), layers };
 }
 

@@ -652,6 +652,23 @@ describe('versions (node transport, PostgreSQL)', () => {
     expect((await api(server.url, 'GET', '/healthz')).status).toBe(200);
   });
 
+  it('a layer under the id __proto__ is refused by name, not silently dropped from the version', async () => {
+    const owner = await createActor(db, 'owner');
+    const imageId = await createImage(db, owner.userId);
+    const sessionId = await createSession(server.url, owner.token, imageId);
+    const a = connectClient(server.wsUrl, sessionId, owner.token, register);
+    await a.synced;
+    const proto = new Y.Map<unknown>();
+    const layer = { type: 'image', name: 'hidden', order: 'b0', visible: true, opacity: 1, blendMode: 'normal', locked: false, data: { imageId }, transform: [1, 0, 0, 1, 0, 0], filters: [] };
+    for (const [key, value] of Object.entries(layer)) proto.set(key, value);
+    a.doc.getMap('layers').set('__proto__', proto);
+    await acknowledged(a);
+    const res = await api(server.url, 'POST', `/api/sessions/${sessionId}/versions`, { token: owner.token, body: {} });
+    expect(res).toMatchObject({ status: 422, body: { error: { code: 'invalid_canvas' } } });
+    expect(res.body.error.message).toContain('layer __proto__');
+    a.destroy();
+  });
+
   it('seeded: every string the schema accepts is stored exactly by a real save; NUL and lone surrogates are refused', async () => {
     const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 1_000_000);
     console.log(`string fuzz seed: ${seed} (rerun with FUZZ_SEED=${seed})`);
