@@ -1,7 +1,9 @@
 /**
- * Blend modes. Twelve are libvips-native and go through sharp's `composite()`; hue, saturation,
- * color and luminosity are not (sharp throws) and are computed here on raw pixels, only over the
- * layer's bounding box, with the W3C Compositing and Blending Level 1 formulas:
+ * Blend modes. libvips has twelve natively, but only its `over` (normal) matches the W3C formulas
+ * for translucent sources (test/renderer-oracle.test.ts measured the others up to 107/255 off), and
+ * hue, saturation, color and luminosity are missing (sharp throws). So every mode but normal is
+ * computed here on raw pixels, only over the layer's bounding box, with the W3C Compositing and
+ * Blending Level 1 formulas:
  *   Cs' = (1 - αb)·Cs + αb·B(Cb, Cs);  αo = αs + αb·(1 - αs);  co = αs·Cs' + αb·Cb·(1 - αs).
  * Adjustment layers use the same blend functions with the backdrop's own alpha kept (the layer
  * paints only where there is something below it).

@@ -3,9 +3,10 @@
  * matrix that maps source pixel space (pixel i covers [i, i+1)) to working-frame pixel space.
  *
  * - an integer translation is a copy;
- * - a scale with translation (no rotation/skew) is sharp's resize (premultiplied, Lanczos 3) of
+ * - a shrinking scale with translation (no rotation/skew) is sharp's resize (premultiplied,
+ *   Lanczos 3) of
  *   only the visible part, placed at the nearest whole pixel;
- * - anything else is inverse-mapped bilinear sampling of premultiplied pixels over the visible
+ * - anything else (enlarging, rotation, skew) is inverse-mapped bilinear sampling of premultiplied pixels over the visible
  *   bounding box (after a Lanczos pre-shrink when the matrix shrinks by more than ¾). libvips'
  *   `affine` would do that natively, but its output window depends on rounding that sharp does not
  *   expose (it ignores odx/ody when sizing), which would put layers off by a pixel.
@@ -30,7 +31,9 @@ export async function placePixels(src: Pixels, m: Matrix, clip: Box): Promise<Ra
       const placed: Raster = { ...src, left: Math.round(e), top: Math.round(f) };
       return cropRaster(placed, clip);
     }
-    return placeScaled(src, a, d, e, f, clip);
+    // Shrinking: sharp's resize (Lanczos); enlarging: the bilinear path below (libvips' upsizing
+    // measured half a pixel off the pixel-centre convention).
+    if (Math.abs(a) < 1 && Math.abs(d) < 1) return placeScaled(src, a, d, e, f, clip);
   }
   const visible = intersect(transformedBox(m, 0, 0, src.width, src.height, 1), clip);
   if (!visible) return undefined;
