@@ -63,7 +63,8 @@ function cssFilter(filters: readonly Filter[]): string {
         out.push(`hue-rotate(${f.degrees}deg)`);
         break;
       case 'drop-shadow':
-        out.push(`drop-shadow(${f.offsetX}px ${f.offsetY}px ${f.blur / 2}px ${cssColor(f.color) ?? 'transparent'})`);
+        // CSS's blur radius is 2σ, as the renderer's (σ = blur / 2).
+        out.push(`drop-shadow(${f.offsetX}px ${f.offsetY}px ${f.blur}px ${cssColor(f.color) ?? 'transparent'})`);
         break;
       default:
         break;
@@ -85,10 +86,13 @@ function drawShape(ctx: Ctx, layer: Extract<Layer, { type: 'shape' }>): void {
     case 'ellipse':
       path.ellipse(d.width / 2, d.height / 2, d.width / 2, d.height / 2, 0, 0, Math.PI * 2);
       break;
-    case 'line':
-      path.moveTo(0, 0);
-      path.lineTo(d.width, d.height);
+    case 'line': {
+      // From the first point to the second, or from (0, 0) to (width, height) — as the renderer.
+      const p = d.points && d.points.length >= 4 ? d.points : [0, 0, d.width, d.height];
+      path.moveTo(p[0]!, p[1]!);
+      path.lineTo(p[2]!, p[3]!);
       break;
+    }
     case 'polygon': {
       const p = d.points ?? [];
       for (let i = 0; i + 1 < p.length; i += 2) {
@@ -127,15 +131,15 @@ function drawStrokes(ctx: Ctx, layer: Extract<Layer, { type: 'drawing' }>): void
     ctx.strokeStyle = cssColor(s.color) ?? 'black';
     ctx.fillStyle = ctx.strokeStyle;
     ctx.lineWidth = s.width;
+    // The renderer's tools: pen round; marker a chisel (square caps, bevel joins, translucent);
+    // brush round with a soft edge (Gaussian σ = width / 6); eraser removes the layer's earlier strokes.
     ctx.lineCap = s.tool === 'marker' ? 'square' : 'round';
-    ctx.lineJoin = 'round';
-    if (s.tool === 'brush') {
-      ctx.shadowColor = ctx.strokeStyle as string;
-      ctx.shadowBlur = s.width / 2;
-    }
+    ctx.lineJoin = s.tool === 'marker' ? 'bevel' : 'round';
+    if (s.tool === 'brush') ctx.filter = `blur(${s.width / 6}px)`;
     ctx.beginPath();
     if (p.length === 2) {
-      ctx.arc(p[0]!, p[1]!, s.width / 2, 0, Math.PI * 2);
+      if (s.tool === 'marker') ctx.rect(p[0]! - s.width / 2, p[1]! - s.width / 2, s.width, s.width);
+      else ctx.arc(p[0]!, p[1]!, s.width / 2, 0, Math.PI * 2);
       ctx.fill();
     } else {
       ctx.moveTo(p[0]!, p[1]!);
@@ -146,9 +150,25 @@ function drawStrokes(ctx: Ctx, layer: Extract<Layer, { type: 'drawing' }>): void
   }
 }
 
-/** Text laid out as the server does: lines split on \n, wrapped at `boxWidth`, aligned in it. */
+/**
+ * Text laid out as the renderer's Pango does: lines split on \n, wrapped at `boxWidth` (words, then
+ * characters), aligned in it; each line is the font's ascent + descent high (× `lineHeight`, the
+ * extra shared above and below), and `y` is each line's baseline from the layer's top.
+ */
+/** The height of a text layer's lines (what layoutText places). */
+export function textHeight(ctx: Ctx, d: Extract<Layer, { type: 'text' }>['data'], lines: number): number {
+  const m = ctx.measureText('X');
+  const natural = (m.fontBoundingBoxAscent || d.fontSize * 1.069) + (m.fontBoundingBoxDescent || d.fontSize * 0.293);
+  return lines * natural * (d.lineHeight ?? 1);
+}
+
 export function layoutText(ctx: Ctx, d: Extract<Layer, { type: 'text' }>['data']): Array<{ text: string; x: number; y: number }> {
-  const lineHeight = d.fontSize * (d.lineHeight ?? 1.2);
+  const m = ctx.measureText('X');
+  const ascent = m.fontBoundingBoxAscent || d.fontSize * 1.069;
+  const descent = m.fontBoundingBoxDescent || d.fontSize * 0.293;
+  const natural = ascent + descent;
+  const lineHeight = natural * (d.lineHeight ?? 1);
+  const lead = (lineHeight - natural) / 2;
   const lines: string[] = [];
   for (const paragraph of d.text.split('\n')) {
     if (d.boxWidth === undefined) {
@@ -169,7 +189,7 @@ export function layoutText(ctx: Ctx, d: Extract<Layer, { type: 'text' }>['data']
   return lines.map((text, i) => {
     const w = ctx.measureText(text).width;
     const x = d.align === 'center' ? (box - w) / 2 : d.align === 'right' ? box - w : 0;
-    return { text, x, y: i * lineHeight };
+    return { text, x, y: i * lineHeight + lead + ascent };
   });
 }
 
@@ -177,7 +197,7 @@ function drawText(ctx: Ctx, layer: Extract<Layer, { type: 'text' }>): void {
   const d = layer.data;
   ctx.font = `${d.fontStyle === 'italic' ? 'italic ' : ''}${d.fontWeight ?? 'normal'} ${d.fontSize}px "${d.fontFamily}", "Noto Sans", sans-serif`;
   ctx.fillStyle = cssColor(d.color) ?? 'transparent';
-  ctx.textBaseline = 'top';
+  ctx.textBaseline = 'alphabetic';
   if ('letterSpacing' in ctx && d.letterSpacing !== undefined) (ctx as Ctx & { letterSpacing: string }).letterSpacing = `${d.letterSpacing}px`;
   for (const line of layoutText(ctx, d)) ctx.fillText(line.text, line.x, line.y);
 }

@@ -8,7 +8,7 @@ import { connectCanvas, type CanvasClient, type ClientError, type Peer } from '.
 import type { Canvas, Layer } from '../shared/canvas.ts';
 import { errors, type ErrorCode } from '../shared/errors.ts';
 import { layersInOrder, type NewLayer } from '../shared/layers.ts';
-import { drawCanvas, layoutText } from './draw.ts';
+import { drawCanvas, layoutText, textHeight } from './draw.ts';
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 
@@ -237,10 +237,10 @@ function layerBox(layer: Layer): { w: number; h: number } {
     case 'shape':
       return { w: Math.max(layer.data.width, 1), h: Math.max(layer.data.height, 1) };
     case 'text': {
-      ctx.font = `${layer.data.fontWeight ?? 'normal'} ${layer.data.fontSize}px "${layer.data.fontFamily}", sans-serif`;
+      ctx.font = `${layer.data.fontStyle === 'italic' ? 'italic ' : ''}${layer.data.fontWeight ?? 'normal'} ${layer.data.fontSize}px "${layer.data.fontFamily}", "Noto Sans", sans-serif`;
       const lines = layoutText(ctx, layer.data);
       const w = layer.data.boxWidth ?? Math.max(1, ...lines.map((l) => ctx.measureText(l.text).width));
-      return { w, h: lines.length * layer.data.fontSize * (layer.data.lineHeight ?? 1.2) };
+      return { w, h: textHeight(ctx, layer.data, lines.length) };
     }
     case 'drawing': {
       let w = 1;
