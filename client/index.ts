@@ -39,7 +39,7 @@ export interface ClientError {
   readonly requestId?: string;
 }
 
-/** A server → client stateless message (CONTRACT "Stateless messages"); unknown types pass as `other`. */
+/** A server → client stateless message (docs/CONTRACT.md, "Stateless messages"); unknown types pass as `other`. */
 export type ServerMessage =
   | { type: 'versionSaved'; version: VersionJson; requestId?: string }
   | { type: 'thumbnailReady'; versionId: string; [key: string]: unknown }

@@ -3,7 +3,7 @@
  * temporary key with a multipart upload (lib-storage: one part in memory at a time) while
  * hashing, then are copied server-side to `<prefix><sha256>` and the temporary object deleted.
  *
- * Client settings from STACK-NOTES: `forcePathStyle` (s3rver, MinIO and most self-hosted stores
+ * Client settings from docs/STACK-NOTES.md: `forcePathStyle` (s3rver, MinIO and most self-hosted stores
  * have no virtual-host buckets) and checksums only `WHEN_REQUIRED` — with the SDK's default, a
  * streamed PutObject is sent aws-chunked and s3rver stored the framing as content (300,054 bytes
  * for 300,000): silent corruption.

@@ -1,6 +1,6 @@
 /**
  * A real S3-compatible server for tests and benches: s3rver (npm) on a free loopback port, its
- * files in a temporary directory, one bucket. STACK-NOTES: put, get, range, head, multipart, list,
+ * files in a temporary directory, one bucket. docs/STACK-NOTES.md: put, get, range, head, multipart, list,
  * presigned URLs and delete all work against it.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
