@@ -109,6 +109,8 @@ async function main(): Promise<void> {
       AUTH_JWT_SECRET: SECRET,
       LOG_LEVEL: 'info',
       AUTOSAVE_QUIET_MS: '0',
+      // The bench saves hundreds of versions as one user: measure saving, not the per-user limit.
+      RATE_LIMIT_VERSION_SAVES: '1000000',
       ...(process.env.BENCH_SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS } : {}),
     },
     cwd: repoRoot,

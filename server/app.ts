@@ -24,6 +24,7 @@ import { UpdateGuard } from './yjs-guard.ts';
 import { Metrics } from './metrics.ts';
 import { PersistenceExtension } from './extensions/persistence.ts';
 import { SnapshotExtension } from './extensions/snapshots.ts';
+import { SaveLimit } from './save-limit.ts';
 import { PresenceExtension } from './extensions/presence.ts';
 import { RedisSyncExtension } from './extensions/redis-sync.ts';
 import { createHttpApp } from './http/app.ts';
@@ -120,14 +121,6 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   const auth = new AuthExtension(db, tokens, logger, accessWatch);
   const presence = new PresenceExtension({ db, nodeId, logger, heartbeatMs: config.PRESENCE_HEARTBEAT_MS });
   await presence.start();
-  const snapshots = new SnapshotExtension({
-    db,
-    log,
-    logger,
-    quietMs: config.AUTOSAVE_QUIET_MS,
-    onlineElsewhere: (sessionId) => presence.onlineElsewhere(sessionId),
-  });
-  const guard = new UpdateGuard({ budgetMs: config.UPDATE_DECODE_BUDGET_MS, budgetMsPerMiB: config.UPDATE_DECODE_BUDGET_MS_PER_MIB });
   // Only with REDIS_URL: otherwise a single node, and nothing Redis-related runs.
   const redis = config.REDIS_URL
     ? new RedisSyncExtension({
@@ -139,6 +132,20 @@ export async function startServer(config: Config, options: { logger?: Logger } =
         logger,
       })
     : undefined;
+  const snapshots = new SnapshotExtension({
+    db,
+    log,
+    logger,
+    quietMs: config.AUTOSAVE_QUIET_MS,
+    onlineElsewhere: (sessionId) => presence.onlineElsewhere(sessionId),
+    // With Redis the count is shared by every node (the fan-out's command connection).
+    saveLimit: new SaveLimit({
+      perMinute: config.RATE_LIMIT_VERSION_SAVES,
+      keyPrefix: `${config.REDIS_PREFIX}:rl:save`,
+      ...(redis ? { redis: redis.pub } : {}),
+    }),
+  });
+  const guard = new UpdateGuard({ budgetMs: config.UPDATE_DECODE_BUDGET_MS, budgetMsPerMiB: config.UPDATE_DECODE_BUDGET_MS_PER_MIB });
   const awareness = new AwarenessGuardExtension({
     claims: redis,
     maxClientsPerConnection: config.MAX_AWARENESS_CLIENTS_PER_CONNECTION,

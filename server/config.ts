@@ -48,6 +48,8 @@ const schema = z
     RATE_LIMIT_BYTES: bytes.default(16 * 1024 * 1024),
     /** Awareness clientIDs one connection may use (a provider uses one); more closes it. */
     MAX_AWARENESS_CLIENTS_PER_CONNECTION: z.coerce.number().int().min(1).max(1_000).default(4),
+    /** Manual version saves (and restores) one user may make per session per minute (429 `rate_limited` past it). */
+    RATE_LIMIT_VERSION_SAVES: bytes.default(30),
     /** A socket that has not authenticated any document after this long is closed, in ms. */
     AUTH_TIMEOUT_MS: bytes.default(10_000),
     /** CPU time any one update may take to decode (in a worker) before it is refused, in ms (yjs#687). */

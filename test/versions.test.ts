@@ -104,7 +104,8 @@ describe('versions (node transport, PostgreSQL)', () => {
     register(database.drop);
     // The quiet-period autosave is off here (so version counts are exact); saving when the last
     // connection leaves stays on. The autosave suite below turns the timer on.
-    server = await startServerProcess({ transport: 'node', databaseUrl: database.url, register, env: { AUTOSAVE_QUIET_MS: '0' } });
+    // These tests save far more than RATE_LIMIT_VERSION_SAVES allows a person (test/save-limit.test.ts tests the limit).
+    server = await startServerProcess({ transport: 'node', databaseUrl: database.url, register, env: { AUTOSAVE_QUIET_MS: '0', RATE_LIMIT_VERSION_SAVES: '100000' } });
     db = openPool(database.url, register);
   });
 
@@ -284,7 +285,7 @@ describe('versions (node transport, PostgreSQL)', () => {
     a.destroy();
     b.destroy();
     await server.kill();
-    server = await startServerProcess({ transport: 'node', databaseUrl: server.databaseUrl, register, env: { AUTOSAVE_QUIET_MS: '0' } });
+    server = await startServerProcess({ transport: 'node', databaseUrl: server.databaseUrl, register, env: { AUTOSAVE_QUIET_MS: '0', RATE_LIMIT_VERSION_SAVES: '100000' } });
     const c = connectClient(server.wsUrl, sessionId, owner.token, register);
     await c.synced;
     expect(readCanvas(c.doc)).toEqual(expected);

@@ -43,12 +43,18 @@ import type { Database } from '../../persistence/db.ts';
 import type { UpdateLog } from '../../persistence/update-log.ts';
 import { getSession } from '../../persistence/repositories/sessions.ts';
 import type { VersionMetaRow } from '../../persistence/repositories/versions.ts';
+import type { SaveLimit } from '../save-limit.ts';
 import { recordVersion, validateCanvas, versionJson, versionToRestore, type RecordVersionInput } from '../versions.ts';
 
 /** What the HTTP routes need from the live side. */
 export interface VersionService {
   /** Snapshots the session now. The caller has checked that `userId` may edit it. */
   saveVersion(input: { sessionId: string; userId: string; description: string | null }): Promise<VersionMetaRow>;
+  /**
+   * Counts one manual save or restore of `userId` in `sessionId` against RATE_LIMIT_VERSION_SAVES;
+   * throws `RateLimitedError` (429 `rate_limited`, with the seconds to wait) past it.
+   */
+  limitSave(userId: string, sessionId: string): Promise<void>;
   /** Makes `versionId`'s canvas the live document and records a `restore` version. */
   restoreVersion(input: { sessionId: string; userId: string; versionId: string; description: string | null }): Promise<VersionMetaRow>;
 }
@@ -83,18 +89,28 @@ export class SnapshotExtension implements Extension, VersionService {
   readonly #queues = new Map<string, Promise<unknown>>();
 
   readonly #onlineElsewhere: (sessionId: string) => Promise<boolean>;
+  readonly #saveLimit: SaveLimit | undefined;
 
   /**
    * `onlineElsewhere`: is someone still connected to the session on another node (presence)? The
    * last connection leaving *this* node then saves nothing: the session's last participant has not
    * left, and the node where they are saves when they do. Absent: a single node.
    */
-  constructor(deps: { db: Database; log: UpdateLog; logger: Logger; quietMs: number; onlineElsewhere?: (sessionId: string) => Promise<boolean> }) {
+  constructor(deps: {
+    db: Database;
+    log: UpdateLog;
+    logger: Logger;
+    quietMs: number;
+    onlineElsewhere?: (sessionId: string) => Promise<boolean>;
+    /** Manual saves and restores per user and session; absent: unlimited. Autosaves never count. */
+    saveLimit?: SaveLimit;
+  }) {
     this.#db = deps.db;
     this.#log = deps.log;
     this.#logger = deps.logger;
     this.#quietMs = deps.quietMs;
     this.#onlineElsewhere = deps.onlineElsewhere ?? (() => Promise.resolve(false));
+    this.#saveLimit = deps.saveLimit;
   }
 
   onConfigure({ instance }: onConfigurePayload): Promise<void> {
@@ -174,6 +190,8 @@ export class SnapshotExtension implements Extension, VersionService {
       if (connection.readOnly || typeof userId !== 'string') {
         throw new AppError('forbidden', 'A read-only connection cannot save versions.');
       }
+      // Answered to this connection only: `{"type":"error","code":"rate_limited","requestId"}`.
+      await this.limitSave(userId, documentName);
       await this.#save({ sessionId: documentName, userId, description: parsed.data.description ?? null, kind: 'manual' }, requestId);
     } catch (error) {
       this.#replyError(connection, documentName, error, requestId);
@@ -183,6 +201,10 @@ export class SnapshotExtension implements Extension, VersionService {
   // -------------------------------------------------------------------------------------------
   // VersionService
   // -------------------------------------------------------------------------------------------
+
+  async limitSave(userId: string, sessionId: string): Promise<void> {
+    await this.#saveLimit?.take(userId, sessionId);
+  }
 
   async saveVersion(input: { sessionId: string; userId: string; description: string | null }): Promise<VersionMetaRow> {
     const version = await this.#save({ ...input, kind: 'manual' });

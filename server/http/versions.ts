@@ -4,7 +4,7 @@
  * one version, and the diff of two (anyone the image is visible to, or a member of one of its
  * sessions; otherwise 404, so existence does not leak).
  */
-import type { Hono } from 'hono';
+import type { Context, Hono } from 'hono';
 import { z } from 'zod';
 import { storableString } from '../../shared/canvas.ts';
 import { AppError } from '../../shared/errors.ts';
@@ -13,6 +13,7 @@ import type { Database } from '../../persistence/db.ts';
 import { getSessionAccess } from '../../persistence/repositories/sessions.ts';
 import { decideRole } from '../auth/access.ts';
 import type { VersionService } from '../extensions/snapshots.ts';
+import { RateLimitedError } from '../save-limit.ts';
 import { imageVersionTree, versionDetail, versionDiff, versionJson } from '../versions.ts';
 import { readJson, type Env } from './json.ts';
 
@@ -34,6 +35,16 @@ async function requireEditor(db: Database, sessionId: string, userId: string): P
   if (role === 'viewer') throw new AppError('forbidden', 'Only the owner and participants who may edit can do this.');
 }
 
+/** The save limit (per user and session); past it 429 `rate_limited` with `Retry-After`. */
+async function limitSave(c: Context<Env>, versions: VersionService, userId: string, sessionId: string): Promise<void> {
+  try {
+    await versions.limitSave(userId, sessionId);
+  } catch (error) {
+    if (error instanceof RateLimitedError) c.header('Retry-After', String(error.retryAfterSeconds));
+    throw error;
+  }
+}
+
 const versionIdParam = (value: string) => {
   if (!isId(value)) throw new AppError('version_not_found');
   return value;
@@ -45,6 +56,7 @@ export function registerVersionRoutes(app: Hono<Env>, deps: VersionRouteDeps): v
     const userId = c.get('claims').sub;
     const body = await readJson(c, saveBody);
     await requireEditor(deps.db, sessionId, userId);
+    await limitSave(c, deps.versions, userId, sessionId);
     const version = await deps.versions.saveVersion({ sessionId, userId, description: body.description ?? null });
     return c.json({ version: versionJson(version) }, 201);
   });
@@ -54,6 +66,7 @@ export function registerVersionRoutes(app: Hono<Env>, deps: VersionRouteDeps): v
     const userId = c.get('claims').sub;
     const body = await readJson(c, restoreBody);
     await requireEditor(deps.db, sessionId, userId);
+    await limitSave(c, deps.versions, userId, sessionId);
     const version = await deps.versions.restoreVersion({
       sessionId,
       userId,
