@@ -477,6 +477,7 @@ describe('versions (node transport, PostgreSQL)', () => {
     await acknowledged(s);
     s.destroy();
     await waitFor(async () => (await db.query(`SELECT 1 FROM image_versions WHERE session_id = $1 AND kind = 'autosave'`, [fork])).rowCount, {
+      timeout: 30_000,
       what: 'fork autosave',
     });
     // Row "a participant the fork's owner let in": still the fork's.
@@ -644,7 +645,8 @@ describe('versions (node transport, PostgreSQL)', () => {
     a.doc.getMap<Y.Map<unknown>>('layers').get(text)!.set('name', 'nul\u0000again');
     await acknowledged(a);
     a.destroy();
-    await waitFor(() => server.output().includes('autosave skipped: invalid canvas') && server.output().includes(sessionId), {
+    await waitFor(() => new RegExp(`${sessionId}[^\n]*autosave skipped: invalid canvas|autosave skipped: invalid canvas[^\n]*${sessionId}`).test(server.output()), {
+      timeout: 30_000,
       what: 'autosave skipped as invalid',
     });
     expect(server.output()).not.toMatch(new RegExp(`autosave failed[^\\n]*${sessionId}|${sessionId}[^\\n]*autosave failed`));
