@@ -290,17 +290,20 @@ export async function ingestFile(deps: IngestDeps, file: Spooled, request: Inges
       process(file.path, inspected, deps.limits, request.shareLocation),
       readExif(file.path),
     ]);
-    // Validated: now store. The original under its content address, then the variants.
+    // Validated: now store. The original under its content address, then the variants (named
+    // by the original's digest), at once.
     const stored = await deps.blobs.putStream('originals/', createReadStream(file.path), inspected.mime);
     const hasAlpha = inspected.metadata.hasAlpha ?? false;
     const original = { mime: inspected.mime, hasAlpha, keepExif: request.shareLocation };
     const thumbnails: Record<string, string> = {};
-    for (const name of Object.keys(STANDARD_VARIANTS) as StandardVariant[]) {
-      const spec = standardSpec(name, original);
-      const key = variantKey(stored.sha256, spec);
-      await deps.blobs.put(key, processed.variants[name], `image/${spec.format}`);
-      thumbnails[name] = key;
-    }
+    await Promise.all(
+      (Object.keys(STANDARD_VARIANTS) as StandardVariant[]).map(async (name) => {
+        const spec = standardSpec(name, original);
+        const key = variantKey(stored.sha256, spec);
+        await deps.blobs.put(key, processed.variants[name], `image/${spec.format}`);
+        thumbnails[name] = key;
+      }),
+    );
     const m = inspected.metadata;
     const metadata = {
       sha256: stored.sha256,

@@ -213,6 +213,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     maxUploadBytes: config.IMAGE_MAX_UPLOAD_BYTES,
     uploadTtlSeconds: config.UPLOAD_TTL_SECONDS,
     cacheVariants: config.IMAGE_CACHE_VARIANTS,
+    memoryCacheBytes: config.IMAGE_MEMORY_CACHE_BYTES,
   };
   const http = createHttpApp({ db, tokens, signer, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId, metrics, versions: snapshots, images, ...(redis ? { redis } : {}) });
   const { listening, note } = await listen(

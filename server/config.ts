@@ -92,6 +92,8 @@ const schema = z
       .enum(['true', 'false', '1', '0'])
       .default('true')
       .transform((v) => v === 'true' || v === '1'),
+    /** Bytes of small variants (≤ 1 MiB each) also kept in memory; 0 turns that off. */
+    IMAGE_MEMORY_CACHE_BYTES: z.coerce.number().int().min(0).default(64 * 1024 * 1024),
     /** How long a direct upload's URL stays valid, in seconds. */
     UPLOAD_TTL_SECONDS: z.coerce.number().int().min(60).max(7 * 24 * 3600).default(3600),
     /** `inline`: a render worker inside the server; `off`: run `npm run worker` separately. */

@@ -26,6 +26,7 @@ import {
 import { BlobNotFound, blobKey } from '../../storage/blob-store.ts';
 import { byteLimit, ingestFile, spool, type IngestDeps, type IngestRequest } from '../../media/ingest.ts';
 import { isAcceptedMime } from '../../media/sharp.ts';
+import { ByteLru } from '../../media/lru.ts';
 import {
   FORMAT_MIME,
   STANDARD_VARIANTS,
@@ -48,6 +49,8 @@ export interface ImageRouteDeps extends IngestDeps {
   maxUploadBytes: number;
   uploadTtlSeconds: number;
   cacheVariants: boolean;
+  /** Small variants kept in memory too (0: none). */
+  memoryCacheBytes: number;
 }
 
 /** Paths whose bodies are images (their own limits), exempt from the JSON body limit. */
@@ -156,6 +159,7 @@ async function ownUpload(deps: ImageRouteDeps, uploadId: string, userId: string)
 const inFlight = new Map<string, Promise<Buffer>>();
 
 export function registerImageRoutes(app: Hono<Env>, deps: ImageRouteDeps): void {
+  const memory = new ByteLru(deps.memoryCacheBytes);
   app.post('/api/images', async (c) => {
     const parsed = uploadQuery.safeParse(queryOf(c));
     if (!parsed.success) {
@@ -316,11 +320,22 @@ export function registerImageRoutes(app: Hono<Env>, deps: ImageRouteDeps): void 
     }
     const key = variantKey(sha, spec);
     const type = FORMAT_MIME[spec.format];
+    const respond = (bytes: Uint8Array, outcome: 'cached' | 'resized') => {
+      deps.metrics.imageFiles.inc({ outcome });
+      return c.body(bytes as Uint8Array<ArrayBuffer>, 200, { ...headers, 'content-type': type, 'content-length': String(bytes.byteLength) });
+    };
     if (deps.cacheVariants) {
+      const remembered = memory.get(key);
+      if (remembered) return respond(remembered, 'cached');
       const cached = await deps.blobs.head(key);
       if (cached) {
         try {
           const stream = await deps.blobs.get(key);
+          if (memory.fits(cached.size)) {
+            const bytes = new Uint8Array(await readAll(stream, cached.size));
+            memory.set(key, bytes);
+            return respond(bytes, 'cached');
+          }
           deps.metrics.imageFiles.inc({ outcome: 'cached' });
           return c.body(Readable.toWeb(stream) as ReadableStream, 200, { ...headers, 'content-type': type, 'content-length': String(cached.size) });
         } catch (error) {
@@ -343,15 +358,14 @@ export function registerImageRoutes(app: Hono<Env>, deps: ImageRouteDeps): void 
         if (!outcome) throw new AppError('image_busy');
         if (deps.cacheVariants) {
           // Stored after answering; a failure only costs a resize next time.
+          memory.set(key, new Uint8Array(outcome.value));
           void deps.blobs.put(key, outcome.value, type).catch((error: unknown) => deps.logger.warn({ err: error, key }, 'could not cache a variant'));
         }
         return outcome.value;
       })().finally(() => inFlight.delete(key));
       inFlight.set(key, making);
     }
-    const bytes = await making;
-    deps.metrics.imageFiles.inc({ outcome: 'resized' });
-    return c.body(new Uint8Array(bytes), 200, { ...headers, 'content-type': type, 'content-length': String(bytes.length) });
+    return respond(new Uint8Array(await making), 'resized');
   });
 }
 
