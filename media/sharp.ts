@@ -1,5 +1,5 @@
 /**
- * sharp, hardened for untrusted uploads (STACK-NOTES): every libvips loader is blocked and only
+ * sharp, hardened for untrusted uploads (docs/STACK-NOTES.md): every libvips loader is blocked and only
  * the accepted formats' loaders are unblocked again (defence in depth behind our own sniffing:
  * SVG, PDF, the vips format, raw camera files, ImageMagick and friends never load), the tile
  * cache keeps no files open, and libvips uses one thread per image (concurrency is bounded by

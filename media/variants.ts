@@ -16,7 +16,7 @@ export const PIPELINE_VERSION = 1;
 
 export const FITS = ['cover', 'contain', 'fill', 'inside', 'outside'] as const;
 /**
- * Output formats. AVIF is slow to encode (≈ 1.8/s at sharp's default effort here, STACK-NOTES):
+ * Output formats. AVIF is slow to encode (≈ 1.8/s at sharp's default effort here, docs/STACK-NOTES.md):
  * it is encoded at effort 2, through the same bounded queue, and cached like any variant.
  */
 export const FORMATS = ['jpeg', 'png', 'webp', 'avif'] as const;
