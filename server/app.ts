@@ -167,6 +167,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
         guard,
         maxDocumentBytes: config.MAX_DOCUMENT_BYTES,
         maxDocumentsPerSocket: config.MAX_DOCUMENTS_PER_SOCKET,
+        maxAttachmentsPerDocument: config.MAX_ATTACHMENTS_PER_DOCUMENT,
         logger,
       }),
       new PersistenceExtension(log, logger, {
@@ -183,6 +184,11 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   metrics.observe({
     documents: () => hocuspocus.getDocumentsCount(),
     connections: () => hocuspocus.getConnectionsCount(),
+    attachments: () => {
+      let total = 0;
+      for (const document of hocuspocus.documents.values()) total += document.getConnectionsCount();
+      return total;
+    },
     logBacklog: () => log.backlog,
     logHealthy: () => log.healthy,
     updatesRefused: () => guard.rejected,

@@ -42,6 +42,8 @@ const schema = z
     MAX_DOCUMENT_BYTES: bytes.default(64 * 1024 * 1024),
     /** Documents one WebSocket may have open at once (Hocuspocus multiplexes documents on a socket). */
     MAX_DOCUMENTS_PER_SOCKET: bytes.default(16),
+    /** Attachments of one document one WebSocket may hold (addresses `name`, `name\0suffix`, …). */
+    MAX_ATTACHMENTS_PER_DOCUMENT: bytes.default(4),
     /** Per-socket rate limit: messages per second (a burst of twice this is allowed). */
     RATE_LIMIT_MESSAGES: bytes.default(500),
     /** Per-socket rate limit: bytes per second (a burst of twice this is allowed). */

@@ -8,6 +8,8 @@ import client from 'prom-client';
 export interface MetricSources {
   documents: () => number;
   connections: () => number;
+  /** Document connections (a socket attaching one document under two addresses counts twice). */
+  attachments: () => number;
   logBacklog: () => number;
   logHealthy: () => boolean;
   updatesRefused: () => number;
@@ -115,6 +117,11 @@ export class Metrics {
       });
     gauge('imageflow_documents_loaded', 'Documents loaded on this node.', sources.documents);
     gauge('imageflow_connections', 'Open WebSocket connections on this node.', sources.connections);
+    gauge(
+      'imageflow_document_attachments',
+      'Document connections on this node: each (socket, document address) pair, each receiving its own copy of every broadcast.',
+      sources.attachments,
+    );
     gauge('imageflow_update_log_backlog', 'Updates accepted but not yet committed.', sources.logBacklog);
     gauge('imageflow_update_log_healthy', '1 while update log writes succeed, 0 while retrying.', () => (sources.logHealthy() ? 1 : 0));
     gauge('imageflow_updates_refused_total', 'Updates refused by the decode guard (yjs#687 and invalid updates).', sources.updatesRefused);

@@ -35,6 +35,7 @@ export const errors = {
   unknown_message_type: { status: 400, closeCode: 1003, message: 'The message type is not part of the protocol.' },
   document_too_large: { status: 413, closeCode: 1009, message: 'The document would grow past the configured maximum.' },
   too_many_documents: { status: 429, closeCode: 4429, message: 'This connection has too many documents open.' },
+  too_many_attachments: { status: 429, closeCode: 4429, message: 'This connection has attached this document too many times.' },
   too_many_awareness_clients: { status: 429, closeCode: 1008, message: 'This connection announced more awareness clientIDs than allowed.' },
   rate_limited: { status: 429, closeCode: 1008, message: 'Too many messages or bytes in too short a time.' },
   authentication_timeout: { status: 401, closeCode: 4408, message: 'The connection did not authenticate in time.' },

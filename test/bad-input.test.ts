@@ -29,7 +29,8 @@ const MiB = 1024 * 1024;
 const LIMITS = {
   MAX_MESSAGE_BYTES: String(MiB),
   MAX_DOCUMENT_BYTES: String(3 * MiB),
-  MAX_DOCUMENTS_PER_SOCKET: '2',
+  MAX_DOCUMENTS_PER_SOCKET: '3',
+  MAX_ATTACHMENTS_PER_DOCUMENT: '2',
   RATE_LIMIT_MESSAGES: '200',
   AUTH_TIMEOUT_MS: '1500',
 };
@@ -245,23 +246,51 @@ describe('bad input', () => {
   }
 
   it('refuses more documents per socket than allowed, keeping the socket and its documents', async () => {
-    const extra = [await createSession(env.server.url, env.token, env.imageId), await createSession(env.server.url, env.token, env.imageId)];
-    // The second document is slow to load (a log of 20,000 one-character updates): Hocuspocus
-    // answers "authenticated" before it loads a document, so the third request arrives while the
-    // second is still loading, and must be counted against the slot the second already took.
+    const extra = await Promise.all([0, 1, 2].map(() => createSession(env.server.url, env.token, env.imageId)));
+    // The third document is slow to load (a log of 20,000 one-character updates): Hocuspocus
+    // answers "authenticated" before it loads a document, so the fourth request arrives while the
+    // third is still loading, and must be counted against the slot the third already took.
     const slow = new Y.Doc();
     const rows: Array<{ sessionId: string; payload: Uint8Array }> = [];
-    slow.on('update', (update: Uint8Array) => rows.push({ sessionId: extra[0]!, payload: update }));
+    slow.on('update', (update: Uint8Array) => rows.push({ sessionId: extra[1]!, payload: update }));
     for (let i = 0; i < 20_000; i++) slow.getText('slow').insert(i, 'x');
     await appendUpdates(env.db, rows, 'test');
     const raw = rawClient(env.server.wsUrl, register);
     await raw.opened;
-    raw.send(authFrame(env.sessionId, env.token));
-    expect(await raw.authReply(env.sessionId)).toBe('authenticated');
-    raw.send(authFrame(extra[0]!, env.token));
-    expect(await raw.authReply(extra[0]!)).toBe('authenticated');
-    raw.send(authFrame(extra[1]!, env.token));
-    expect(await raw.authReply(extra[1]!)).toBe('too_many_documents');
+    for (const doc of [env.sessionId, extra[0]!, extra[1]!]) {
+      raw.send(authFrame(doc, env.token));
+      expect(await raw.authReply(doc)).toBe('authenticated');
+    }
+    raw.send(authFrame(extra[2]!, env.token));
+    expect(await raw.authReply(extra[2]!)).toBe('too_many_documents');
+    expect(raw.ws.readyState).toBe(1);
+    await witnessesStillSync(env);
+  });
+
+  it('counts attachments, not names: `name\\0suffix` addresses take slots, one document is attached at most twice, metrics show them', async () => {
+    const [w, t, u, v] = await Promise.all([0, 1, 2, 3].map(() => createSession(env.server.url, env.token, env.imageId)));
+    const attachments = () => metric(env.server, 'imageflow_document_attachments');
+    const before = await attachments();
+    const raw = rawClient(env.server.wsUrl, register);
+    await raw.opened;
+    const open = async (address: string) => {
+      raw.send(authFrame(address, env.token));
+      return raw.authReply(address);
+    };
+    expect(await open(`${w}\0a`)).toBe('authenticated');
+    expect(await open(`${w}\0b`)).toBe('authenticated');
+    // A third address of the same document: each would be its own copy of every broadcast.
+    expect(await open(`${w}\0c`)).toBe('too_many_attachments');
+    expect(await open(t!)).toBe('authenticated');
+    // Three attachments held (two of them one document): the socket is full.
+    expect(await open(u!)).toBe('too_many_documents');
+    await waitFor(async () => (await attachments()) === before + 3, { what: 'three attachments in /metrics' });
+    // Closing one address of a document frees exactly one slot, while the other stays attached.
+    raw.send(frame(`${w}\0a`, MessageType.Close));
+    await waitFor(() => raw.log.some((m) => m.doc === w && m.type === MessageType.Close), { what: 'the close of the first address' });
+    expect(await open(v!)).toBe('authenticated');
+    expect(await open(u!)).toBe('too_many_documents');
+    await waitFor(async () => (await attachments()) === before + 3, { what: 'still three attachments' });
     expect(raw.ws.readyState).toBe(1);
     await witnessesStillSync(env);
   });

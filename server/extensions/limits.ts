@@ -8,7 +8,8 @@
  *   before the bytes touch the shared document — except a read-only connection's plain update,
  *   which Hocuspocus never applies and which is refused unread;
  * - documents growing past MAX_DOCUMENT_BYTES;
- * - more than MAX_DOCUMENTS_PER_SOCKET documents on one socket.
+ * - more than MAX_DOCUMENTS_PER_SOCKET attachments on one socket, or more than
+ *   MAX_ATTACHMENTS_PER_DOCUMENT of one document.
  * Runs before the persistence extension (higher priority), so nothing refused is ever stored.
  */
 import type {
@@ -32,8 +33,23 @@ const SYNC_UPDATE = 2;
 export interface LimitsOptions {
   guard: UpdateGuard;
   maxDocumentBytes: number;
+  /** Attachments (document connections, whatever their address) one socket may hold. */
   maxDocumentsPerSocket: number;
+  /** Attachments of one document one socket may hold (`name`, `name\0a`, `name\0b`, …). */
+  maxAttachmentsPerDocument: number;
   logger: Logger;
+}
+
+interface SocketSlots {
+  /** One entry per authenticated attachment (Hocuspocus's per-address `connectionConfig`). */
+  held: Set<object>;
+  /** Attachments per document name. */
+  perDocument: Map<string, number>;
+}
+
+/** What Hocuspocus's `onAuthenticate` rejection needs: `reason` goes to the client. */
+function refusal(code: ErrorCode) {
+  return { reason: code, code: new AppError(code).closeCode };
 }
 
 /**
@@ -80,38 +96,50 @@ export class LimitsExtension implements Extension {
   readonly #opts: LimitsOptions;
   /** Estimated size of each loaded document: its state at load plus every accepted update. */
   readonly #sizes = new WeakMap<Document, number>();
-  /** Documents open per socket (keyed by the socket's upgrade request). */
-  readonly #perSocket = new WeakMap<Request, Set<string>>();
+  /** What each socket holds (keyed by its upgrade request, one per socket). */
+  readonly #perSocket = new WeakMap<Request, SocketSlots>();
 
   constructor(options: LimitsOptions) {
     this.#opts = options;
   }
 
   /**
-   * Counts a document against its socket when it is authenticated, not when it is connected:
+   * Counts an attachment against its socket when it is authenticated, not when it is connected:
    * Hocuspocus answers "authenticated" before it loads the document, so a client may ask for the
    * next one before the previous is connected. Runs after the auth extension (lower priority), so
-   * a refused token takes no slot. A document whose load then fails keeps its slot until the socket
-   * closes.
+   * a refused token takes no slot.
+   *
+   * What is counted is each attachment, not each document name: a client addresses a document as
+   * `name` or `name\0suffix`, and every address is its own Hocuspocus connection (its own copy of
+   * every broadcast). An attachment is identified by its `connectionConfig`, which Hocuspocus
+   * creates once per address and authentication attempt. A socket holds at most
+   * `maxDocumentsPerSocket` attachments, and at most `maxAttachmentsPerDocument` of one document.
+   * A document whose load then fails keeps its slot until the socket closes.
    */
-  onAuthenticate({ request, documentName }: onAuthenticatePayload): Promise<void> {
-    let open = this.#perSocket.get(request);
-    if (!open) {
-      open = new Set();
-      this.#perSocket.set(request, open);
+  onAuthenticate({ request, documentName, connectionConfig }: onAuthenticatePayload): Promise<void> {
+    let slots = this.#perSocket.get(request);
+    if (!slots) {
+      slots = { held: new Set(), perDocument: new Map() };
+      this.#perSocket.set(request, slots);
     }
-    if (open.has(documentName)) return Promise.resolve();
-    if (open.size >= this.#opts.maxDocumentsPerSocket) {
-      return Promise.reject({ reason: 'too_many_documents', code: new AppError('too_many_documents').closeCode });
-    }
-    open.add(documentName);
+    if (slots.held.has(connectionConfig)) return Promise.resolve();
+    const ofDocument = slots.perDocument.get(documentName) ?? 0;
+    if (slots.held.size >= this.#opts.maxDocumentsPerSocket) return Promise.reject(refusal('too_many_documents'));
+    if (ofDocument >= this.#opts.maxAttachmentsPerDocument) return Promise.reject(refusal('too_many_attachments'));
+    slots.held.add(connectionConfig);
+    slots.perDocument.set(documentName, ofDocument + 1);
     return Promise.resolve();
   }
 
-  /** The slot taken at authentication is given back when the document's connection closes. */
-  connected({ request, documentName, connection }: connectedPayload): Promise<void> {
-    const open = this.#perSocket.get(request);
-    connection.onClose(() => open?.delete(documentName));
+  /** The slot taken at authentication is given back when that attachment's connection closes. */
+  connected({ request, documentName, connection, connectionConfig }: connectedPayload): Promise<void> {
+    const slots = this.#perSocket.get(request);
+    connection.onClose(() => {
+      if (!slots?.held.delete(connectionConfig)) return;
+      const left = (slots.perDocument.get(documentName) ?? 1) - 1;
+      if (left > 0) slots.perDocument.set(documentName, left);
+      else slots.perDocument.delete(documentName);
+    });
     return Promise.resolve();
   }
 

@@ -36,7 +36,7 @@ export interface RawClient {
   ws: WebSocket;
   opened: Promise<void>;
   closed: Promise<{ code: number; reason: string }>;
-  /** Resolves with the reply to an Auth frame for `doc`: 'authenticated' or the denial reason. */
+  /** Resolves with the next reply to an Auth frame for address `doc`: 'authenticated' or the denial reason. */
   authReply(doc: string): Promise<string>;
   send(bytes: Uint8Array): void;
   /** Resolves when a message of that type (e.g. Sync) has arrived for `doc`. */
@@ -61,7 +61,8 @@ export function rawClient(url: string, register: (fn: () => Promise<void>) => vo
   ws.on('message', (data: Buffer) => {
     try {
       const d = decoding.createDecoder(new Uint8Array(data));
-      const doc = decoding.readVarString(d).split('\0')[0]!;
+      const address = decoding.readVarString(d);
+      const doc = address.split('\0')[0]!;
       const type = decoding.readVarUint(d);
       log.push({ doc, type, body: new Uint8Array(data).subarray(d.pos) });
       for (const waiter of logWaiters) waiter();
@@ -71,9 +72,11 @@ export function rawClient(url: string, register: (fn: () => Promise<void>) => vo
       const sub = decoding.readVarUint(d);
       if (sub !== 1 && sub !== 2) return; // 1 = permission denied + reason, 2 = authenticated
       const answer = sub === 2 ? 'authenticated' : decoding.readVarString(d);
-      const waiter = replies.get(doc);
+      // Keyed by the full address (`name` or `name\0suffix`): the server answers on the one used.
+      const waiter = replies.get(address);
+      replies.delete(address);
       if (waiter) waiter(answer);
-      else early.set(doc, answer);
+      else early.set(address, answer);
     } catch {
       // not an auth reply we can read: ignore
     }
@@ -95,6 +98,7 @@ export function rawClient(url: string, register: (fn: () => Promise<void>) => vo
     closed,
     authReply: (doc) => {
       const known = early.get(doc);
+      early.delete(doc);
       if (known) return Promise.resolve(known);
       return new Promise((resolve) => replies.set(doc, resolve));
     },
