@@ -36,7 +36,9 @@ function spanAttributes(data: TextLayerData, px: number, scale: number): string 
     `font_style="${data.fontStyle === 'italic' ? 'italic' : 'normal'}"`,
   ];
   if (data.letterSpacing) attrs.push(`letter_spacing="${Math.round(data.letterSpacing * scale * 1024)}"`);
-  if (data.lineHeight !== undefined) attrs.push(`line_height="${data.lineHeight}"`);
+  // CSS semantics: a multiple of the font size. Pango's factor form multiplies the font's own line
+  // height (1.36 em for Noto Sans), so the absolute form (1024ths of a point = of a pixel here).
+  if (data.lineHeight !== undefined) attrs.push(`line_height="${Math.max(1024, Math.round(data.lineHeight * px * 1024))}"`);
   return attrs.join(' ');
 }
 
