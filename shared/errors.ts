@@ -53,6 +53,7 @@ export const errors = {
   image_busy: { status: 503, message: 'Too many images are being processed; retry shortly.' },
   image_timeout: { status: 503, message: 'Processing the image took longer than allowed.' },
   invalid_image_parameters: { status: 400, message: 'The width, height, fit, format, quality or dpr parameter is invalid.' },
+  image_file_missing: { status: 404, message: 'The image has no stored file to serve.' },
   upload_not_found: { status: 404, message: 'No pending upload with that id is yours.' },
   upload_expired: { status: 410, message: 'The upload has expired.' },
   upload_incomplete: { status: 409, message: 'The upload has not received its bytes yet.' },

@@ -11,7 +11,7 @@ import type pg from 'pg';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase } from './support/databases.ts';
-import { api, createActor, openPool } from './support/fixtures.ts';
+import { api, createActor, createImage, openPool } from './support/fixtures.ts';
 import { alphaPng, photoJpeg, pngBomb, solid, svgWithExternalHref, zipFile } from './support/images.ts';
 import { startS3, type S3Server } from './support/s3.ts';
 import { startServerProcess, tempDir, type ServerProcess } from './support/server-process.ts';
@@ -345,6 +345,12 @@ describe('image ingest on the local blob store', () => {
     expect(denied.body.error.code).toBe('image_not_found');
     expect((await api(server.url, 'GET', `/api/images/${priv.imageId}`, { token: other.token })).status).toBe(404);
     expect((await api(server.url, 'GET', `/api/images/${priv.imageId}/file`)).status).toBe(401);
+
+    // A row without a stored file (made without ingest): a clear 404, not a 500.
+    const bare = await createImage(db, owner.userId, { privacyLevel: 'public' });
+    const missing = await api(server.url, 'GET', `/api/images/${bare}/file?width=64`, { token: owner.token });
+    expect(missing.status).toBe(404);
+    expect(missing.body.error.code).toBe('image_file_missing');
 
     // Signed URLs: the owner's works without a token; tampered or someone else's params are refused.
     const signed = priv.thumbnailUrls.small as string;

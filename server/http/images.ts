@@ -23,7 +23,7 @@ import {
   releaseUpload,
   type UploadRow,
 } from '../../persistence/repositories/uploads.ts';
-import { BlobNotFound, blobKey } from '../../storage/blob-store.ts';
+import { BlobNotFound, blobKey, isBlobKey } from '../../storage/blob-store.ts';
 import { byteLimit, ingestFile, spool, type IngestDeps, type IngestRequest } from '../../media/ingest.ts';
 import { isAcceptedMime } from '../../media/sharp.ts';
 import { ByteLru } from '../../media/lru.ts';
@@ -348,7 +348,7 @@ export function registerImageRoutes(app: Hono<Env>, deps: ImageRouteDeps): void 
       making = (async () => {
         const outcome = await deps.queue.run(async () => {
           const started = performance.now();
-          const original = await readAll(await deps.blobs.get(blobKey(image.storage_path)), deps.maxUploadBytes);
+          const original = await readAll(await originalOf(deps, image), deps.maxUploadBytes);
           const bytes = await renderVariant(original, spec, deps.limits).catch((error: unknown) => {
             throw new AppError('image_corrupt', `The stored image could not be resized (${(error as Error).message.slice(0, 120)}).`);
           });
@@ -367,6 +367,17 @@ export function registerImageRoutes(app: Hono<Env>, deps: ImageRouteDeps): void 
     }
     return respond(new Uint8Array(await making), 'resized');
   });
+}
+
+/** The stored original; rows made without ingest (fixtures, the demo image) have none. */
+async function originalOf(deps: ImageRouteDeps, image: ImageRecord): Promise<Readable> {
+  if (!isBlobKey(image.storage_path)) throw new AppError('image_file_missing');
+  try {
+    return await deps.blobs.get(image.storage_path);
+  } catch (error) {
+    if (error instanceof BlobNotFound) throw new AppError('image_file_missing');
+    throw error;
+  }
 }
 
 async function readAll(stream: Readable, max: number): Promise<Buffer> {
