@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Hocuspocus } from '@hocuspocus/server';
 import pino, { type Logger } from 'pino';
 import { COLLAB_PATH } from '../shared/protocol.ts';
-import { connectPostgres, openEmbedded, type Database } from '../persistence/db.ts';
+import { connectPostgres, openEmbedded, type Database, type EmbeddedOptions } from '../persistence/db.ts';
 import { migrate } from '../persistence/migrate.ts';
 import { UpdateLog } from '../persistence/update-log.ts';
 import { TokenService } from './auth/tokens.ts';
@@ -66,8 +66,9 @@ async function embeddedSecret(dataDir: string): Promise<string> {
   return secret;
 }
 
-export async function openDatabase(config: Config): Promise<Database> {
-  return config.DATABASE_URL ? connectPostgres(config.DATABASE_URL) : openEmbedded(config.DATA_DIR);
+/** The configured database; in embedded mode `DATA_DIR` is locked while it is open (see persistence/db.ts). */
+export async function openDatabase(config: Config, embedded: EmbeddedOptions = {}): Promise<Database> {
+  return config.DATABASE_URL ? connectPostgres(config.DATABASE_URL) : openEmbedded(config.DATA_DIR, embedded);
 }
 
 export async function signingSecret(config: Config): Promise<string> {
@@ -78,7 +79,13 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   const nodeId = config.NODE_ID ?? `node-${randomBytes(4).toString('hex')}`;
   const logger = (options.logger ?? pino({ level: config.LOG_LEVEL })).child({ node: nodeId });
 
-  const db = await openDatabase(config);
+  const db = await openDatabase(config, {
+    // Another process may be writing the directory now: stop at once (acknowledged edits are stored).
+    onLockLost: (error) => {
+      logger.fatal({ err: error }, `lost the lock on DATA_DIR ${config.DATA_DIR}; stopping`);
+      process.exit(1);
+    },
+  });
   try {
     const applied = await migrate(db.url);
     if (applied.length > 0) logger.info({ applied }, 'applied migrations');
@@ -222,7 +229,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     memoryCacheBytes: config.IMAGE_MEMORY_CACHE_BYTES,
   };
   const http = createHttpApp({ db, tokens, signer, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId, metrics, versions: snapshots, images, ...(redis ? { redis } : {}) });
-  const { listening, note } = await listen(
+  const listened = listen(
     config.TRANSPORT,
     {
       fetch: (request) => http.fetch(request),
@@ -242,7 +249,20 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     },
     config.HOST,
     config.PORT,
-  );
+  ).catch(async (error: unknown) => {
+    // Not listening (the port is in use…): release everything opened so far — above all the
+    // embedded directory and its lock — before the caller reports the failure.
+    await redis?.close();
+    await accessFeed.close();
+    accessWatch.close();
+    await presence.close();
+    await log.close();
+    await guard.close();
+    await blobs.close();
+    await db.close();
+    throw error;
+  });
+  const { listening, note } = await listened;
   // The embedded database's loopback URL is logged so `psql` (and the tests) can look inside it.
   logger.info(
     { transport: listening.transport, port: listening.port, database: db.kind, ...(db.kind === 'pglite' ? { databaseUrl: db.url } : {}) },

@@ -5,7 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { connectClient, waitFor } from './support/clients.ts';
+import { acknowledged, connectClient, waitFor } from './support/clients.ts';
 import { api } from './support/fixtures.ts';
 import { startServerProcess, tempDir } from './support/server-process.ts';
 import { nodeBin, repoRoot } from './support/uws-runtime.ts';
@@ -46,10 +46,25 @@ describe('first run on the embedded default', () => {
     await other.synced;
     other.destroy();
 
+    // The second demo user: their own token, a participant of the demo session who may edit.
+    const guestToken = /Guest token:\s+(\S+)/.exec(server.output())?.[1];
+    expect(guestToken).toBeDefined();
+    const guest = connectClient(server.wsUrl, printed.session, guestToken!, register);
+    await guest.synced;
+    expect(guest.provider.authorizedScope).toBe('read-write');
+    guest.doc.getMap('meta').set('background', '#123456');
+    await acknowledged(guest);
+    guest.destroy();
+
+    // Another active session on the demo image must not replace the printed one.
+    const another = await api(server.url, 'POST', '/api/sessions', { token: printed.token, body: { imageId: 'img_demo' } });
+    expect(another.status).toBe(201);
+
     expect(await server.stop()).toBe(0);
     const again = await startServerProcess({ transport: 'node', dataDir, env: { AUTH_JWT_SECRET: '' }, register });
     const session = await waitFor(() => /Session:\s+(\S+)/.exec(again.output())?.[1], { what: 'session line after restart' });
     expect(session).toBe(printed.session);
+    expect(another.body.session.sessionId).not.toBe(printed.session);
   });
 
   it('stops with a one-line reason and a non-zero exit on a bad setting', () => {

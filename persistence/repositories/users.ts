@@ -13,12 +13,36 @@ export const userQueries = {
   insert: `
     INSERT INTO users (user_id, username, email, password_hash, display_name)
     VALUES ($1, $2, $3, $4, $5)`,
+  byUsername: `SELECT user_id, username, display_name, is_active FROM users WHERE username = $1`,
+  any: `SELECT EXISTS (SELECT 1 FROM users) AS any`,
+  list: `SELECT user_id, username, display_name, is_active FROM users ORDER BY created_at, user_id`,
+  deactivate: `UPDATE users SET is_active = FALSE WHERE user_id = $1 RETURNING user_id, username, display_name, is_active`,
   loginSessionValid: `
     SELECT 1 FROM user_sessions WHERE session_id = $1 AND user_id = $2 AND expires_at > now()`,
 } as const;
 
 export async function getUser(db: Queryable, userId: string): Promise<UserRow | undefined> {
   const { rows } = await db.query<UserRow>(userQueries.get, [userId]);
+  return rows[0];
+}
+
+export async function getUserByUsername(db: Queryable, username: string): Promise<UserRow | undefined> {
+  const { rows } = await db.query<UserRow>(userQueries.byUsername, [username]);
+  return rows[0];
+}
+
+export async function hasUsers(db: Queryable): Promise<boolean> {
+  const { rows } = await db.query<{ any: boolean }>(userQueries.any);
+  return rows[0]?.any === true;
+}
+
+export async function listUsers(db: Queryable): Promise<UserRow[]> {
+  const { rows } = await db.query<UserRow>(userQueries.list);
+  return rows;
+}
+
+export async function deactivateUser(db: Queryable, userId: string): Promise<UserRow | undefined> {
+  const { rows } = await db.query<UserRow>(userQueries.deactivate, [userId]);
   return rows[0];
 }
 

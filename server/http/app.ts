@@ -22,6 +22,7 @@ import { registerParticipantRoutes } from './participants.ts';
 import { registerVersionRoutes } from './versions.ts';
 import { registerWebRoutes } from './web.ts';
 import { IMAGE_BODY_PATHS, registerImageRoutes, type ImageRouteDeps } from './images.ts';
+import { registerLookupRoutes } from './lookup.ts';
 import type { VersionService } from '../extensions/snapshots.ts';
 import { readJson, type Env } from './json.ts';
 
@@ -71,6 +72,21 @@ const createSessionBody = z.strictObject({
   branchName: storableString().min(1).max(100).optional(),
 });
 
+/** The methods routes of `app` answer at `path` (middleware, registered for every method, excluded). */
+function allowedMethods(app: Hono<Env>, path: string): string[] {
+  const methods = new Set<string>();
+  for (const route of app.routes) {
+    if (route.method === 'ALL') continue;
+    const pattern = route.path
+      .split('/')
+      .map((part) => (part.startsWith(':') ? '[^/]+' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+      .join('/');
+    if (new RegExp(`^${pattern}/?$`).test(path)) methods.add(route.method);
+  }
+  if (methods.has('GET')) methods.add('HEAD');
+  return [...methods].sort();
+}
+
 export function createHttpApp(deps: HttpDeps): Hono<Env> {
   const app = new Hono<Env>();
 
@@ -79,7 +95,13 @@ export function createHttpApp(deps: HttpDeps): Hono<Env> {
     deps.logger.error({ err: error, path: c.req.path }, 'unhandled error in HTTP handler');
     return c.json(new AppError('internal').toJSON(), 500);
   });
-  app.notFound((c) => c.json(new AppError('not_found').toJSON(), 404));
+  // A path some route serves under another method is 405 with `Allow`, not 404 (routes are read
+  // at request time, so the ones registered below count too).
+  app.notFound((c) => {
+    const allowed = allowedMethods(app, c.req.path);
+    if (allowed.length === 0) return c.json(new AppError('not_found').toJSON(), 404);
+    return c.json(new AppError('method_not_allowed').toJSON(), 405, { allow: allowed.join(', ') });
+  });
 
   const jsonBodyLimit = bodyLimit({
     maxSize: deps.maxBodyBytes,
@@ -146,6 +168,7 @@ export function createHttpApp(deps: HttpDeps): Hono<Env> {
   registerParticipantRoutes(app, deps);
   registerVersionRoutes(app, deps);
   if (deps.images) registerImageRoutes(app, deps.images);
+  registerLookupRoutes(app, deps);
 
   return app;
 }

@@ -22,8 +22,9 @@ export function loadUws(): { uws: UwsModule } | { error: string } {
     const message = error instanceof Error ? error.message.split('\n')[0]! : String(error);
     // Its binaries need glibc >= 2.38 (docs/STACK-NOTES.md); its own message names Node versions instead.
     const glibc = glibcVersion();
-    if (glibc && compareVersions(glibc, UWS_MIN_GLIBC) < 0) return { error: `it needs glibc >= 2.38 and this machine has ${glibc} (${message})` };
-    return { error: message };
+    // uWS's own message (which names Node versions and links a platform list) is left out then.
+    if (glibc && compareVersions(glibc, UWS_MIN_GLIBC) < 0) return { error: `it needs glibc >= ${UWS_MIN_GLIBC}, this machine has ${glibc}` };
+    return { error: message.length > 160 ? `${message.slice(0, 157)}...` : message };
   }
 }
 
