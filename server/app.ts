@@ -199,7 +199,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     logBacklog: () => log.backlog,
     logHealthy: () => log.healthy,
     updatesRefused: () => guard.rejected,
-    access: { feedListening: () => accessFeed.listening, feedConnects: () => accessFeed.connects, applied: () => accessWatch.applied },
+    access: { feedListening: () => accessFeed.listening, feedConnects: () => accessFeed.connects, applied: () => accessWatch.applied, checks: () => accessWatch.checks },
     awarenessOverflows: () => awareness.overflows,
     ...(redis
       ? {

@@ -20,6 +20,7 @@ export interface MetricSources {
     feedListening: () => boolean;
     feedConnects: () => number;
     applied: () => number;
+    checks: () => number;
   };
   /** With REDIS_URL only. */
   redis?: {
@@ -132,6 +133,7 @@ export class Metrics {
     if (access) {
       gauge('imageflow_access_feed_listening', '1 while this node LISTENs for access changes in PostgreSQL, 0 while reconnecting.', () => (access.feedListening() ? 1 : 0));
       gauge('imageflow_access_feed_connects_total', 'Times the access feed started listening (start-up, then each reconnect, after which every connection is re-checked).', access.feedConnects);
+      gauge('imageflow_access_checks_total', 'Access re-checks of open connections the database answered (one per session, user and login session).', access.checks);
       gauge('imageflow_access_changes_applied_total', 'Open connections closed or flipped read-only/read-write by an access re-check.', access.applied);
     }
     const redis = sources.redis;

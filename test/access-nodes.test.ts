@@ -12,8 +12,10 @@
  * - Node B cut off from PostgreSQL misses a change; it re-checks its connections when its feed
  *   listens again (not after ACCESS_RECHECK_MS, which is ten minutes here).
  * - Expiry: at `expires_at` connections close with `session_expired`; before that (an expiry set
- *   by hand) a stateless `saveVersion` records nothing; on PGlite a change made by hand through
- *   another connection acts within ACCESS_RECHECK_MS.
+ *   by hand) a stateless `saveVersion` records nothing.
+ * - A node that cannot check access (database cut) closes connections past ACCESS_RECHECK_MS.
+ * - PGlite: the feed hears the server's own commits (not rolled-back ones, not bookkeeping); a
+ *   change made by hand through another connection acts within ACCESS_RECHECK_MS.
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,9 +26,15 @@ import { newId } from '../shared/ids.ts';
 import { acknowledged, waitFor } from './support/clients.ts';
 import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool, tokens } from './support/fixtures.ts';
-import { startServerProcess, type ServerProcess } from './support/server-process.ts';
+import { startServerProcess, tempDir, type ServerProcess } from './support/server-process.ts';
 import { startProxy, type TcpProxy } from './support/tcp-proxy.ts';
 import { metric } from './support/metrics.ts';
+import pino from 'pino';
+import { openEmbedded } from '../persistence/db.ts';
+import { migrate } from '../persistence/migrate.ts';
+import type { AccessChange } from '../persistence/repositories/access-changes.ts';
+import { insertUser } from '../persistence/repositories/users.ts';
+import { AccessFeed } from '../server/auth/access-feed.ts';
 
 const fns: Array<() => Promise<void>> = [];
 const register = (fn: () => Promise<void>) => void fns.unshift(fn);
@@ -334,7 +342,63 @@ describe('one node: expiry enforced on open connections', () => {
   }, 30_000);
 });
 
-describe('embedded PGlite: changes made by hand act within ACCESS_RECHECK_MS', () => {
+describe('a node that cannot check access', () => {
+  it('closes connections unchecked for longer than ACCESS_RECHECK_MS (not_ready)', async () => {
+    const database = await createDatabase('au');
+    register(database.drop);
+    const direct = new URL(database.url);
+    const proxy = await startProxy(direct.hostname, Number(direct.port || 5432), register);
+    const proxied = new URL(database.url);
+    proxied.port = String(proxy.port);
+    const node = await startServerProcess({
+      transport: 'node',
+      databaseUrl: proxied.toString(),
+      register,
+      env: { ACCESS_RECHECK_MS: '1000', AUTOSAVE_QUIET_MS: '0' },
+    });
+    const pool = openPool(database.url, register);
+    const owner = await createActor(pool, 'owner');
+    const sessionId = await createSession(node.url, owner.token, await createImage(pool, owner.userId));
+    const o = attach(node.wsUrl, sessionId, owner.token);
+    await synced(o);
+    // Re-checked and allowed, sweep after sweep, while the database answers.
+    const checks = await metric(node, 'imageflow_access_checks_total');
+    await waitFor(async () => (await metric(node, 'imageflow_access_checks_total')) >= checks + 3, { timeout: 15_000, what: 'three periodic re-checks' });
+    expect(o.closed()).toBeUndefined();
+    proxy.cut();
+    register(async () => proxy.restore());
+    const cut = Date.now();
+    await closedWith(o, 'not_ready', cut, 10_000);
+    console.log(`[access-nodes] unchecked connection closed ${Date.now() - cut} ms after the database was cut (bound 1000 ms)`);
+  }, 60_000);
+});
+
+describe('embedded PGlite', () => {
+  it('the feed hears changes committed through the server\'s own connections (one backend, delivered to the committer)', async () => {
+    const db = await openEmbedded(tempDir(register, 'feed-'));
+    register(() => db.close());
+    await migrate(db.url);
+    const changes: AccessChange[] = [];
+    const feed = new AccessFeed({ db, nodeId: 'feed-test', logger: pino({ level: 'silent' }), handlers: { onChange: (c) => void changes.push(c), onResync: () => {} } });
+    await feed.start();
+    register(() => feed.close());
+    const userId = newId('user');
+    await insertUser(db, { userId, username: `u_${userId.slice(4)}`, email: `${userId}@example.invalid`, displayName: 'u' });
+    await db.transaction(async (tx) => {
+      await tx.query('UPDATE users SET is_active = FALSE WHERE user_id = $1', [userId]);
+    });
+    await waitFor(() => changes.some((c) => c.kind === 'user' && c.userId === userId), { what: 'user change on PGlite' });
+    // A rolled-back change is never announced, and presence bookkeeping is silent.
+    await db.transaction(async (tx) => {
+      await tx.query('UPDATE users SET is_active = TRUE WHERE user_id = $1', [userId]);
+      throw new Error('roll back');
+    }).catch(() => {});
+    await db.query('UPDATE users SET display_name = $2 WHERE user_id = $1', [userId, 'renamed']);
+    await db.query('UPDATE users SET is_active = TRUE WHERE user_id = $1', [userId]);
+    await waitFor(() => changes.filter((c) => c.kind === 'user').length >= 2, { what: 'second user change' });
+    expect(changes.filter((c) => c.kind === 'user')).toHaveLength(2);
+  }, 60_000);
+
   it('a participant removed through another connection to the embedded database is closed within the bound', async () => {
     const node = await startServerProcess({ transport: 'node', register, env: { ACCESS_RECHECK_MS: '1000', AUTOSAVE_QUIET_MS: '0' } });
     const pool = openPool(node.databaseUrl, register);

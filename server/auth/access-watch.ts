@@ -99,8 +99,10 @@ export class AccessWatch {
   #sweepTimer: NodeJS.Timeout | undefined;
   #epoch = 0;
   #closed = false;
-  /** Connections closed or flipped by a re-check (for logs and tests). */
+  /** Connections closed or flipped by a re-check (metrics). */
   applied = 0;
+  /** Re-checks answered by the database, allowed or refused (metrics). */
+  checks = 0;
 
   constructor(options: AccessWatchOptions) {
     this.#opts = options;
@@ -224,6 +226,7 @@ export class AccessWatch {
         const stamps = group.map((w) => w.seq);
         const startedAt = Date.now();
         const outcome = await this.#evaluate(group[0]!.context.claims, group[0]!.sessionId);
+        if (outcome.kind !== 'undecided') this.checks += 1;
         group.forEach((w, i) => {
           // Closed meanwhile, or a newer check started (its answer is the one that counts).
           if (this.#watched.get(w.connection) !== w || w.seq !== stamps[i]) return;
