@@ -240,10 +240,12 @@ export async function startServer(config: Config, options: { logger?: Logger } =
           copyMessages,
           rateLimit: { messages: config.RATE_LIMIT_MESSAGES, bytes: config.RATE_LIMIT_BYTES },
           authTimeoutMs: config.AUTH_TIMEOUT_MS,
+          maxBufferedBytes: config.MAX_BUFFERED_BYTES,
           isAuthenticated: (request) => auth.authenticated.has(request),
         }),
       wsPaths: [COLLAB_PATH, YJS_PREFIX],
       maxMessageBytes: config.MAX_MESSAGE_BYTES,
+      maxBufferedBytes: config.MAX_BUFFERED_BYTES,
       // uWebSockets.js buffers HTTP bodies (server/transport/uws.ts): image bodies up to their limit.
       maxBodyBytes: Math.max(config.MAX_MESSAGE_BYTES, config.IMAGE_MAX_BODY_BYTES),
     },

@@ -44,6 +44,8 @@ const schema = z
     MAX_DOCUMENTS_PER_SOCKET: bytes.default(16),
     /** Attachments of one document one WebSocket may hold (addresses `name`, `name\0suffix`, …). */
     MAX_ATTACHMENTS_PER_DOCUMENT: bytes.default(4),
+    /** Bytes one socket may be owed (sent by the server, not yet read by its client) before it is closed. */
+    MAX_BUFFERED_BYTES: bytes.default(16 * 1024 * 1024),
     /** Per-socket rate limit: messages per second (a burst of twice this is allowed). */
     RATE_LIMIT_MESSAGES: bytes.default(500),
     /** Per-socket rate limit: bytes per second (a burst of twice this is allowed). */

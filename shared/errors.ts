@@ -37,6 +37,7 @@ export const errors = {
   too_many_documents: { status: 429, closeCode: 4429, message: 'This connection has too many documents open.' },
   too_many_attachments: { status: 429, closeCode: 4429, message: 'This connection has attached this document too many times.' },
   too_many_awareness_clients: { status: 429, closeCode: 1008, message: 'This connection announced more awareness clientIDs than allowed.' },
+  client_too_slow: { status: 429, closeCode: 1008, message: 'The connection did not read what it was sent fast enough; reconnect to resync.' },
   rate_limited: { status: 429, closeCode: 1008, message: 'Too many messages or bytes in too short a time.' },
   authentication_timeout: { status: 401, closeCode: 4408, message: 'The connection did not authenticate in time.' },
   not_ready: { status: 503, closeCode: 1013, message: 'The server cannot serve this right now; a dependency is unavailable.' },

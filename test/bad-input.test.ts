@@ -462,6 +462,30 @@ describe('viewers (read-only connections) go through the same guard', () => {
   });
 });
 
+describe('a client that does not read', () => {
+  it('is closed client_too_slow once it is owed more than MAX_BUFFERED_BYTES; the others keep syncing', async () => {
+    const env = await environment('slowreader', { MAX_BUFFERED_BYTES: String(2 * MiB) });
+    // A 1 MB document: each SyncStep1 with an empty state vector makes the server send all of it.
+    const content = new Y.Doc();
+    content.getText('t').insert(0, 'z'.repeat(MiB));
+    await appendUpdates(env.db, [{ sessionId: env.sessionId, payload: Y.encodeStateAsUpdate(content) }], 'test');
+    const raw = await attacker(env);
+    const sockets = await metric(env.server, 'imageflow_connections');
+    raw.ws.pause(); // reads nothing from now on; the kernel's buffers fill, then the server's
+    const ask = syncFrame(env.sessionId, 0, Y.encodeStateVector(new Y.Doc()));
+    for (let i = 0; i < 60; i++) raw.send(ask); // 60 MB owed
+    await waitFor(() => env.server.output().includes('"code":"client_too_slow"'), { timeout: 30_000, what: 'the server closing the slow socket' });
+    await witnessesStillSync(env);
+    // Closed, then cut after its grace: the socket is gone from the server.
+    await waitFor(async () => (await metric(env.server, 'imageflow_connections')) === sockets - 1, { timeout: 10_000, what: 'the slow socket gone' });
+    await witnessesStillSync(env);
+    raw.ws.resume();
+    const closed = await raw.closed;
+    // What it sees depends on whether the close frame reached it before the cut: 1008 or 1006.
+    expect([1006, 1008]).toContain(closed.code);
+  });
+});
+
 describe('a legitimate large edit', () => {
   it('lands: 10,000 text layers in one transaction (over 3 MiB) are accepted, stored and seen', async () => {
     const env = await environment('large', {});

@@ -30,21 +30,54 @@ export class PeerSocket implements WebSocketLike {
    */
   readonly refused = new Set<string>();
 
-  constructor(peer: Peer, yjsDocument: string | null = null) {
+  readonly #limits: SocketLimits;
+  #terminateTimer: NodeJS.Timeout | null = null;
+
+  constructor(peer: Peer, yjsDocument: string | null = null, limits: SocketLimits = { maxBufferedBytes: Infinity }) {
     this.#peer = peer;
     this.yjsDocument = yjsDocument;
+    this.#limits = limits;
   }
 
   send(data: string | ArrayBufferLike | Blob | ArrayBufferView): void {
     if (this.readyState !== OPEN) return;
-    if (this.yjsDocument === null) {
-      this.#peer.send(data);
-      return;
+    if (this.yjsDocument === null) this.#peer.send(data);
+    else {
+      const out = fromHocuspocus(data as Uint8Array);
+      if (!out) return;
+      if ('close' in out) {
+        this.close(out.close.code, out.close.reason);
+        return;
+      }
+      this.#peer.send(out.send);
     }
-    const out = fromHocuspocus(data as Uint8Array);
-    if (!out) return;
-    if ('send' in out) this.#peer.send(out.send);
-    else this.close(out.close.code, out.close.reason);
+    this.#checkBackpressure();
+  }
+
+  /**
+   * Bounds what this socket may owe its client. A client that does not read (a paused or stalled
+   * socket; pings alone keep it alive) would otherwise make the server buffer every broadcast
+   * and sync reply for it without end — on the node transport `ws` queues without limit. Past
+   * `maxBufferedBytes` the socket is closed `client_too_slow` (the client resyncs when it
+   * reconnects, losing nothing acknowledged), and terminated after a short grace if it does not
+   * read the close either, which frees what it was owed. uWS enforces the same bound natively
+   * (`maxBackpressure` + `closeOnBackpressureLimit`); this check backs it up.
+   */
+  #checkBackpressure(): void {
+    const buffered = this.#peer.bufferedAmount ?? 0;
+    if (buffered <= this.#limits.maxBufferedBytes) return;
+    this.#limits.onTooSlow?.(buffered);
+    this.close(new AppError('client_too_slow').closeCode, 'client_too_slow');
+    this.#terminateTimer = setTimeout(() => {
+      this.#terminateTimer = null;
+      if (this.readyState === CLOSED) return;
+      try {
+        this.#peer.terminate();
+      } catch {
+        // already gone
+      }
+    }, TERMINATE_GRACE_MS);
+    this.#terminateTimer.unref();
   }
 
   close(code?: number, reason?: string): void {
@@ -60,8 +93,19 @@ export class PeerSocket implements WebSocketLike {
 
   markClosed(): void {
     this.readyState = CLOSED;
+    if (this.#terminateTimer) clearTimeout(this.#terminateTimer);
+    this.#terminateTimer = null;
   }
 }
+
+export interface SocketLimits {
+  /** Bytes the server may have queued for one socket before it closes it `client_too_slow`. */
+  maxBufferedBytes: number;
+  onTooSlow?: (buffered: number) => void;
+}
+
+/** How long a socket closed for not reading gets to read the close before it is cut. */
+const TERMINATE_GRACE_MS = 2_000;
 
 type ClientConnection = ReturnType<Hocuspocus['handleConnection']>;
 
@@ -156,6 +200,8 @@ export interface SocketHooksOptions {
   rateLimit: { messages: number; bytes: number };
   /** A socket that has authenticated no document after this long is closed (4408). */
   authTimeoutMs: number;
+  /** Bytes one socket may be owed (queued, not yet taken by its client) before it is closed. */
+  maxBufferedBytes: number;
   isAuthenticated: (request: Request) => boolean;
 }
 
@@ -167,7 +213,10 @@ export function createSocketHooks(options: SocketHooksOptions): Partial<Hooks> {
       const request = peer.request as Request;
       const url = new URL(request.url);
       const yjsDocument = yjsDocumentName(url.pathname);
-      const socket = new PeerSocket(peer, yjsDocument);
+      const socket = new PeerSocket(peer, yjsDocument, {
+        maxBufferedBytes: options.maxBufferedBytes,
+        onTooSlow: (buffered) => logger.warn({ peer: peer.id, buffered, code: 'client_too_slow' }, 'socket does not read what it is sent: closing it'),
+      });
       const connection = hocuspocus.handleConnection(socket, request);
       if (yjsDocument !== null) connection.handleMessage(authFrame(yjsDocument, url.searchParams.get('token') ?? ''));
       const authTimer = setTimeout(() => {

@@ -10,6 +10,8 @@ export interface TransportHandlers {
   /** WebSocket paths served: exact paths, or prefixes ending in `/` (uWS: `prefix*`). Others get 404. */
   wsPaths: readonly string[];
   maxMessageBytes: number;
+  /** Bytes one socket may be owed before it is closed (uWS: its native `maxBackpressure`). */
+  maxBufferedBytes: number;
   maxBodyBytes: number;
 }
 

@@ -4,7 +4,8 @@
  *
  * uWS defaults that lose data are overridden (docs/STACK-NOTES.md): `maxPayloadLength` (16 KiB default,
  * too small for an initial sync) and `maxBackpressure` (64 KiB, over which sends are dropped
- * silently) — a socket too slow to drain its backlog is closed instead, and resyncs on reconnect.
+ * silently; here MAX_BUFFERED_BYTES) — a socket too slow to drain its backlog is closed instead,
+ * and resyncs on reconnect.
  */
 import { createRequire } from 'node:module';
 import type * as UWS from 'uWebSockets.js';
@@ -48,14 +49,12 @@ export function compareVersions(a: string, b: string): number {
   return 0;
 }
 
-const MAX_BACKPRESSURE = 16 * 1024 * 1024;
-
 export async function listenUws(uws: UwsModule, handlers: TransportHandlers, host: string, port: number): Promise<Listening> {
   const ws = crossws({
     hooks: handlers.socketHooks({ copyMessages: true }),
     uws: {
       maxPayloadLength: handlers.maxMessageBytes,
-      maxBackpressure: MAX_BACKPRESSURE,
+      maxBackpressure: handlers.maxBufferedBytes,
       closeOnBackpressureLimit: true,
       idleTimeout: 120,
       sendPingsAutomatically: true,
