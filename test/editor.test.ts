@@ -10,6 +10,7 @@
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
+import sharp from 'sharp';
 import { browserSkipReason, dragOnCanvas, editorReady, launchBrowser, onClient } from './support/browser.ts';
 import { waitFor } from './support/clients.ts';
 import { createDatabase } from './support/databases.ts';
@@ -165,6 +166,33 @@ describe.skipIf(skip)(`the editor in Chromium${skip ? ` (skipped: ${skip})` : ''
     server = await startServerProcess({ transport: 'node', databaseUrl, dataDir, register, env: { PORT: String(port) } });
     const c = await open(owner.token);
     expect(await onClient<string[]>(c.page, '(c) => c.layerIds()')).toEqual(ids);
+  });
+
+  it('uploads an image through the ingest API; it appears, drawn, in the other browser', async () => {
+    const a = await open(owner.token);
+    const b = await open(editor.token);
+    const before = await layerCount(b.page);
+    // A 64 × 48 opaque blue PNG, made with sharp (no binary fixture).
+    const png = await sharp({ create: { width: 64, height: 48, channels: 4, background: '#0000ff' } }).png().toBuffer();
+    await a.page.setInputFiles('#upload', { name: 'blue.png', mimeType: 'image/png', buffer: png });
+    await waitFor(async () => (await layerCount(b.page)) === before + 1, { what: 'the image layer reaches the other browser', timeout: 15_000 });
+    const layer = await onClient<{ type: string; transform: number[] }>(b.page, '(c) => c.layer(c.layerIds().at(-1))');
+    expect(layer.type).toBe('image');
+    // Drawn from the server's file route: the pixel in the middle of where it landed is blue.
+    const [sx, , , sy, ex, ey] = layer.transform as [number, number, number, number, number, number];
+    const [x, y] = [Math.round(ex + 32 * sx), Math.round(ey + 24 * sy)];
+    await waitFor(
+      async () => {
+        const px = (await b.page.evaluate(
+          `Array.from(document.getElementById('canvas').getContext('2d').getImageData(${x}, ${y}, 1, 1).data)`,
+        )) as number[];
+        return px[0]! < 10 && px[1]! < 10 && px[2]! > 245;
+      },
+      { what: 'the image drawn in the other browser' },
+    ).catch(async (e: Error) => {
+      const dbg = await b.page.evaluate('JSON.stringify([...window.__editor.state.images.entries()].map(([k,v]) => [k, String(v)]))');
+      throw new Error(`${e.message}; images: ${String(dbg)}; at ${x},${y}; layer ${JSON.stringify(layer)}`);
+    });
   });
 
   it('reload keeps everything; a version saved from the page appears in the tree', async () => {

@@ -178,7 +178,7 @@ function imageLookup(imageId: string): ImageBitmap | undefined {
     state.images.set(imageId, 'loading');
     void (async () => {
       try {
-        const res = await fetch(`/api/images/${imageId}/file`, { headers: { authorization: `Bearer ${token}` } });
+        const res = await fetch(`/api/images/${imageId}/file?session=${encodeURIComponent(sessionId)}`, { headers: { authorization: `Bearer ${token}` } });
         if (!res.ok) throw new Error(String(res.status));
         state.images.set(imageId, await createImageBitmap(await res.blob()));
         scheduleDraw();

@@ -14,6 +14,7 @@ import { z } from 'zod';
 import { AppError } from '../../shared/errors.ts';
 import { isId, newId } from '../../shared/ids.ts';
 import { getVisibleImage, type ImageRecord } from '../../persistence/repositories/images.ts';
+import { getSessionAccess } from '../../persistence/repositories/sessions.ts';
 import {
   claimUpload,
   failUpload,
@@ -298,7 +299,7 @@ export function registerImageRoutes(app: Hono<Env>, deps: ImageRouteDeps): void 
   app.get('/api/images/:id/file', async (c) => {
     const imageId = c.req.param('id');
     const userId = c.get('claims').sub;
-    const image = isId(imageId) ? await getVisibleImage(deps.db, imageId, userId) : undefined;
+    const image = isId(imageId) ? await readableImage(deps, imageId, userId, c.req.query('session')) : undefined;
     if (!image) throw new AppError('image_not_found');
     const meta = image.metadata ?? {};
     const sha = typeof meta.sha256 === 'string' ? meta.sha256 : image.storage_path;
@@ -378,6 +379,21 @@ async function originalOf(deps: ImageRouteDeps, image: ImageRecord): Promise<Rea
     if (error instanceof BlobNotFound) throw new AppError('image_file_missing');
     throw error;
   }
+}
+
+/**
+ * The image as `userId` may read it: images they may see (images_view_policy), or — with
+ * `?session=<id>` — an image the session's owner may see, for a member (owner or participant) of
+ * that session. A canvas may only name images its session's owner may see (server/image-access.ts),
+ * and its members are shown them in every render of it, so the page drawing the same canvas may
+ * fetch them too; the ids come from the canvas (unguessable otherwise).
+ */
+async function readableImage(deps: ImageRouteDeps, imageId: string, userId: string, sessionId: string | undefined): Promise<ImageRecord | undefined> {
+  const own = await getVisibleImage(deps.db, imageId, userId);
+  if (own || sessionId === undefined || !isId(sessionId)) return own;
+  const access = await getSessionAccess(deps.db, sessionId, userId);
+  if (!access || (access.owner_id !== userId && !access.is_participant)) return undefined;
+  return getVisibleImage(deps.db, imageId, access.owner_id);
 }
 
 async function readAll(stream: Readable, max: number): Promise<Buffer> {
