@@ -144,6 +144,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     log,
     logger,
     quietMs: config.AUTOSAVE_QUIET_MS,
+    onLeave: config.AUTOSAVE_ON_LEAVE,
     onlineElsewhere: (sessionId) => presence.onlineElsewhere(sessionId),
     // With Redis the count is shared by every node (the fan-out's command connection).
     saveLimit: new SaveLimit({

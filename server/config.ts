@@ -64,6 +64,11 @@ const schema = z
     COMPACT_AFTER_UPDATES: bytes.default(500),
     /** Autosave a version this long after a document's last change, in ms; 0 disables (saving on last leave stays). */
     AUTOSAVE_QUIET_MS: z.coerce.number().int().min(0).max(24 * 3600 * 1000).default(30_000),
+    /** Autosave when a session's last participant leaves; `false` with AUTOSAVE_QUIET_MS=0 turns autosave off. */
+    AUTOSAVE_ON_LEAVE: z
+      .enum(['true', 'false', '1', '0'])
+      .default('true')
+      .transform((v) => v === 'true' || v === '1'),
     /** Longest an open connection is served without re-reading its access from the database, in ms. */
     ACCESS_RECHECK_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(60_000),
     /** Where image bytes, thumbnails and cached renders live: files under DATA_DIR, or S3-compatible storage. */

@@ -36,7 +36,7 @@ import type {
 } from '@hocuspocus/server';
 import type { Logger } from 'pino';
 import * as Y from 'yjs';
-import { applyCanvas, readCanvas } from '../../shared/canvas.ts';
+import { applyCanvas, canvasSchema, readCanvas } from '../../shared/canvas.ts';
 import { AppError } from '../../shared/errors.ts';
 import { saveVersionMessage, type VersionsServerMessage } from '../../shared/versions.ts';
 import type { Database } from '../../persistence/db.ts';
@@ -44,7 +44,7 @@ import type { UpdateLog } from '../../persistence/update-log.ts';
 import { getSession } from '../../persistence/repositories/sessions.ts';
 import type { VersionMetaRow } from '../../persistence/repositories/versions.ts';
 import type { SaveLimit } from '../save-limit.ts';
-import { recordVersion, validateCanvas, versionJson, versionToRestore, type RecordVersionInput } from '../versions.ts';
+import { recordVersion, sameContent, validateCanvas, versionJson, versionToRestore, type RecordVersionInput } from '../versions.ts';
 
 /** What the HTTP routes need from the live side. */
 export interface VersionService {
@@ -66,6 +66,12 @@ interface DocState {
   savedAt: number;
   lastEditor: string | null;
   timer: NodeJS.Timeout | null;
+  /**
+   * The canvas as it was when the document loaded on this node. A session with no version yet has
+   * no head to compare an autosave with; this stands in for it, so a visit whose changes leave the
+   * canvas as it found it (a value set to itself, edits outside the canvas) records nothing.
+   */
+  loaded: unknown;
 }
 
 /** The context of the direct connection a restore writes through (hooks see it). */
@@ -83,6 +89,7 @@ export class SnapshotExtension implements Extension, VersionService {
   readonly #log: UpdateLog;
   readonly #logger: Logger;
   readonly #quietMs: number;
+  readonly #onLeave: boolean;
   #hocuspocus: Hocuspocus | null = null;
   readonly #docs = new Map<string, DocState>();
   /** Per document: the tail of its chain of saves on this node. */
@@ -101,6 +108,8 @@ export class SnapshotExtension implements Extension, VersionService {
     log: UpdateLog;
     logger: Logger;
     quietMs: number;
+    /** Autosave when the session's last participant leaves (AUTOSAVE_ON_LEAVE); default true. */
+    onLeave?: boolean;
     onlineElsewhere?: (sessionId: string) => Promise<boolean>;
     /** Manual saves and restores per user and session; absent: unlimited. Autosaves never count. */
     saveLimit?: SaveLimit;
@@ -109,6 +118,7 @@ export class SnapshotExtension implements Extension, VersionService {
     this.#log = deps.log;
     this.#logger = deps.logger;
     this.#quietMs = deps.quietMs;
+    this.#onLeave = deps.onLeave ?? true;
     this.#onlineElsewhere = deps.onlineElsewhere ?? (() => Promise.resolve(false));
     this.#saveLimit = deps.saveLimit;
   }
@@ -118,8 +128,12 @@ export class SnapshotExtension implements Extension, VersionService {
     return Promise.resolve();
   }
 
-  afterLoadDocument({ documentName }: afterLoadDocumentPayload): Promise<void> {
-    this.#state(documentName);
+  afterLoadDocument({ documentName, document }: afterLoadDocumentPayload): Promise<void> {
+    try {
+      this.#state(documentName).loaded = readCanvas(document);
+    } catch (error) {
+      this.#logger.warn({ err: error, session: documentName }, 'snapshots: could not read the loaded canvas');
+    }
     return Promise.resolve();
   }
 
@@ -154,6 +168,7 @@ export class SnapshotExtension implements Extension, VersionService {
       this.#logger.debug({ session: documentName }, 'last connection on this node left; participants remain on another node: no autosave');
       return;
     }
+    if (!this.#onLeave) return; // AUTOSAVE_ON_LEAVE=false
     await this.#autosave(documentName, 'last participant left');
   }
 
@@ -268,7 +283,7 @@ export class SnapshotExtension implements Extension, VersionService {
   #state(documentName: string): DocState {
     let state = this.#docs.get(documentName);
     if (!state) {
-      state = { changes: 0, savedAt: 0, lastEditor: null, timer: null };
+      state = { changes: 0, savedAt: 0, lastEditor: null, timer: null, loaded: undefined };
       this.#docs.set(documentName, state);
     }
     return state;
@@ -371,6 +386,18 @@ export class SnapshotExtension implements Extension, VersionService {
     const state = this.#docs.get(sessionId);
     if (!state || state.changes === state.savedAt) return;
     try {
+      // No version yet (nothing to compare with in the snapshot transaction): compare with the
+      // canvas as loaded here. Unchanged means no change by a person happened on this node.
+      const seen = state.changes;
+      const document = this.#hocuspocus?.documents.get(sessionId);
+      if (document && state.loaded !== undefined && (await getSession(this.#db, sessionId))?.head_version_id === null) {
+        const parsed = canvasSchema.safeParse(readCanvas(document));
+        if (parsed.success && sameContent(state.loaded, parsed.data)) {
+          this.#markSaved(sessionId, seen);
+          this.#logger.debug({ session: sessionId, reason }, 'autosave skipped: the canvas is as loaded');
+          return;
+        }
+      }
       const version = await this.#save({
         sessionId,
         userId: null,
