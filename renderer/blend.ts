@@ -99,31 +99,103 @@ export const NON_SEPARABLE: Record<string, (cb: Rgb, cs: Rgb) => Rgb> = {
   luminosity: (cb, cs) => setLum(cb, lum(cs)),
 };
 
-function blendRgb(mode: BlendMode, cb: Rgb, cs: Rgb): Rgb {
-  const ns = NON_SEPARABLE[mode];
-  if (ns) return ns(cb, cs);
-  const f = SEPARABLE[mode]!;
-  return [f(cb[0], cs[0]), f(cb[1], cs[1]), f(cb[2], cs[2])];
+const clamp255 = (v: number) => (v <= 0 ? 0 : v >= 255 ? 255 : Math.round(v));
+
+/** B(cb, cs) of a separable mode for every pair of 8-bit values, 0..1 (64 K entries, cached). */
+const lutCache = new Map<string, Float32Array>();
+const lut8Cache = new Map<string, Uint8Array>();
+/** The same table rounded to 8 bits: the result where source and backdrop are both opaque. */
+export function separableLut8(mode: BlendMode): Uint8Array {
+  let lut = lut8Cache.get(mode);
+  if (!lut) {
+    const f = separableLut(mode);
+    lut = new Uint8Array(65536);
+    for (let i = 0; i < 65536; i++) lut[i] = Math.round(Math.min(1, Math.max(0, f[i]!)) * 255);
+    lut8Cache.set(mode, lut);
+  }
+  return lut;
+}
+export function separableLut(mode: BlendMode): Float32Array {
+  let lut = lutCache.get(mode);
+  if (!lut) {
+    const f = SEPARABLE[mode]!;
+    lut = new Float32Array(65536);
+    for (let b = 0; b < 256; b++) for (let c = 0; c < 256; c++) lut[(b << 8) | c] = f(b / 255, c / 255);
+    lutCache.set(mode, lut);
+  }
+  return lut;
 }
 
-const clamp255 = (v: number) => (v <= 0 ? 0 : v >= 255 ? 255 : Math.round(v));
+/**
+ * Source-over of `src` into the frame-sized `backdrop` (both unpremultiplied RGBA), in place.
+ * Opaque source pixels are copied; the rest use αo = αs + αb(1 − αs), Co = (αs·Cs + αb·Cb·(1 − αs)) / αo.
+ */
+export function overInto(backdrop: Buffer, frameWidth: number, frameHeight: number, src: Raster): void {
+  const x0 = Math.max(0, src.left), y0 = Math.max(0, src.top);
+  const x1 = Math.min(frameWidth, src.left + src.width), y1 = Math.min(frameHeight, src.top + src.height);
+  const s = src.data;
+  for (let y = y0; y < y1; y++) {
+    let si = ((y - src.top) * src.width + (x0 - src.left)) * 4;
+    let bi = (y * frameWidth + x0) * 4;
+    for (let x = x0; x < x1; x++, si += 4, bi += 4) {
+      const a8 = s[si + 3]!;
+      if (a8 === 0) continue;
+      if (a8 === 255) {
+        backdrop[bi] = s[si]!; backdrop[bi + 1] = s[si + 1]!; backdrop[bi + 2] = s[si + 2]!; backdrop[bi + 3] = 255;
+        continue;
+      }
+      const as = a8 / 255;
+      const ab = backdrop[bi + 3]! / 255;
+      const k = ab * (1 - as);
+      const ao = as + k;
+      const inv = 1 / ao;
+      backdrop[bi] = (s[si]! * as + backdrop[bi]! * k) * inv + 0.5;
+      backdrop[bi + 1] = (s[si + 1]! * as + backdrop[bi + 1]! * k) * inv + 0.5;
+      backdrop[bi + 2] = (s[si + 2]! * as + backdrop[bi + 2]! * k) * inv + 0.5;
+      backdrop[bi + 3] = ao * 255 + 0.5;
+    }
+  }
+}
 
 /** Blends `src` into the frame-sized `backdrop` (unpremultiplied RGBA) with any mode, in place. */
 export function blendInto(backdrop: Buffer, frameWidth: number, frameHeight: number, src: Raster, mode: BlendMode): void {
+  if (mode === 'normal') return overInto(backdrop, frameWidth, frameHeight, src);
   const x0 = Math.max(0, src.left), y0 = Math.max(0, src.top);
   const x1 = Math.min(frameWidth, src.left + src.width), y1 = Math.min(frameHeight, src.top + src.height);
+  const ns = NON_SEPARABLE[mode];
+  const lut = ns ? undefined : separableLut(mode);
+  const lut8 = ns ? undefined : separableLut8(mode);
   const cb: Rgb = [0, 0, 0];
   const cs: Rgb = [0, 0, 0];
+  const bl: Rgb = [0, 0, 0];
+  const s = src.data;
   for (let y = y0; y < y1; y++) {
-    for (let x = x0; x < x1; x++) {
-      const si = ((y - src.top) * src.width + (x - src.left)) * 4;
-      const as = src.data[si + 3]! / 255;
-      if (as === 0) continue;
-      const bi = (y * frameWidth + x) * 4;
+    let si = ((y - src.top) * src.width + (x0 - src.left)) * 4;
+    let bi = (y * frameWidth + x0) * 4;
+    for (let x = x0; x < x1; x++, si += 4, bi += 4) {
+      const as8 = s[si + 3]!;
+      if (as8 === 0) continue;
+      if (lut8 && as8 === 255 && backdrop[bi + 3] === 255) {
+        // both opaque: Co = B(Cb, Cs)
+        backdrop[bi] = lut8[(backdrop[bi]! << 8) | s[si]!]!;
+        backdrop[bi + 1] = lut8[(backdrop[bi + 1]! << 8) | s[si + 1]!]!;
+        backdrop[bi + 2] = lut8[(backdrop[bi + 2]! << 8) | s[si + 2]!]!;
+        continue;
+      }
+      const as = as8 / 255;
       const ab = backdrop[bi + 3]! / 255;
-      cb[0] = backdrop[bi]! / 255; cb[1] = backdrop[bi + 1]! / 255; cb[2] = backdrop[bi + 2]! / 255;
-      cs[0] = src.data[si]! / 255; cs[1] = src.data[si + 1]! / 255; cs[2] = src.data[si + 2]! / 255;
-      const bl = ab > 0 ? blendRgb(mode, cb, cs) : cs;
+      if (lut) {
+        for (let k = 0; k < 3; k++) {
+          cb[k] = backdrop[bi + k]! / 255;
+          cs[k] = s[si + k]! / 255;
+          bl[k] = lut[(backdrop[bi + k]! << 8) | s[si + k]!]!;
+        }
+      } else {
+        cb[0] = backdrop[bi]! / 255; cb[1] = backdrop[bi + 1]! / 255; cb[2] = backdrop[bi + 2]! / 255;
+        cs[0] = s[si]! / 255; cs[1] = s[si + 1]! / 255; cs[2] = s[si + 2]! / 255;
+        const r = ab > 0 ? ns!(cb, cs) : cs;
+        bl[0] = r[0]; bl[1] = r[1]; bl[2] = r[2];
+      }
       const ao = as + ab * (1 - as);
       for (let k = 0; k < 3; k++) {
         const csp = (1 - ab) * cs[k]! + ab * bl[k]!;
@@ -142,11 +214,20 @@ export function blendInto(backdrop: Buffer, frameWidth: number, frameHeight: num
 export function blendAdjusted(backdrop: Buffer, adjusted: Buffer, opacity: number, mode: BlendMode): void {
   const cb: Rgb = [0, 0, 0];
   const cs: Rgb = [0, 0, 0];
+  const lut = mode === 'normal' || NON_SEPARABLE[mode] ? undefined : separableLut(mode);
+  const bl: Rgb = [0, 0, 0];
   for (let i = 0; i < backdrop.length; i += 4) {
     if (backdrop[i + 3] === 0) continue;
     cb[0] = backdrop[i]! / 255; cb[1] = backdrop[i + 1]! / 255; cb[2] = backdrop[i + 2]! / 255;
     cs[0] = adjusted[i]! / 255; cs[1] = adjusted[i + 1]! / 255; cs[2] = adjusted[i + 2]! / 255;
-    const bl = mode === 'normal' ? cs : blendRgb(mode, cb, cs);
+    if (mode === 'normal') {
+      bl[0] = cs[0]; bl[1] = cs[1]; bl[2] = cs[2];
+    } else if (lut) {
+      for (let k = 0; k < 3; k++) bl[k] = lut[(backdrop[i + k]! << 8) | adjusted[i + k]!]!;
+    } else {
+      const r = NON_SEPARABLE[mode]!(cb, cs);
+      bl[0] = r[0]; bl[1] = r[1]; bl[2] = r[2];
+    }
     const k = opacity * (adjusted[i + 3]! / 255) / (backdrop[i + 3]! / 255 || 1);
     const t = Math.min(1, k);
     for (let c = 0; c < 3; c++) backdrop[i + c] = clamp255(((1 - t) * cb[c]! + t * bl[c]!) * 255);

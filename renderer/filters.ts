@@ -232,14 +232,11 @@ async function dropShadow(r: Raster, f: Extract<Filter, { type: 'drop-shadow' }>
   s = await blurRaster(s, sigma);
   // Shift the shadow by (dx, dy) inside the same box (the margin left room for it).
   const out = Buffer.alloc(r.data.length);
+  const x0 = Math.max(0, dx), x1 = Math.min(r.width, r.width + dx);
   for (let y = 0; y < r.height; y++) {
     const sy = y - dy;
-    if (sy < 0 || sy >= r.height) continue;
-    for (let x = 0; x < r.width; x++) {
-      const sx = x - dx;
-      if (sx < 0 || sx >= r.width) continue;
-      s.data.copy(out, (y * r.width + x) * 4, (sy * r.width + sx) * 4, (sy * r.width + sx) * 4 + 4);
-    }
+    if (sy < 0 || sy >= r.height || x1 <= x0) continue;
+    s.data.copy(out, (y * r.width + x0) * 4, (sy * r.width + x0 - dx) * 4, (sy * r.width + x1 - dx) * 4);
   }
   over(r.data, out);
   return { ...r, data: out };

@@ -44,11 +44,21 @@ export async function decodeImage(bytes: Uint8Array, data: ImageLayerData, m: Ma
   if (crop.left !== 0 || crop.top !== 0 || crop.width !== fullW || crop.height !== fullH) img = img.extract(crop);
   if (data.flipX) img = img.flop();
   if (data.flipY) img = img.flip();
-  // Shrink on decode when the layer is shown at under half size.
   const sx = Math.hypot(m[0], m[1]);
   const sy = Math.hypot(m[2], m[3]);
   let matrix = m;
-  if (sx < 0.5 && sy < 0.5) {
+  const axisAligned = Math.abs(m[1]) < 1e-9 && Math.abs(m[2]) < 1e-9;
+  if (axisAligned && m[0] > 0 && m[3] > 0 && sx < 1 && sy < 1) {
+    // A shrink without rotation: resized to its final size in the decode pipeline (JPEG/WebP
+    // shrink-on-load included), so placing it is a whole-pixel copy. Edges go to whole pixels.
+    const left = Math.round(m[4]);
+    const top = Math.round(m[5]);
+    const w = Math.max(1, Math.round(m[4] + crop.width * sx) - left);
+    const h = Math.max(1, Math.round(m[5] + crop.height * sy) - top);
+    img = img.resize(w, h, { fit: 'fill', kernel: 'lanczos3' });
+    matrix = [1, 0, 0, 1, left, top];
+  } else if (sx < 0.5 && sy < 0.5) {
+    // Shrink on decode when the layer is shown at under half size.
     const w = Math.max(1, Math.round(crop.width * sx * 1.5));
     const h = Math.max(1, Math.round(crop.height * sy * 1.5));
     img = img.resize(w, h, { fit: 'fill', kernel: 'lanczos3' });

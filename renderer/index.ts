@@ -8,13 +8,13 @@
  * Per-pixel JavaScript runs here (non-native blend modes, adjustment layers, some filters): call
  * it through renderer/pool.ts from a server's main thread, never directly.
  */
-import sharp, { type OverlayOptions } from 'sharp';
+import sharp from 'sharp';
 import { z } from 'zod';
 import { canvasSchema, describeIssue, canvasIssues, type Canvas, type Layer } from '../shared/canvas.ts';
 import { AppError } from '../shared/errors.ts';
 import { layersInOrder } from '../shared/layers.ts';
-import { adjust } from './adjust.ts';
-import { blendAdjusted, blendInto } from './blend.ts';
+import { adjust, applyAdjustment } from './adjust.ts';
+import { SEPARABLE, blendAdjusted, blendInto } from './blend.ts';
 import { parseColor } from './color.ts';
 import { applyFilters, filterMargin, seedOf } from './filters.ts';
 import { useShippedFonts } from './fonts.ts';
@@ -128,6 +128,26 @@ export function outputGeometry(canvas: Canvas, options: RenderOptions): OutputGe
   return { width, height, matrix, content };
 }
 
+/**
+ * Where a render's CPU goes, per stage (ms of process CPU time: this thread plus libvips'
+ * threads, so it holds on a busy machine where wall time does not); set by the benchmark for
+ * sequential renders, off (undefined) otherwise.
+ */
+let profile: Record<string, number> | undefined;
+export function profileRenders(target: Record<string, number> | undefined): void {
+  profile = target;
+}
+async function timed<T>(stage: string, work: () => Promise<T> | T): Promise<T> {
+  if (!profile) return work();
+  const c0 = process.cpuUsage();
+  try {
+    return await work();
+  } finally {
+    const c = process.cpuUsage(c0);
+    profile[stage] = (profile[stage] ?? 0) + (c.user + c.system) / 1000;
+  }
+}
+
 function checkCost(layers: Array<[string, Layer]>): void {
   let points = 0;
   let chars = 0;
@@ -145,6 +165,11 @@ function checkCost(layers: Array<[string, Layer]>): void {
       `The canvas has ${points} vector points and ${chars} characters of text and path data; at most ${RENDER_LIMITS.maxVectorPoints} and ${RENDER_LIMITS.maxTextChars} are rendered.`,
     );
   }
+}
+
+function opaque(frame: Buffer): boolean {
+  for (let i = 3; i < frame.length; i += 4) if (frame[i] !== 255) return false;
+  return true;
 }
 
 function fillBox(buf: Buffer, frameWidth: number, box: Box, color: { r: number; g: number; b: number; a: number }): void {
@@ -215,59 +240,57 @@ export const renderCanvas: RenderCanvas = async (input: Canvas, images: ImageSou
     );
   }
 
-  let base = Buffer.alloc(width * height * 4);
+  // The frame: raw RGBA (not premultiplied), composited in place layer by layer, each only over
+  // its own box. (Runs of normal layers in one libvips composite() measured slower: every layer
+  // with another mode forces the whole frame out of libvips and back.)
+  const base = Buffer.alloc(width * height * 4);
   fillBox(base, width, geometry.content, parseColor(canvas.meta.background));
-  let pending: OverlayOptions[] = [];
   const raw = { width, height, channels: 4 as const };
-  const flush = async () => {
-    if (pending.length === 0) return;
-    base = await sharp(base, { raw, limitInputPixels: false }).composite(pending).raw().toBuffer();
-    pending = [];
-  };
 
   const scale = meanScale(frameMatrix);
   for (const [id, layer] of layers) {
     const margin = filterMargin(layer.filters, scale);
     const seed = seedOf(id);
     if (layer.type === 'adjustment') {
-      await flush();
-      let adjusted = adjust(base, layer.data);
-      if (layer.filters.length > 0) {
-        adjusted = (await applyFilters({ data: adjusted, width, height, left: 0, top: 0 }, layer.filters, scale, seed)).data;
-      }
-      blendAdjusted(base, adjusted, layer.opacity, layer.blendMode);
+      await timed('adjustment layers', async () => {
+        if (layer.filters.length === 0 && applyAdjustment(base, layer.data, layer.opacity, layer.blendMode, (mode) => SEPARABLE[mode])) return;
+        let adjusted = adjust(base, layer.data);
+        if (layer.filters.length > 0) {
+          adjusted = (await applyFilters({ data: adjusted, width, height, left: 0, top: 0 }, layer.filters, scale, seed)).data;
+        }
+        blendAdjusted(base, adjusted, layer.opacity, layer.blendMode);
+      });
       continue;
     }
     const m = multiply(frameMatrix, layer.transform);
-    let raster = await rasterizeLayer(layer, m, grow(content, margin), imageBytes, missing);
+    let raster = await timed(`rasterise ${layer.type}`, () => rasterizeLayer(layer, m, grow(content, margin), imageBytes, missing));
     if (!raster) continue;
-    if (layer.filters.length > 0) raster = await applyFilters(padRaster(raster, margin), layer.filters, scale, seed);
+    const unfiltered = raster;
+    if (layer.filters.length > 0) raster = await timed('filters', () => applyFilters(padRaster(unfiltered, margin), layer.filters, scale, seed));
     // Nothing is drawn outside the canvas (or the region): the bands of fit=contain stay empty.
     const visible = cropRaster(raster, content);
     if (!visible) continue;
     if (visible === raster && layer.opacity < 1) raster = { ...visible, data: Buffer.from(visible.data) };
     else raster = visible;
     scaleAlpha(raster, layer.opacity);
-    // Only `normal` goes through libvips: its other blend modes deviate from the W3C formulas
-    // wherever the source is translucent (measured up to 107/255 off, even over an opaque
-    // backdrop; libvips#4614), so they are computed like the non-separable four.
-    if (layer.blendMode === 'normal') {
-      pending.push({ input: raster.data, raw: { width: raster.width, height: raster.height, channels: 4 }, left: raster.left, top: raster.top, blend: 'over' });
-    } else {
-      await flush();
-      blendInto(base, width, height, raster, layer.blendMode);
-    }
+    // libvips' own blend modes deviate from the W3C formulas wherever the source is translucent
+    // (measured up to 107/255 off, even over an opaque backdrop; libvips#4614): all in JS.
+    const placed = raster;
+    await timed(`blend ${layer.blendMode === 'normal' ? 'normal' : 'other modes'}`, () => blendInto(base, width, height, placed, layer.blendMode));
   }
-  await flush();
 
   let out = sharp(base, { raw, limitInputPixels: false });
   const quality = options.quality;
   switch (format) {
+    // Encoder settings chosen for live renders (bench/RESULTS.md): zlib level 1 without adaptive
+    // filtering is 53 ms for a 1080p frame against 452 ms at level 6 (+13 % bytes); WebP effort 2
+    // is 114 ms against 533 ms at the default 4 (+4 % bytes). An opaque frame is written as RGB.
     case 'png':
-      out = out.png({ compressionLevel: 6 });
+      if (opaque(base)) out = out.removeAlpha();
+      out = out.png({ compressionLevel: 1, adaptiveFiltering: false });
       break;
     case 'webp':
-      out = out.webp({ quality: quality ?? 82 });
+      out = out.webp({ quality: quality ?? 82, effort: 2 });
       break;
     case 'jpeg': {
       const bg = parseColor(canvas.meta.background);
@@ -278,6 +301,6 @@ export const renderCanvas: RenderCanvas = async (input: Canvas, images: ImageSou
       out = out.avif({ quality: quality ?? 55, effort: 2 });
       break;
   }
-  const data = await out.toBuffer();
+  const data = await timed(`encode ${format}`, () => out.toBuffer());
   return { data, format, width, height, contentType: CONTENT_TYPES[format], missingImages: [...missing].sort() };
 };

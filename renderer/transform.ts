@@ -112,36 +112,48 @@ function bilinear(src: Pixels, m: Matrix, box: Box): Raster | undefined {
   const { width: sw, height: sh, data: s } = src;
   const out = Buffer.alloc(box.width * box.height * 4);
   const [ia, ib, ic, id, ie, iff] = inv;
+  const row = sw * 4;
   for (let y = 0; y < box.height; y++) {
     const wy = box.top + y + 0.5;
-    for (let x = 0; x < box.width; x++) {
-      const wx = box.left + x + 0.5;
-      const u = ia * wx + ic * wy + ie - 0.5;
-      const v = ib * wx + id * wy + iff - 0.5;
+    // u, v step by (ia, ib) per output pixel along the row
+    let u = ia * (box.left + 0.5) + ic * wy + ie - 0.5;
+    let v = ib * (box.left + 0.5) + id * wy + iff - 0.5;
+    let o = y * box.width * 4;
+    for (let x = 0; x < box.width; x++, u += ia, v += ib, o += 4) {
       if (u <= -1 || v <= -1 || u >= sw || v >= sh) continue;
       const x0 = Math.floor(u);
       const y0 = Math.floor(v);
       const fx = u - x0;
       const fy = v - y0;
+      // the four taps' weights; taps outside the source weigh nothing (transparent)
+      const inX0 = x0 >= 0, inX1 = x0 + 1 < sw, inY0 = y0 >= 0, inY1 = y0 + 1 < sh;
+      const i00 = y0 * row + x0 * 4;
       let r = 0, g = 0, bl = 0, al = 0;
-      for (let k = 0; k < 4; k++) {
-        const xx = x0 + (k & 1);
-        const yy = y0 + (k >> 1);
-        if (xx < 0 || yy < 0 || xx >= sw || yy >= sh) continue;
-        const w = ((k & 1) === 1 ? fx : 1 - fx) * ((k >> 1) === 1 ? fy : 1 - fy);
-        const i = (yy * sw + xx) * 4;
-        const aw = s[i + 3]! * w;
-        r += s[i]! * aw;
-        g += s[i + 1]! * aw;
-        bl += s[i + 2]! * aw;
-        al += aw;
+      if (inY0 && inX0) {
+        const w = (1 - fx) * (1 - fy) * s[i00 + 3]!;
+        r += s[i00]! * w; g += s[i00 + 1]! * w; bl += s[i00 + 2]! * w; al += w;
+      }
+      if (inY0 && inX1) {
+        const i = i00 + 4;
+        const w = fx * (1 - fy) * s[i + 3]!;
+        r += s[i]! * w; g += s[i + 1]! * w; bl += s[i + 2]! * w; al += w;
+      }
+      if (inY1 && inX0) {
+        const i = i00 + row;
+        const w = (1 - fx) * fy * s[i + 3]!;
+        r += s[i]! * w; g += s[i + 1]! * w; bl += s[i + 2]! * w; al += w;
+      }
+      if (inY1 && inX1) {
+        const i = i00 + row + 4;
+        const w = fx * fy * s[i + 3]!;
+        r += s[i]! * w; g += s[i + 1]! * w; bl += s[i + 2]! * w; al += w;
       }
       if (al <= 0) continue;
-      const o = (y * box.width + x) * 4;
-      out[o] = Math.round(r / al);
-      out[o + 1] = Math.round(g / al);
-      out[o + 2] = Math.round(bl / al);
-      out[o + 3] = Math.round(al);
+      const k = 1 / al;
+      out[o] = r * k + 0.5;
+      out[o + 1] = g * k + 0.5;
+      out[o + 2] = bl * k + 0.5;
+      out[o + 3] = al + 0.5;
     }
   }
   return { data: out, width: box.width, height: box.height, left: box.left, top: box.top };

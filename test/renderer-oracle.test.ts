@@ -124,6 +124,21 @@ describe('adjustment layers apply to everything below them', () => {
   }
 });
 
+describe('adjustment layers with filters (the unfused path)', () => {
+  for (const mode of ['normal', 'screen', 'color'] as BlendMode[]) {
+    it(`hue-saturation + grayscale filter, ${mode}`, async () => {
+      const canvas = canvasOf(64, 48, {
+        a: image('img_photo'),
+        b: image('img_alpha', { order: 'a1', transform: at(20, 10) }),
+        adj: layer({ type: 'adjustment', data: { adjustment: 'hue-saturation', hue: -60, saturation: 0.4, lightness: -0.1 } }, { order: 'a2', opacity: 0.7, blendMode: mode, filters: [{ type: 'grayscale', amount: 0.5 }] }),
+      });
+      const d = await compare(`adjustment hue-saturation + filter ${mode}`, canvas);
+      expect(d.max).toBeLessThanOrEqual(3);
+      expect(d.mean).toBeLessThanOrEqual(0.35);
+    });
+  }
+});
+
 describe('layer geometry against a supersampled rasteriser', () => {
   // [name, layer, mean tolerance, share of values > 2 apart]
   const shapes: Array<[string, Layer, number, number]> = [
