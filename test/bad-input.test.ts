@@ -70,16 +70,25 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   ]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * How long a witness round may take. A round takes 20–100 ms here and under 1 s with the test
+ * pinned to one busy core; CI runs two files at once on a machine loaded ~10 on 2 cores, where a
+ * 2 s deadline failed with no refusal, worker restart or stall in the server's log (fuzz seed
+ * 281366 passes in isolation). A wedged server, a dropped witness or a stall over 10 s still
+ * fails it.
+ */
+const WITNESS_DEADLINE_MS = 10_000;
+
 let witnessRound = 0;
-/** The witnesses still sync: an edit by one is acknowledged and seen by the other within 2 s. */
+/** The witnesses still sync: an edit by one is acknowledged and seen by the other within the deadline. */
 async function witnessesStillSync(env: Env): Promise<void> {
   const [a, b] = env.witnesses;
   const round = ++witnessRound;
   const started = Date.now();
   a.doc.getMap('w').set('round', round);
-  await acknowledged(a, 2_000);
-  await waitFor(() => b.doc.getMap('w').get('round') === round, { timeout: 2_000, what: `witness round ${round}` });
-  expect(Date.now() - started).toBeLessThan(2_000);
+  await acknowledged(a, WITNESS_DEADLINE_MS);
+  await waitFor(() => b.doc.getMap('w').get('round') === round, { timeout: WITNESS_DEADLINE_MS, what: `witness round ${round}` });
+  expect(Date.now() - started).toBeLessThan(WITNESS_DEADLINE_MS);
 }
 
 /** A raw socket authenticated on the attack session, its document connection established. */
@@ -230,14 +239,15 @@ describe('bad input', () => {
     const outcome = c.refused ? `refuses the document: ${c.refused}` : `closes the socket: ${c.code}${c.reason ? ` ${c.reason}` : ''}`;
     it(`${outcome} — only the offender — on ${c.name}`, async () => {
       const offender = await c.attack(env);
+      // Generous: a CPU-starved guard worker is only stopped after its wall cap (at least 5 s).
       if (c.refused) {
-        const refusal = await within(offender.refusal(env.sessionId), 5_000, 'the document was not refused within 5 s');
+        const refusal = await within(offender.refusal(env.sessionId), 20_000, 'the document was not refused within 20 s');
         expect(refusal.error).toMatchObject({ type: 'error', code: c.refused });
         expect(refusal.closeReason).toBe(c.refused);
         // The socket stays: a provider would otherwise reconnect and resend the same bytes.
         expect(offender.ws.readyState).toBe(1);
       } else {
-        const closed = await within(offender.closed, 5_000, 'offender was not closed within 5 s');
+        const closed = await within(offender.closed, 20_000, 'offender was not closed within 20 s');
         expect(closed.code).toBe(c.code);
         if (c.reason) expect(closed.reason).toBe(c.reason);
       }
