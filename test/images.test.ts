@@ -267,6 +267,22 @@ describe('image ingest on the local blob store', () => {
     expect(existsSync(join(server.dataDir, 'blobs', 'data', row.rows[0].storage_key))).toBe(false);
   });
 
+  it('direct upload: an expired upload is refused, and swept (bytes and row) at the owner\'s next announcement', async () => {
+    const png = await solid(40, 40, '#abcdef').png().toBuffer();
+    const start = await api(server.url, 'POST', '/api/uploads', { token: owner.token, body: { filename: 'late.png', mimeType: 'image/png', fileSize: png.length } });
+    expect((await fetch(start.body.uploadUrl, { method: 'PUT', headers: start.body.headers, body: new Uint8Array(png) })).status).toBe(200);
+    const { rows } = await db.query("UPDATE image_uploads SET created_at = now() - interval '2 hours', expires_at = now() - interval '1 hour' WHERE upload_id = $1 RETURNING storage_key", [start.body.uploadId]);
+    const stored = join(server.dataDir, 'blobs', 'data', rows[0].storage_key);
+    expect(existsSync(stored)).toBe(true);
+    const late = await api(server.url, 'POST', `/api/uploads/${start.body.uploadId}/complete`, { token: owner.token, body: {} });
+    expect(late.status).toBe(410);
+    expect(late.body.error.code).toBe('upload_expired');
+    const next = await api(server.url, 'POST', '/api/uploads', { token: owner.token, body: { filename: 'next.png', mimeType: 'image/png', fileSize: 10 } });
+    expect(next.status).toBe(201);
+    expect(existsSync(stored)).toBe(false);
+    expect((await db.query('SELECT 1 FROM image_uploads WHERE upload_id = $1', [start.body.uploadId])).rowCount).toBe(0);
+  });
+
   it('direct upload refusals: too large or not accepted when announced; hostile bytes at completion (nothing kept)', async () => {
     const tooBig = await api(server.url, 'POST', '/api/uploads', { token: owner.token, body: { filename: 'x.jpg', mimeType: 'image/jpeg', fileSize: 10 * 1024 ** 3 } });
     expect(tooBig.status).toBe(413);

@@ -27,6 +27,12 @@ export const uploadQueries = {
   release: `UPDATE image_uploads SET status = 'pending' WHERE upload_id = $1 AND status = 'processing'`,
   fail: `UPDATE image_uploads SET status = 'failed' WHERE upload_id = $1`,
   complete: `UPDATE image_uploads SET status = 'completed', image_id = $2 WHERE upload_id = $1`,
+  /** A user's expired uploads that were never completed (their bytes, if any, are garbage). */
+  expiredOf: `
+    SELECT ${COLUMNS} FROM image_uploads
+    WHERE user_id = $1 AND status = 'pending' AND expires_at < now()
+    ORDER BY expires_at LIMIT $2`,
+  remove: `DELETE FROM image_uploads WHERE upload_id = $1 AND status = 'pending'`,
 } as const;
 
 export async function insertUpload(
@@ -58,4 +64,13 @@ export async function failUpload(db: Queryable, uploadId: string): Promise<void>
 
 export async function markUploadCompleted(db: Queryable, uploadId: string, imageId: string): Promise<void> {
   await db.query(uploadQueries.complete, [uploadId, imageId]);
+}
+
+export async function expiredUploadsOf(db: Queryable, userId: string, limit: number): Promise<UploadRow[]> {
+  const { rows } = await db.query<UploadRow>(uploadQueries.expiredOf, [userId, limit]);
+  return rows;
+}
+
+export async function removeUpload(db: Queryable, uploadId: string): Promise<void> {
+  await db.query(uploadQueries.remove, [uploadId]);
 }

@@ -17,11 +17,13 @@ import { getVisibleImage, type ImageRecord } from '../../persistence/repositorie
 import { getSessionAccess } from '../../persistence/repositories/sessions.ts';
 import {
   claimUpload,
+  expiredUploadsOf,
   failUpload,
   getUpload,
   insertUpload,
   markUploadCompleted,
   releaseUpload,
+  removeUpload,
   type UploadRow,
 } from '../../persistence/repositories/uploads.ts';
 import { BlobNotFound, blobKey, isBlobKey } from '../../storage/blob-store.ts';
@@ -156,6 +158,21 @@ async function ownUpload(deps: ImageRouteDeps, uploadId: string, userId: string)
   return upload;
 }
 
+/**
+ * Abandoned direct uploads (announced, never completed, expired) of one user are removed — bytes
+ * and row — when that user announces the next one: garbage stays bounded per user without a timer.
+ */
+async function sweepExpiredUploads(deps: ImageRouteDeps, userId: string): Promise<void> {
+  for (const upload of await expiredUploadsOf(deps.db, userId, 20)) {
+    try {
+      if (isBlobKey(upload.storage_key)) await deps.blobs.delete(upload.storage_key);
+      await removeUpload(deps.db, upload.upload_id);
+    } catch (error) {
+      deps.logger.warn({ err: error, uploadId: upload.upload_id }, 'could not sweep an expired upload');
+    }
+  }
+}
+
 /** Variants being made right now, so identical concurrent misses resize once. */
 const inFlight = new Map<string, Promise<Buffer>>();
 
@@ -196,6 +213,7 @@ export function registerImageRoutes(app: Hono<Env>, deps: ImageRouteDeps): void 
       throw new AppError('image_type_not_accepted', `${body.mimeType} is not accepted: JPEG, PNG, WebP, AVIF, HEIC, GIF (first frame) and TIFF are.`);
     }
     const userId = c.get('claims').sub;
+    await sweepExpiredUploads(deps, userId);
     const uploadId = newId('upload');
     const storageKey = blobKey(`uploads/${randomBytes(16).toString('hex')}`);
     await insertUpload(deps.db, {
