@@ -8,7 +8,7 @@
  * - Removal, demotion, promotion and ending through node A's HTTP API act on node B within a
  *   second; edits after that never reach the owner nor the log.
  * - Deactivating a user and revoking a login session by plain SQL act too (only on the named
- *   connections).
+ *   connections); a login session that runs out closes its connections at its expires_at.
  * - Node B cut off from PostgreSQL misses a change; it re-checks its connections when its feed
  *   listens again (not after ACCESS_RECHECK_MS, which is ten minutes here).
  * - Expiry: at `expires_at` connections close with `session_expired`; before that (an expiry set
@@ -243,6 +243,34 @@ describe('two nodes on one database: access changes act everywhere', () => {
     expect(measured('login revoked', await closedWith(p, 'login_session_invalid', Date.now()))).toBeLessThan(1_000);
     meta(other).set('otherStillWrites', true);
     await acknowledged({ provider: other.provider } as never, 10_000);
+    expect(other.closed()).toBeUndefined();
+  }, 60_000);
+
+  it('a login session that runs out while connected closes the connections using it at its expires_at', async () => {
+    const participant = await createActor(pool, 'participant');
+    const sid = newId('session');
+    await pool.query(
+      `INSERT INTO user_sessions (session_id, user_id, refresh_token_hash, expires_at) VALUES ($1, $2, $3, now() + interval '1 hour')`,
+      [sid, participant.userId, randomBytes(16).toString('hex')],
+    );
+    const withSid = await tokens.sign(participant.userId, { sid });
+    const { sessionId, p } = await setup({ participant, participantToken: withSid });
+    const other = attach(b.wsUrl, sessionId, participant.token);
+    await synced(other);
+    // Three seconds left, with the notification lost (trigger off): only the deadline learnt at
+    // the last check can close it. A session re-check makes node B learn the new expiry first.
+    await pool.query('ALTER TABLE user_sessions DISABLE TRIGGER user_sessions_access_update');
+    try {
+      await pool.query(`UPDATE user_sessions SET expires_at = now() + interval '3 seconds' WHERE session_id = $1`, [sid]);
+    } finally {
+      await pool.query('ALTER TABLE user_sessions ENABLE TRIGGER user_sessions_access_update');
+    }
+    const checks = await metric(b, 'imageflow_access_checks_total');
+    await pool.query(`UPDATE edit_sessions SET expires_at = expires_at + interval '1 hour' WHERE session_id = $1`, [sessionId]);
+    await waitFor(async () => (await metric(b, 'imageflow_access_checks_total')) >= checks + 2, { what: 'node B re-checked the session' });
+    const started = Date.now();
+    expect(p.closed()).toBeUndefined();
+    await closedWith(p, 'login_session_invalid', started, 10_000);
     expect(other.closed()).toBeUndefined();
   }, 60_000);
 

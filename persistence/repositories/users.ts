@@ -17,8 +17,9 @@ export const userQueries = {
   any: `SELECT EXISTS (SELECT 1 FROM users) AS any`,
   list: `SELECT user_id, username, display_name, is_active FROM users ORDER BY created_at, user_id`,
   deactivate: `UPDATE users SET is_active = FALSE WHERE user_id = $1 RETURNING user_id, username, display_name, is_active`,
-  loginSessionValid: `
-    SELECT 1 FROM user_sessions WHERE session_id = $1 AND user_id = $2 AND expires_at > now()`,
+  loginSessionRemaining: `
+    SELECT (extract(epoch FROM expires_at - now()) * 1000)::float8 AS expires_in_ms
+    FROM user_sessions WHERE session_id = $1 AND user_id = $2 AND expires_at > now()`,
 } as const;
 
 export async function getUser(db: Queryable, userId: string): Promise<UserRow | undefined> {
@@ -54,8 +55,8 @@ export async function insertUser(
   await db.query(userQueries.insert, [user.userId, user.username, user.email, user.passwordHash ?? '!', user.displayName]);
 }
 
-/** True when `sid` names an unexpired login session of that user. */
-export async function isLoginSessionValid(db: Queryable, sid: string, userId: string): Promise<boolean> {
-  const { rowCount } = await db.query(userQueries.loginSessionValid, [sid, userId]);
-  return (rowCount ?? 0) > 0;
+/** Milliseconds the login session `sid` of that user has left by the database's clock; undefined when it is gone or expired. */
+export async function loginSessionRemainingMs(db: Queryable, sid: string, userId: string): Promise<number | undefined> {
+  const { rows } = await db.query<{ expires_in_ms: number }>(userQueries.loginSessionRemaining, [sid, userId]);
+  return rows[0]?.expires_in_ms;
 }

@@ -20,9 +20,10 @@
  * decided (database unreachable) past `recheckMs` is closed with `not_ready` (1013; it reconnects
  * and is decided afresh).
  *
- * Session expiry: each check learns how long the session has left by the database's clock
- * (`expires_in_ms`), which becomes a local deadline per connection. One timer per session fires at
- * the earliest deadline of its connections and closes them with `session_expired`; the auth
+ * Session expiry: each check learns how long the session (and the token's login session, `sid`)
+ * has left by the database's clock, which becomes a local deadline per connection. One timer per
+ * session fires at the earliest deadline of its connections and closes those whose deadline has
+ * passed (`session_expired`, or `login_session_invalid` for a login session that ran out); the auth
  * extension also refuses any message or save that arrives after the deadline, so an event loop
  * late to fire the timer does not let an edit through.
  *
@@ -47,6 +48,8 @@ export interface AccessContext {
   claims: Claims;
   /** Local time (ms) at which the session expires, from the database's clock at the last check. */
   sessionDeadline: number;
+  /** Local time (ms) at which the token's login session (`sid`) expires; null without one. */
+  loginDeadline: number | null;
   /** The watch's `epoch` when this connection's access was read at authentication. */
   accessEpoch: number;
 }
@@ -57,6 +60,16 @@ export interface CloseEvent {
 }
 
 export const SESSION_EXPIRED: CloseEvent = { code: CloseCode.SessionGone, reason: 'session_expired' };
+export const LOGIN_EXPIRED: CloseEvent = { code: CloseCode.Unauthorized, reason: 'login_session_invalid' };
+
+/** The close event for a connection whose session or login session has run out at `now`, else null. */
+export function deadlineEvent(context: AccessContext, now = Date.now()): CloseEvent | null {
+  if (context.sessionDeadline <= now) return SESSION_EXPIRED;
+  if (context.loginDeadline !== null && context.loginDeadline <= now) return LOGIN_EXPIRED;
+  return null;
+}
+
+const earliestDeadline = (context: AccessContext) => Math.min(context.sessionDeadline, context.loginDeadline ?? Infinity);
 
 interface Watched {
   connection: Connection;
@@ -69,7 +82,7 @@ interface Watched {
 }
 
 type Outcome =
-  | { kind: 'allowed'; role: Role; expiresInMs: number }
+  | { kind: 'allowed'; role: Role; expiresInMs: number; loginExpiresInMs: number | null }
   | { kind: 'refused'; event: CloseEvent }
   | { kind: 'undecided'; error: unknown };
 
@@ -189,16 +202,20 @@ export class AccessWatch {
     return watched ? this.#recheck([watched], 'save') : Promise.resolve();
   }
 
-  /** Closes the connection with `session_expired` if its session's deadline has passed; true if it did. */
-  enforceDeadline(connection: Connection, context: AccessContext): boolean {
-    if (context.sessionDeadline > Date.now()) return false;
+  /**
+   * Closes the connection if its session or login session has run out (`session_expired`,
+   * `login_session_invalid`); returns the close event, or null while both last.
+   */
+  enforceDeadline(connection: Connection, context: AccessContext): CloseEvent | null {
+    const event = deadlineEvent(context);
+    if (!event) return null;
     const watched = this.#watched.get(connection);
-    if (watched) this.#refuse(watched, SESSION_EXPIRED);
+    if (watched) this.#refuse(watched, event);
     else {
       connection.readOnly = true;
-      connection.close(SESSION_EXPIRED);
+      connection.close(event);
     }
-    return true;
+    return event;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -241,8 +258,8 @@ export class AccessWatch {
   async #evaluate(claims: Claims, sessionId: string): Promise<Outcome> {
     if (claims.exp * 1000 <= Date.now()) return { kind: 'refused', event: { code: CloseCode.Unauthorized, reason: 'token_expired' } };
     try {
-      const { role, session } = await resolveRole(this.#opts.db, claims, sessionId);
-      return { kind: 'allowed', role, expiresInMs: session.expires_in_ms };
+      const { role, session, loginExpiresInMs } = await resolveRole(this.#opts.db, claims, sessionId);
+      return { kind: 'allowed', role, expiresInMs: session.expires_in_ms, loginExpiresInMs };
     } catch (error) {
       if (error instanceof AppError) return { kind: 'refused', event: closeEventFor(error) };
       return { kind: 'undecided', error };
@@ -255,13 +272,15 @@ export class AccessWatch {
       case 'allowed': {
         w.checkedAt = startedAt;
         w.context.sessionDeadline = startedAt + outcome.expiresInMs;
+        w.context.loginDeadline = outcome.loginExpiresInMs === null ? null : startedAt + outcome.loginExpiresInMs;
         if (outcome.role !== w.context.role) {
           logger.info({ session: w.sessionId, user: w.context.userId, from: w.context.role, to: outcome.role, why: reason }, 'access changed on an open connection');
           w.context.role = outcome.role;
           w.connection.readOnly = outcome.role === 'viewer';
           this.applied += 1;
         }
-        if (w.context.sessionDeadline <= Date.now()) this.#refuse(w, SESSION_EXPIRED);
+        const expired = deadlineEvent(w.context);
+        if (expired) this.#refuse(w, expired);
         else this.#armExpiry(w.sessionId);
         return;
       }
@@ -298,7 +317,7 @@ export class AccessWatch {
       return;
     }
     let at = Infinity;
-    for (const w of set) at = Math.min(at, w.context.sessionDeadline);
+    for (const w of set) at = Math.min(at, earliestDeadline(w.context));
     if (existing?.at === at) return;
     if (existing) clearTimeout(existing.timer);
     const timer = setTimeout(() => this.#expire(sessionId), Math.min(Math.max(0, at - Date.now()), MAX_TIMER_MS));
@@ -309,7 +328,8 @@ export class AccessWatch {
     this.#expiry.delete(sessionId);
     const now = Date.now();
     for (const w of [...(this.#bySession.get(sessionId) ?? [])]) {
-      if (w.context.sessionDeadline <= now) this.#refuse(w, SESSION_EXPIRED);
+      const event = deadlineEvent(w.context, now);
+      if (event) this.#refuse(w, event);
     }
     this.#armExpiry(sessionId);
   }

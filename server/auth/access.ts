@@ -4,7 +4,7 @@
  */
 import { AppError } from '../../shared/errors.ts';
 import type { Database } from '../../persistence/db.ts';
-import { getUser, isLoginSessionValid, type UserRow } from '../../persistence/repositories/users.ts';
+import { getUser, loginSessionRemainingMs, type UserRow } from '../../persistence/repositories/users.ts';
 import { getSessionAccess, type SessionAccessRow } from '../../persistence/repositories/sessions.ts';
 import type { Claims } from './tokens.ts';
 
@@ -22,20 +22,28 @@ export function decideRole(row: SessionAccessRow | undefined, userId: string): R
 
 /** Checks that the token's user exists and is active, and its `sid` (if any) is a live login. */
 export async function authenticate(db: Database, claims: Claims): Promise<UserRow> {
+  return (await authenticateUntil(db, claims)).user;
+}
+
+/**
+ * `authenticate`, also saying how long the token's login session has left (ms, by the database's
+ * clock; null without `sid`), so an open connection can be closed when it runs out.
+ */
+export async function authenticateUntil(db: Database, claims: Claims): Promise<{ user: UserRow; loginExpiresInMs: number | null }> {
   const user = await getUser(db, claims.sub);
   if (!user || !user.is_active) throw new AppError('unknown_user');
-  if (claims.sid && !(await isLoginSessionValid(db, claims.sid, claims.sub))) {
-    throw new AppError('login_session_invalid');
-  }
-  return user;
+  if (!claims.sid) return { user, loginExpiresInMs: null };
+  const remaining = await loginSessionRemainingMs(db, claims.sid, claims.sub);
+  if (remaining === undefined) throw new AppError('login_session_invalid');
+  return { user, loginExpiresInMs: remaining };
 }
 
 export async function resolveRole(
   db: Database,
   claims: Claims,
   sessionId: string,
-): Promise<{ role: Role; session: SessionAccessRow; user: UserRow }> {
-  const user = await authenticate(db, claims);
+): Promise<{ role: Role; session: SessionAccessRow; user: UserRow; loginExpiresInMs: number | null }> {
+  const { user, loginExpiresInMs } = await authenticateUntil(db, claims);
   const session = await getSessionAccess(db, sessionId, claims.sub);
-  return { role: decideRole(session, claims.sub), session: session!, user };
+  return { role: decideRole(session, claims.sub), session: session!, user, loginExpiresInMs };
 }

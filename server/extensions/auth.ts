@@ -27,7 +27,7 @@ import { CloseCode } from '../../shared/protocol.ts';
 import type { Logger } from 'pino';
 import type { Database } from '../../persistence/db.ts';
 import { resolveRole, type Role } from '../auth/access.ts';
-import { SESSION_EXPIRED, type AccessContext, type AccessWatch } from '../auth/access-watch.ts';
+import { deadlineEvent, type AccessContext, type AccessWatch, type CloseEvent } from '../auth/access-watch.ts';
 import type { TokenService } from '../auth/tokens.ts';
 
 export interface ConnectionContext extends AccessContext {
@@ -72,7 +72,7 @@ export class AuthExtension implements Extension {
       // Read before the access: a change notified while the query runs makes `connected` re-check.
       const accessEpoch = this.#watch?.epoch ?? 0;
       const readAt = Date.now();
-      const { role, session, user } = await resolveRole(this.#db, claims, documentName);
+      const { role, session, user, loginExpiresInMs } = await resolveRole(this.#db, claims, documentName);
       connectionConfig.readOnly = role === 'viewer';
       this.authenticated.add(request);
       return {
@@ -83,6 +83,7 @@ export class AuthExtension implements Extension {
         tokenExpiresAt: claims.exp,
         claims,
         sessionDeadline: readAt + session.expires_in_ms,
+        loginDeadline: loginExpiresInMs === null ? null : readAt + loginExpiresInMs,
         accessEpoch,
       };
     } catch (error) {
@@ -117,28 +118,24 @@ export class AuthExtension implements Extension {
   /** Past the session's deadline nothing more is handled (the expiry timer may fire late). */
   beforeHandleMessage({ connection, context }: beforeHandleMessagePayload): Promise<void> {
     const ctx = context as ConnectionContext | undefined;
-    if (ctx?.sessionDeadline !== undefined && ctx.sessionDeadline <= Date.now()) {
-      this.#expire(connection, ctx);
-      // Hocuspocus closes the connection with this code and reason and drops the message.
-      return Promise.reject(SESSION_EXPIRED);
-    }
-    return Promise.resolve();
+    const expired = ctx?.claims ? this.#expire(connection, ctx) : null;
+    // Hocuspocus closes the connection with this code and reason and drops the message.
+    return expired ? Promise.reject(expired) : Promise.resolve();
   }
 
   /**
-   * Stateless messages: none after the session's deadline, and a `saveVersion` re-checks access in
-   * the database first (a removal or demotion whose notification is still on its way, or missed,
-   * must not record a version). Runs before the snapshot extension (priority); a refusal closes
-   * the connection, or leaves it read-only, which the snapshot extension answers with `forbidden`.
+   * Stateless messages: none after the session's (or login session's) deadline, and a
+   * `saveVersion` re-checks access in the database first (a removal or demotion whose notification
+   * is still on its way, or missed, must not record a version). Runs before the snapshot extension
+   * (priority); a refusal closes the connection, or leaves it read-only, which the snapshot
+   * extension answers with `forbidden`.
    */
   async onStateless({ connection, payload }: onStatelessPayload): Promise<void> {
     const ctx = connection.context as ConnectionContext | undefined;
     if (!ctx?.claims) return;
-    if (ctx.sessionDeadline <= Date.now()) {
-      this.#expire(connection, ctx);
-      // A rejection without a message stops the later onStateless hooks silently (Hocuspocus).
-      throw { reason: SESSION_EXPIRED.reason };
-    }
+    const expired = this.#expire(connection, ctx);
+    // A rejection without a message stops the later onStateless hooks silently (Hocuspocus).
+    if (expired) throw { reason: expired.reason };
     if (!this.#watch || !payload.includes('saveVersion')) return;
     let type: unknown;
     try {
@@ -151,12 +148,15 @@ export class AuthExtension implements Extension {
     if (!connection.document.hasConnection(connection)) throw { reason: 'access withdrawn' };
   }
 
-  #expire(connection: beforeHandleMessagePayload['connection'], context: ConnectionContext): void {
-    if (this.#watch) this.#watch.enforceDeadline(connection, context);
-    else {
+  /** Closes the connection if its session or login session has run out; returns the close event. */
+  #expire(connection: beforeHandleMessagePayload['connection'], context: ConnectionContext): CloseEvent | null {
+    if (this.#watch) return this.#watch.enforceDeadline(connection, context);
+    const event = deadlineEvent(context);
+    if (event) {
       connection.readOnly = true;
-      connection.close(SESSION_EXPIRED);
+      connection.close(event);
     }
+    return event;
   }
 }
 
