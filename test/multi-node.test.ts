@@ -370,6 +370,9 @@ describe('three nodes over Redis', () => {
         peer.doc.getMap('kill').set(`v${i}-${n}`, n);
         written[i] = n;
         await new Promise((resolve) => setTimeout(resolve, 2 + Math.floor(rnd() * 5)));
+        // Every tenth edit waits for its acknowledgement: under load one takes longer than the
+        // pause between edits, so hasUnsyncedChanges could stay true until the deadline below.
+        if (n % 10 === 9) await waitFor(() => killed || !peer.provider.hasUnsyncedChanges, { timeout: 20_000, what: `acknowledgement of v${i}-${n}` });
         if (!killed && !peer.provider.hasUnsyncedChanges) acked[i] = n;
       }
     });
