@@ -8,6 +8,7 @@ import sharp from 'sharp';
 import type { Filter } from '../shared/canvas.ts';
 import { parseColor } from './color.ts';
 import { padRaster, type Raster } from './raster.ts';
+import { placePixels } from './transform.ts';
 
 /** Row-major 3×4: [r', g', b'] = M · [r, g, b, 1] (values 0..1). */
 export type ColorMatrix = readonly number[];
@@ -102,8 +103,15 @@ export function filterMargin(filters: readonly Filter[], scale: number): number 
     if (f.type === 'sharpen') m += 1;
     if (f.type === 'pixelate') m += Math.ceil(f.size * scale);
   }
-  return Math.min(m, 4096);
+  return Math.min(m, MAX_FILTER_MARGIN);
 }
+
+/**
+ * The most a layer's raster grows for its filters (working pixels): paint further outside the
+ * frame than this does not reach into it through a blur or shadow. Bounds a hostile filter's
+ * memory (a 5,000² frame + 2 × 1,024 is ≈ 200 MB of RGBA at most).
+ */
+export const MAX_FILTER_MARGIN = 1024;
 
 /** A stable pseudo-random value in [0, 1) for a pixel of the working frame and a seed. */
 export function noiseAt(x: number, y: number, seed: number): number {
@@ -123,8 +131,28 @@ function raw(r: Raster) {
   return sharp(r.data, { raw: { width: r.width, height: r.height, channels: 4 }, limitInputPixels: false });
 }
 
+/** Above this σ (working pixels) a blur runs on a copy shrunk by σ / 4 and enlarged back. */
+export const DIRECT_BLUR_SIGMA = 12;
+
 async function blurRaster(r: Raster, sigma: number): Promise<Raster> {
   if (sigma < 0.3) return r;
+  if (sigma > DIRECT_BLUR_SIGMA) {
+    // A wide Gaussian has no detail left to lose at 1/k resolution, and a direct one costs
+    // O(σ) per pixel (σ = 1000 would take minutes): shrink by k, blur by σ / k, enlarge.
+    const k = Math.floor(sigma / 4);
+    const w = Math.max(1, Math.round(r.width / k));
+    const h = Math.max(1, Math.round(r.height / k));
+    const blurred = await raw(r)
+      .resize(w, h, { fit: 'fill', kernel: 'cubic' })
+      .blur({ sigma: sigma / k, precision: 'float', minAmplitude: 0.01 })
+      .raw()
+      .toBuffer();
+    // Enlarged by the pixel-centre bilinear path (libvips' upsizing is half a pixel off).
+    const box = { left: 0, top: 0, width: r.width, height: r.height };
+    const big = await placePixels({ data: blurred, width: w, height: h }, [r.width / w, 0, 0, r.height / h, 0, 0], box);
+    const data = big && big.width === r.width && big.height === r.height ? big.data : Buffer.alloc(r.data.length);
+    return { ...r, data };
+  }
   // Float precision and a mask down to 1 % amplitude: libvips' defaults (integer mask, 20 %
   // cut-off) measured up to 18/255 off a true Gaussian.
   const data = await raw(r).blur({ sigma, precision: 'float', minAmplitude: 0.01 }).raw().toBuffer();

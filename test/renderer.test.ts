@@ -8,6 +8,7 @@ import sharp from 'sharp';
 import { AppError } from '../shared/errors.ts';
 import { renderCanvas, RENDER_LIMITS } from '../renderer/index.ts';
 import { RenderPool } from '../renderer/pool.ts';
+import { DIRECT_BLUR_SIGMA, MAX_FILTER_MARGIN, filterMargin } from '../renderer/filters.ts';
 import { at, canvasOf, decode, layer, pixel, rect, testPhoto } from './support/render.ts';
 
 const noImages = async () => undefined;
@@ -252,5 +253,34 @@ describe('RenderPool', () => {
     } finally {
       await tiny.close();
     }
+  });
+});
+
+describe('hostile filters stay bounded', () => {
+  it('renders the largest blurs the schema allows quickly (shrunk, blurred, enlarged) with a bounded margin', async () => {
+    const canvas = canvasOf(1500, 1000, {
+      r: layer(rect(600, 400, '#ff0000'), { transform: at(450, 300), filters: [{ type: 'blur', radius: 1000 }, { type: 'drop-shadow', offsetX: 1000, offsetY: -1000, blur: 1000, color: '#000000' }] }),
+      w: layer(rect(200, 200, '#0000ff'), { order: 'a1', transform: at(650, 400), filters: [{ type: 'blur', radius: 30 }] }),
+    }, '#ffffff');
+    const started = performance.now();
+    const { pixels } = await rendered(canvas, noImages);
+    // Generous: a direct σ = 1000 Gaussian over this raster would take minutes.
+    expect(performance.now() - started).toBeLessThan(30_000);
+    // The σ = 1000 red rectangle is spread thin: a faint pink wash, even far from where it was.
+    const far = pixel(pixels, 100, 900);
+    expect(far[0]).toBe(255);
+    expect(far[1]).toBeLessThan(254);
+    expect(far[1]).toBeGreaterThan(200);
+    expect(pixel(pixels, 750, 500)[2]).toBeGreaterThan(200); // the blue square, lightly blurred
+    expect(filterMargin([{ type: 'blur', radius: 1000 }], 1)).toBe(MAX_FILTER_MARGIN);
+  });
+
+  it('matches a direct Gaussian within 6/255 just above the shrink threshold (σ 12 vs 12.5 alone differ by ~2)', async () => {
+    const make = (radius: number) => canvasOf(200, 200, { r: layer(rect(80, 80, '#ff0000'), { transform: at(60, 60), filters: [{ type: 'blur', radius }] }) }, '#ffffff');
+    const direct = await rendered(make(DIRECT_BLUR_SIGMA), noImages);
+    const shrunk = await rendered(make(DIRECT_BLUR_SIGMA + 0.5), noImages);
+    let max = 0;
+    for (let i = 0; i < direct.pixels.data.length; i++) max = Math.max(max, Math.abs(direct.pixels.data[i]! - shrunk.pixels.data[i]!));
+    expect(max).toBeLessThanOrEqual(6);
   });
 });
