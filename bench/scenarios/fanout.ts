@@ -11,7 +11,7 @@ import type * as Y from 'yjs';
 import { connectMany, type BenchClient } from '../lib/clients.ts';
 import type { ServerChild } from '../lib/child.ts';
 import { backendCpu, type BenchDatabase } from '../lib/database.ts';
-import { cpuSeconds, machineBusySeconds, threadCpu, writeSyscalls } from '../lib/procfs.ts';
+import { cpuSeconds, machineBusySeconds, rssBytes, threadCpu, writeSyscalls } from '../lib/procfs.ts';
 import { summarize, type Summary } from '../lib/stats.ts';
 import type { Target } from '../lib/targets.ts';
 import { drain, MeasureWindow, tickEvery } from '../lib/window.ts';
@@ -19,6 +19,8 @@ import { drain, MeasureWindow, tickEvery } from '../lib/window.ts';
 export interface FanoutOptions {
   documents: number;
   clientsPerDocument: number;
+  /** Clients of each document that edit (the first of each document); all of them when absent. */
+  writersPerDocument?: number;
   editsPerSecondPerClient: number;
   warmupMs: number;
   windowMs: number;
@@ -51,6 +53,13 @@ export interface FanoutResult {
   /** CPU of this (client) process in the window, and its event-loop delay: load-generator health. */
   clientCpuSeconds: number;
   clientLoopDelayP99Ms: number;
+  /** Server RSS sampled every 250 ms through the window: at its start, highest, at its end (bytes). */
+  rss: { start: number; peak: number; end: number };
+  /**
+   * The window on the monotonic clock in microseconds (process.hrtime: CLOCK_MONOTONIC, the
+   * clock V8's CPU profiler stamps its samples with), to cut a server's profile to the window.
+   */
+  windowMonotonicUs: { start: number; end: number };
 }
 
 const FANOUT_MAP = 'fanout';
@@ -96,7 +105,10 @@ export async function runFanout(target: Target, server: ServerChild, db: BenchDa
   const cpu = backendCpu(db);
   const loop = monitorEventLoopDelay({ resolution: 5 });
   try {
-    clients.forEach(startEditing);
+    const writers = options.writersPerDocument ?? options.clientsPerDocument;
+    clients.forEach((client, index) => {
+      if (index % options.clientsPerDocument < writers) startEditing(client, index);
+    });
     await sleep(options.warmupMs);
 
     await cpu.start();
@@ -106,9 +118,17 @@ export async function runFanout(target: Target, server: ServerChild, db: BenchDa
     const client0 = process.cpuUsage();
     const machine0 = machineBusySeconds();
     loop.enable();
+    const rss = { start: rssBytes(server.pid), peak: 0, end: 0 };
+    rss.peak = rss.start;
+    const rssTimer = setInterval(() => (rss.peak = Math.max(rss.peak, rssBytes(server.pid))), 250);
+    const monoStart = Number(process.hrtime.bigint() / 1000n);
     window.open();
     await sleep(options.windowMs);
     window.close();
+    const monoEnd = Number(process.hrtime.bigint() / 1000n);
+    clearInterval(rssTimer);
+    rss.end = rssBytes(server.pid);
+    rss.peak = Math.max(rss.peak, rss.end);
     const server1 = cpuSeconds(server.pid);
     const writes1 = writeSyscalls(server.pid);
     const threads1 = threadCpu(server.pid);
@@ -144,6 +164,8 @@ export async function runFanout(target: Target, server: ServerChild, db: BenchDa
       otherCores: Math.max(0, machine1 - machine0 - serverCpuSeconds - pg.seconds - clientCpuSeconds) / windowSeconds,
       clientCpuSeconds,
       clientLoopDelayP99Ms: loop.percentile(99) / 1e6,
+      rss,
+      windowMonotonicUs: { start: monoStart, end: monoEnd },
     };
   } finally {
     for (const stop of stops) stop();

@@ -1,5 +1,5 @@
 /**
- * Versions benchmark: `node_modules/.bin/node bench/versions.ts`
+ * Versions, a scenario of bench/run.ts: `npm run bench -- --only versions`
  *
  * Against a fresh PostgreSQL database (created on BENCH_DATABASE_URL, default
  * postgres://root@127.0.0.1:5432/test, dropped at the end) and our server as a child process
@@ -18,23 +18,29 @@ import { execFileSync } from 'node:child_process';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { TokenService } from '../server/auth/tokens.ts';
-import { readCanvas } from '../shared/canvas.ts';
-import { addLayer, type NewLayer } from '../shared/layers.ts';
-import { versionTree } from '../persistence/repositories/versions.ts';
-import { spawnServer } from './lib/child.ts';
-import { allAcknowledged, connect, withTimeout } from './lib/clients.ts';
-import { createBenchDatabase, createOwnerWithImage } from './lib/database.ts';
-import { writeSection } from './lib/results-file.ts';
-import { summarize, fmt, type Summary } from './lib/stats.ts';
+import { TokenService } from '../../server/auth/tokens.ts';
+import { readCanvas } from '../../shared/canvas.ts';
+import { addLayer, type NewLayer } from '../../shared/layers.ts';
+import { versionTree } from '../../persistence/repositories/versions.ts';
+import { spawnServer } from '../lib/child.ts';
+import { allAcknowledged, connect, withTimeout } from '../lib/clients.ts';
+import { createBenchDatabase, createOwnerWithImage } from '../lib/database.ts';
+import { writeSection } from '../lib/results-file.ts';
+import { summarize, fmt, type Summary } from '../lib/stats.ts';
 
-const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 const SECRET = 'bench-secret-bench-secret-bench-secret-0123';
-const LAYERS = 200;
-const SNAPSHOT_RUNS = 40;
-const TREE_VERSIONS = 1_000;
-const TREE_BRANCHES = 40;
-const TREE_RUNS = 30;
+/** The sizes of one run; `full` is the published one (the harness's `--quick` and `--tiny` shrink it). */
+export const VERSIONS_SIZES = {
+  full: { layers: 200, snapshotRuns: 40, treeVersions: 1_000, treeBranches: 40, treeRuns: 30 },
+  quick: { layers: 200, snapshotRuns: 10, treeVersions: 300, treeBranches: 10, treeRuns: 10 },
+  tiny: { layers: 20, snapshotRuns: 3, treeVersions: 40, treeBranches: 4, treeRuns: 3 },
+} as const;
+let LAYERS = 200;
+let SNAPSHOT_RUNS = 40;
+let TREE_VERSIONS = 1_000;
+let TREE_BRANCHES = 40;
+let TREE_RUNS = 30;
 const seed = Number(process.env.BENCH_SEED ?? Date.now() % 1_000_000);
 
 /** mulberry32: a small seeded PRNG, so the tree's shape can be reproduced from the seed. */
@@ -92,10 +98,27 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }>
 
 const row = (label: string, s: Summary, extra = '') => `| ${label} | ${s.n} | ${fmt(s.p50)} | ${fmt(s.mean)} | ${fmt(s.p99)} | ${fmt(s.max)} |${extra}`;
 
-async function main(): Promise<void> {
+export interface VersionsRun {
+  size: keyof typeof VERSIONS_SIZES;
+  resultsFile: string;
+  command: string;
+}
+
+/** Runs the scenario, writes its section and resolves with it. */
+export async function runVersions(run: VersionsRun): Promise<string> {
+  const size = VERSIONS_SIZES[run.size];
+  LAYERS = size.layers;
+  SNAPSHOT_RUNS = size.snapshotRuns;
+  TREE_VERSIONS = size.treeVersions;
+  TREE_BRANCHES = size.treeBranches;
+  TREE_RUNS = size.treeRuns;
+  return versions(run);
+}
+
+async function versions({ resultsFile, command }: VersionsRun): Promise<string> {
   const started = Date.now();
   const random = rng(seed);
-  console.log(`versions bench, seed ${seed}`);
+  process.stderr.write(`[bench] versions: seed ${seed}\n`);
   const database = await createBenchDatabase();
   const server = await spawnServer({
     label: 'ours',
@@ -216,7 +239,7 @@ async function main(): Promise<void> {
     const body = [
       '## Versions: snapshot a 200-layer canvas, load a 1,000-version tree',
       '',
-      '- Command: `node_modules/.bin/node bench/versions.ts` (fresh PostgreSQL database; our server as a child process, node transport, `AUTOSAVE_QUIET_MS=0`)',
+      `- Command: \`${command}\` (scenario versions of bench/run.ts; fresh PostgreSQL database; our server as a child process, node transport, \`AUTOSAVE_QUIET_MS=0\`)`,
       `- Date: ${new Date().toISOString()} (took ${Math.round((Date.now() - started) / 1000)} s); seed ${seed} (\`BENCH_SEED=${seed}\` repeats the tree's shape)`,
       `- Machine: \`nproc\` = ${availableParallelism()} (${cpus()[0]?.model ?? '?'}), Node ${process.version}, PostgreSQL ${settings[0]?.v ?? '?'} on loopback; server, client and PostgreSQL share these cores`,
       `- Code: ${git}`,
@@ -246,12 +269,11 @@ async function main(): Promise<void> {
       '',
       'Measured twice: first right after the 1,000 inserts, before PostgreSQL has planner statistics for the table (the worst case: the plan rescans image_versions at every level of the recursion, hundreds of levels deep here); then after `ANALYZE image_versions`, which autovacuum does on its own shortly after bulk changes (the steady state: the image\'s versions are hashed once for the whole walk).',
     ].join('\n');
-    writeSection(join(repoRoot, 'bench/RESULTS.md'), 'versions', body);
-    console.log(body);
+    writeSection(resultsFile, 'versions', body);
+    return body;
   } finally {
     await server.stop();
     await database.drop();
   }
 }
 
-await main();

@@ -1,6 +1,7 @@
 /**
- * Cross-node fan-out: `node_modules/.bin/node bench/cross-node.ts` (`--check` only starts two
- * nodes of each server and tells whether edits cross between them; nothing is written).
+ * Cross-node fan-out, a scenario of bench/run.ts: `npm run bench -- --only cross-node`
+ * (`--only cross-node --check` only starts two nodes of each server and tells whether edits cross
+ * between them; nothing is written).
  *
  * For each server — stock Hocuspocus + @hocuspocus/extension-redis (`bench/stock-server.ts` with
  * REDIS_URL) and ours on the node transport (`server/main.ts` with REDIS_URL) — two processes on
@@ -20,7 +21,8 @@
  *
  * BENCH_CROSS_TARGETS=stock,ours (the default) picks servers; BENCH_DATABASE_URL the admin
  * database (default postgres://root@127.0.0.1:5432/test); BENCH_REDIS_URL the Redis (default
- * redis://127.0.0.1:6379); BENCH_SERVER_NODE_OPTIONS is passed to every server as NODE_OPTIONS.
+ * redis://127.0.0.1:6379); BENCH_SERVER_NODE_OPTIONS is passed to every server as NODE_OPTIONS. The rounds and sizes
+ * come from the harness (`--quick`, `--tiny`, `--rounds`).
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
@@ -28,21 +30,21 @@ import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type * as Y from 'yjs';
-import { repoRoot } from '../test/support/uws-runtime.ts';
-import type { ServerChild } from './lib/child.ts';
-import { connectMany, type BenchClient } from './lib/clients.ts';
-import { backendCpu, commitSettings, createBenchDatabase, type BenchDatabase } from './lib/database.ts';
-import { cpuSeconds, machineBusySeconds } from './lib/procfs.ts';
-import { deleteKeysWithPrefix, openRedis, redisCounters, REDIS_URL, type RedisConnection } from './lib/redis.ts';
-import { machineFacts, runBounded, waitForQuiet, type MachineFacts } from './lib/machine.ts';
-import { writeSection } from './lib/results-file.ts';
-import { drain, MeasureWindow, tickEvery } from './lib/window.ts';
-import { fmt, fmtRatio, ratio, summarize, type Summary } from './lib/stats.ts';
-import { oursTarget, stockTarget, type Target } from './lib/targets.ts';
+import { repoRoot } from '../../test/support/uws-runtime.ts';
+import type { ServerChild } from '../lib/child.ts';
+import { connectMany, type BenchClient } from '../lib/clients.ts';
+import { backendCpu, commitSettings, createBenchDatabase, type BenchDatabase } from '../lib/database.ts';
+import { cpuSeconds, machineBusySeconds } from '../lib/procfs.ts';
+import { deleteKeysWithPrefix, openRedis, redisCounters, REDIS_URL, type RedisConnection } from '../lib/redis.ts';
+import { machineFacts, waitForQuiet, type MachineFacts } from '../lib/machine.ts';
+import { writeSection } from '../lib/results-file.ts';
+import { drain, MeasureWindow, tickEvery } from '../lib/window.ts';
+import { fmt, fmtRatio, ratio, summarize, type Summary } from '../lib/stats.ts';
+import { oursTarget, stockTarget, type Target } from '../lib/targets.ts';
 
-/** Each server is measured this many times (fresh processes each time, the servers' order alternating); medians are reported. */
-const ROUNDS = Math.max(1, Math.min(5, Number(process.env.BENCH_CROSS_ROUNDS ?? 3) || 3));
-const OPTIONS = {
+/** Each server is measured this many times (fresh processes each time, the servers' order alternating); medians are reported. Set by runCrossNode. */
+let ROUNDS = 3;
+const FULL = {
   documents: 10,
   /** Even: half on each node. */
   clientsPerDocument: 4,
@@ -55,14 +57,22 @@ const OPTIONS = {
   cursorMovesPerSecondPerClient: 10,
   cursorWarmupMs: 2_000,
   cursorWindowMs: 5_000,
+  /** Longest wait for a quiet machine before each server (0: no wait, and no rerun of a disturbed window). */
+  quietWaitMs: 15_000,
+};
+type CrossNodeOptions = typeof FULL;
+/** The sizes of this run (set by runCrossNode from the harness's size). */
+let OPTIONS: CrossNodeOptions = FULL;
+/** The harness's sizes: full as above, quick with shorter windows, tiny just enough to run every step. */
+export const CROSS_NODE_SIZES: Record<'full' | 'quick' | 'tiny', CrossNodeOptions> = {
+  full: FULL,
+  quick: { ...FULL, warmupMs: 1_500, windowMs: 4_000, drainMs: 3_000, cursorWarmupMs: 1_000, cursorWindowMs: 2_000, quietWaitMs: 2_000 },
+  tiny: { ...FULL, documents: 2, warmupMs: 500, windowMs: 1_000, drainMs: 3_000, cursorWarmupMs: 300, cursorWindowMs: 700, quietWaitMs: 0 },
 };
 /** Longest wait for one edit on each node to reach every client of its document before the run. */
 const PROBE_MS = 10_000;
-/** The whole run is bounded: past this, every child is killed, the database dropped, the keys deleted. */
-const WATCHDOG_MS = 12 * 60_000;
-/** Before each server, wait (at most QUIET_WAIT_MS) until other work uses under QUIET_CORES. */
+/** Before each server, wait (at most OPTIONS.quietWaitMs) until other work uses under QUIET_CORES. */
 const QUIET_CORES = 0.3;
-const QUIET_WAIT_MS = 15_000;
 /** A window beside more than BUSY_CORES of other work runs once more; the less disturbed is kept. */
 const BUSY_CORES = 0.4;
 const MAP = 'xnode';
@@ -150,10 +160,11 @@ async function cleanupAll(): Promise<void> {
   }
 }
 
-async function abort(reason: string, code: number): Promise<never> {
-  log(`${reason}: killing servers, dropping the database, deleting the run's Redis keys`);
+/** For the harness's watchdog and signals: kill this scenario's servers, drop its database, delete its Redis keys. */
+export async function abortCrossNode(): Promise<void> {
+  if (live.size === 0 && cleanups.length === 0) return;
+  log('killing servers, dropping the database, deleting the run\'s Redis keys');
   await cleanupAll();
-  process.exit(code);
 }
 
 
@@ -380,7 +391,7 @@ async function benchSystem(system: System, db: BenchDatabase, redis: RedisConnec
   const out: RoundResult = { round, stopExitCodes: [], keysDeleted: 0 };
   const servers: ServerChild[] = [];
   try {
-    if (!checkOnly) log(`${system.label}, round ${round}: machine busy before: ${(await waitForQuiet(QUIET_CORES, QUIET_WAIT_MS)).toFixed(2)} cores`);
+    if (!checkOnly) log(`${system.label}, round ${round}: machine busy before: ${(await waitForQuiet(QUIET_CORES, OPTIONS.quietWaitMs)).toFixed(2)} cores`);
     // One after the other: stock creates its table at start-up, ours migrates.
     for (const node of system.nodes) servers.push(await startTracked(node));
     const pair: [ServerChild, ServerChild] = [servers[0]!, servers[1]!];
@@ -392,9 +403,9 @@ async function benchSystem(system: System, db: BenchDatabase, redis: RedisConnec
     } else {
       log(`${system.label}: ${OPTIONS.documents}×${OPTIONS.clientsPerDocument} clients, ${OPTIONS.editsPerSecondPerClient} edits/s each, ${OPTIONS.windowMs / 1000} s window`);
       let result = await measure(system, pair, db, redis);
-      if (result.otherCores > BUSY_CORES) {
+      if (result.otherCores > BUSY_CORES && OPTIONS.quietWaitMs > 0) {
         log(`${system.label}: window ran beside ${result.otherCores.toFixed(2)} cores of other work; running it again`);
-        await waitForQuiet(QUIET_CORES, QUIET_WAIT_MS);
+        await waitForQuiet(QUIET_CORES, OPTIONS.quietWaitMs);
         const second = await measure(system, pair, db, redis);
         out.rerun = `other load ${result.otherCores.toFixed(2)} then ${second.otherCores.toFixed(2)} cores; kept the lower`;
         if (second.otherCores < result.otherCores) result = second;
@@ -491,6 +502,7 @@ function emptyResult(): CrossNodeResult {
 }
 
 interface Facts extends MachineFacts {
+  command: string;
   redisVersion: string;
   extensionRedis: string;
 }
@@ -503,7 +515,7 @@ function renderMarkdown(results: SystemResult[], facts: Facts): string {
   parts.push('## Cross-node fan-out: two nodes on one Redis, ours vs stock Hocuspocus + extension-redis (same machine, same run)');
   parts.push(
     [
-      '- Command: `node_modules/.bin/node bench/cross-node.ts` (Node 24 from the `node` devDependency; not part of `npm run bench`)',
+      `- Command: \`${facts.command}\` (scenario cross-node of bench/run.ts; Node 24 from the \`node\` devDependency)`,
       `- Date: ${facts.startedAt.toISOString()} (took ${facts.durationSeconds.toFixed(0)} s)`,
       `- Machine: \`nproc\` = ${facts.nproc} (${facts.cpuModel}), Node ${facts.node}; all four server processes (two per server, one server at a time), the clients, PostgreSQL and Redis share these cores`,
       `- PostgreSQL ${facts.postgres.server_version ?? '?'} on loopback (synchronous_commit=${facts.postgres.synchronous_commit ?? '?'}); Redis ${facts.redisVersion} at ${REDIS_URL} (shared with anything else using it)`,
@@ -693,8 +705,26 @@ function packageVersion(name: string): string {
   return existsSync(file) ? String((JSON.parse(readFileSync(file, 'utf8')) as { version?: unknown }).version) : 'not installed';
 }
 
-async function main(): Promise<void> {
-  const checkOnly = process.argv.includes('--check');
+export interface CrossNodeRun {
+  size: 'full' | 'quick' | 'tiny';
+  rounds: number;
+  checkOnly: boolean;
+  resultsFile: string;
+  command: string;
+}
+
+/** Runs the scenario and writes its section; resolves with the console summary (throws if a server failed). */
+export async function runCrossNode(run_: CrossNodeRun): Promise<string> {
+  OPTIONS = CROSS_NODE_SIZES[run_.size];
+  ROUNDS = run_.rounds;
+  try {
+    return await crossNode(run_);
+  } finally {
+    await cleanupAll();
+  }
+}
+
+async function crossNode({ checkOnly, resultsFile, command }: CrossNodeRun): Promise<string> {
   const startedAt = new Date();
   const run = randomBytes(4).toString('hex');
   const redis = await openRedis();
@@ -727,19 +757,18 @@ async function main(): Promise<void> {
     if (measured.length > 0 && !r.error) r.result = medianResult(measured);
   }
   if (checkOnly) {
-    for (const r of results) process.stdout.write(`${r.label}: ${r.error ? `NO — ${r.error}` : 'edits cross between two nodes'}\n`);
-    if (results.some((r) => r.error)) process.exitCode = 1;
-    return;
+    const lines = results.map((r) => `${r.label}: ${r.error ? `NO — ${r.error}` : 'edits cross between two nodes'}`).join('\n');
+    if (results.some((r) => r.error)) throw new Error(`cross-node check failed:\n${lines}`);
+    return lines;
   }
   const facts: Facts = {
+    command,
     ...machineFacts(startedAt, await commitSettings(db.admin)),
     redisVersion: (await redisCounters(redis)).version,
     extensionRedis: packageVersion('@hocuspocus/extension-redis'),
   };
-  const file = join(repoRoot, 'bench/RESULTS.md');
-  writeSection(file, 'cross-node', renderMarkdown(results, facts));
-  process.stdout.write(`${renderConsole(results)}\n\nwritten: ${file} (section bench:cross-node)\n`);
-  if (results.some((r) => r.error && !r.unavailable)) process.exitCode = 1;
+  writeSection(resultsFile, 'cross-node', renderMarkdown(results, facts));
+  const failed = results.filter((r) => r.error && !r.unavailable);
+  if (failed.length > 0) throw new Error(`cross-node: ${failed.map((r) => `${r.label}: ${r.error}`).join('; ')}`);
+  return `${renderConsole(results)}\n\nwritten: ${resultsFile} (section bench:cross-node)`;
 }
-
-await runBounded(main, abort, WATCHDOG_MS, cleanupAll);

@@ -1,0 +1,133 @@
+/**
+ * A load-generator process (spawned by bench/lib/loadgen.ts, never imported): it holds real
+ * HocuspocusProvider clients and does what its parent asks over the IPC channel, so thousands of
+ * sockets and their client-side CPU live outside both the server and the bench's own process.
+ *
+ * Requests (one at a time, each answered by one message):
+ * - `connect`: open `names.length` clients, `concurrency` in flight, each authenticated and
+ *   synced; answers with how many made it, the first errors and each one's connect → synced ms.
+ * - `ack-step`: every connected client edits its document at `ratePerClient`/s for
+ *   `warmupMs + windowMs`; each edit is timed from the change to its acknowledgement (the
+ *   provider's unacknowledged-change count falls by one per SyncStatus, in order); answers with
+ *   the latencies of edits sent in the window, how many were sent and acknowledged, the CPU used.
+ * - `close`: destroys every client and exits.
+ */
+import { connectSynced, type BenchClient } from './clients.ts';
+
+export type LoadgenRequest =
+  | { op: 'connect'; url: string; names: string[]; token: string; concurrency: number; timeoutMs: number }
+  | { op: 'ack-step'; ratePerClient: number; warmupMs: number; windowMs: number; drainMs: number }
+  | { op: 'close' };
+
+export type LoadgenReply =
+  | { op: 'connected'; connected: number; failed: number; errors: string[]; connectMs: number[] }
+  | { op: 'ack-stepped'; sent: number; acked: number; latencies: number[]; windowSeconds: number; cpuSeconds: number }
+  | { op: 'closed' }
+  | { op: 'error'; message: string };
+
+const clients: BenchClient[] = [];
+
+function reply(message: LoadgenReply): void {
+  process.send?.(message);
+}
+
+async function connectAll(request: Extract<LoadgenRequest, { op: 'connect' }>): Promise<LoadgenReply> {
+  const connectMs: number[] = [];
+  const errors: string[] = [];
+  let failed = 0;
+  let next = 0;
+  const lane = async () => {
+    while (next < request.names.length) {
+      const name = request.names[next++]!;
+      const t0 = performance.now();
+      try {
+        clients.push(await connectSynced(request.url, name, request.token, request.timeoutMs));
+        connectMs.push(performance.now() - t0);
+      } catch (error) {
+        failed += 1;
+        if (errors.length < 5) errors.push(error instanceof Error ? error.message : String(error));
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, request.concurrency) }, lane));
+  return { op: 'connected', connected: connectMs.length, failed, errors, connectMs };
+}
+
+async function ackStep(request: Extract<LoadgenRequest, { op: 'ack-step' }>): Promise<LoadgenReply> {
+  const latencies: number[] = [];
+  let windowStart = Number.POSITIVE_INFINITY;
+  let windowEnd = Number.POSITIVE_INFINITY;
+  const inWindow = (t: number) => t >= windowStart && t < windowEnd;
+  let sent = 0;
+  let acked = 0;
+  const period = 1000 / request.ratePerClient;
+  const stops: Array<() => void> = [];
+  const cpu0 = process.cpuUsage();
+  clients.forEach((client, index) => {
+    const outstanding: number[] = [];
+    let last = client.provider.unsyncedChanges;
+    const onCount = ({ number }: { number: number }) => {
+      // Each SyncStatus answers the oldest outstanding edit of this connection.
+      for (let n = last; n > number; n -= 1) {
+        const t = outstanding.shift();
+        if (t === undefined) break;
+        if (inWindow(t)) {
+          latencies.push(performance.now() - t);
+          acked += 1;
+        }
+      }
+      last = number;
+    };
+    client.provider.on('unsyncedChanges', onCount);
+    const map = client.doc.getMap<number>('acks');
+    let seq = 0;
+    let interval: NodeJS.Timeout | undefined;
+    const phase = setTimeout(() => {
+      interval = setInterval(() => {
+        const t = performance.now();
+        outstanding.push(t);
+        if (inWindow(t)) sent += 1;
+        map.set(`${index}:${seq++ % 64}`, seq);
+      }, period);
+    }, Math.random() * period);
+    stops.push(() => {
+      clearTimeout(phase);
+      clearInterval(interval);
+    });
+    stops.push(() => client.provider.off('unsyncedChanges', onCount));
+  });
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  try {
+    await sleep(request.warmupMs);
+    windowStart = performance.now();
+    await sleep(request.windowMs);
+    windowEnd = performance.now();
+    // Stop sending; wait (bounded) for the window's edits to be acknowledged.
+    for (const stop of stops.filter((_, i) => i % 2 === 0)) stop();
+    const deadline = performance.now() + request.drainMs;
+    while (acked < sent && performance.now() < deadline) await sleep(20);
+  } finally {
+    for (const stop of stops) stop();
+  }
+  const cpu = process.cpuUsage(cpu0);
+  return { op: 'ack-stepped', sent, acked, latencies, windowSeconds: (windowEnd - windowStart) / 1000, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
+}
+
+process.on('message', (message: LoadgenRequest) => {
+  void (async () => {
+    try {
+      if (message.op === 'connect') reply(await connectAll(message));
+      else if (message.op === 'ack-step') reply(await ackStep(message));
+      else {
+        for (const c of clients.splice(0)) c.destroy();
+        reply({ op: 'closed' });
+        process.disconnect?.();
+        setImmediate(() => process.exit(0));
+      }
+    } catch (error) {
+      reply({ op: 'error', message: error instanceof Error ? error.message : String(error) });
+    }
+  })();
+});
+// The parent went away (killed): nothing to generate load for.
+process.on('disconnect', () => process.exit(0));

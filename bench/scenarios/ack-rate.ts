@@ -1,0 +1,98 @@
+/**
+ * Durable acknowledgements per node: C clients (in load-generator processes) on C documents of
+ * one server edit at a stepped offered rate; each edit is timed from the change to its
+ * acknowledgement. Steps go up until the p99 reaches the bound (25 ms) or the server falls behind
+ * (fewer than 95 % of the window's edits acknowledged); the figure is the highest acknowledged
+ * rate whose p99 stayed under the bound. For ours an acknowledgement means "committed in
+ * PostgreSQL"; stock Hocuspocus acknowledges before it stores anything (scenario 3b), so its
+ * figure is the same measurement of a different promise.
+ */
+import type { ServerChild } from '../lib/child.ts';
+import { split, startLoadgens } from '../lib/loadgen.ts';
+import { cpuSeconds } from '../lib/procfs.ts';
+import { summarize, type Summary } from '../lib/stats.ts';
+import type { Target } from '../lib/targets.ts';
+
+export interface AckRateOptions {
+  clients: number;
+  loadgens: number;
+  /** Offered edits per second for the whole server, in order. */
+  rates: number[];
+  p99BoundMs: number;
+  warmupMs: number;
+  windowMs: number;
+  drainMs: number;
+}
+
+export interface AckStep {
+  offered: number;
+  acknowledgedPerSecond: number;
+  sent: number;
+  acked: number;
+  latency: Summary;
+  serverCpuCores: number;
+  clientCpuCores: number;
+}
+
+export interface AckRateResult {
+  clients: number;
+  steps: AckStep[];
+  /** Highest acknowledged edits/s of a step with p99 under the bound (0 when none). */
+  bestUnderBound: number;
+  bestStep?: AckStep | undefined;
+  /** True when even the last step stayed under the bound: the figure is a lower bound. */
+  neverCrossed: boolean;
+}
+
+export async function runAckRate(target: Target, server: ServerChild, options: AckRateOptions): Promise<AckRateResult> {
+  const docs = await target.newDocuments(server, options.clients);
+  const loadgens = startLoadgens(options.loadgens);
+  const steps: AckStep[] = [];
+  try {
+    const parts = split(docs, loadgens.length);
+    await Promise.all(
+      parts.map((names, i) =>
+        loadgens[i]!.request({ op: 'connect', url: server.wsUrl, names, token: target.token(), concurrency: 20, timeoutMs: 30_000 }, 'connected').then((r) => {
+          if (r.failed > 0) throw new Error(`ack-rate: ${r.failed} clients failed to connect: ${r.errors.join('; ')}`);
+        }),
+      ),
+    );
+    for (const offered of options.rates) {
+      const cpu0 = cpuSeconds(server.pid);
+      const t0 = performance.now();
+      const replies = await Promise.all(
+        loadgens.map((l) =>
+          l.request({ op: 'ack-step', ratePerClient: offered / options.clients, warmupMs: options.warmupMs, windowMs: options.windowMs, drainMs: options.drainMs }, 'ack-stepped'),
+        ),
+      );
+      const wall = (performance.now() - t0) / 1000;
+      const cpu1 = cpuSeconds(server.pid);
+      const sent = replies.reduce((n, r) => n + r.sent, 0);
+      const acked = replies.reduce((n, r) => n + r.acked, 0);
+      const windowSeconds = Math.max(...replies.map((r) => r.windowSeconds));
+      const step: AckStep = {
+        offered,
+        acknowledgedPerSecond: acked / windowSeconds,
+        sent,
+        acked,
+        latency: summarize(replies.flatMap((r) => r.latencies)),
+        serverCpuCores: (cpu1 - cpu0) / wall,
+        clientCpuCores: replies.reduce((n, r) => n + r.cpuSeconds, 0) / wall,
+      };
+      steps.push(step);
+      if (step.latency.p99 >= options.p99BoundMs || acked < 0.95 * sent) break;
+    }
+  } finally {
+    await Promise.all(loadgens.map((l) => l.close()));
+  }
+  const under = steps.filter((s) => s.latency.p99 < options.p99BoundMs && s.acked >= 0.95 * s.sent);
+  const bestStep = under.sort((a, b) => b.acknowledgedPerSecond - a.acknowledgedPerSecond)[0];
+  const last = steps[steps.length - 1];
+  return {
+    clients: options.clients,
+    steps,
+    bestUnderBound: bestStep?.acknowledgedPerSecond ?? 0,
+    bestStep,
+    neverCrossed: last !== undefined && last.offered === options.rates[options.rates.length - 1] && last.latency.p99 < options.p99BoundMs && last.acked >= 0.95 * last.sent,
+  };
+}

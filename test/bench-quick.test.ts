@@ -1,0 +1,91 @@
+/**
+ * The bench harness cannot rot: `bench/run.ts --tiny` runs every scenario (but the image one,
+ * which has its own script) against stock Hocuspocus and ours on the node transport, at a size
+ * that only proves each step works, and writes its sections to a temporary results file. Speed is
+ * not checked here — only that every figure of the efficiency table was measured for both servers
+ * and each section was written. bench/RESULTS.md is not touched.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { FIGURES } from '../bench/lib/figures.ts';
+import { nodeBin, repoRoot } from './support/uws-runtime.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'bench-quick-test-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Runs the harness; resolves with its exit code and output once it exits (it bounds itself with a watchdog). */
+function bench(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(nodeBin, [join(repoRoot, 'bench/run.ts'), ...args], {
+      cwd: repoRoot,
+      env: { ...process.env, BENCH_TARGETS: 'stock,ours-node', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (output += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (output += c));
+    child.once('error', reject);
+    child.once('exit', (code) => resolve({ code, output }));
+  });
+}
+
+function section(file: string, name: string): string {
+  const text = readFileSync(file, 'utf8');
+  const start = text.indexOf(`<!-- bench:${name}:start -->`);
+  const end = text.indexOf(`<!-- bench:${name}:end -->`);
+  expect(start, `section ${name} written`).toBeGreaterThanOrEqual(0);
+  return text.slice(start, end);
+}
+
+/** The cells of the table row whose first cell is `label`. */
+function row(markdown: string, label: string): string[] {
+  const line = markdown.split('\n').find((l) => l.startsWith(`| ${label} |`));
+  expect(line, `row ${label}`).toBeDefined();
+  return line!.split('|').slice(1, -1).map((c) => c.trim());
+}
+
+describe('bench harness at a tiny size', () => {
+  it('measures every figure of the table for stock and ours, with ratios, and the CPU profiles', { timeout: 120_000 }, async () => {
+    const file = join(dir, 'table.md');
+    const { code, output } = await bench(['--tiny', '--rounds', '1', '--only', 'table,profile', '--results', file]);
+    expect(code, output.slice(-3_000)).toBe(0);
+    const summary = section(file, 'summary');
+    const head = row(summary, 'figure');
+    expect(head).toEqual(expect.arrayContaining(['stock Hocuspocus', 'ours (node)', 'ours (node) / stock', 'met?']));
+    for (const def of FIGURES) {
+      const cells = row(summary, def.label);
+      const stock = cells[head.indexOf('stock Hocuspocus')]!;
+      const ours = cells[head.indexOf('ours (node)')]!;
+      const ratio = cells[head.indexOf('ours (node) / stock')]!;
+      expect(stock, `${def.label}: stock`).toMatch(/^[\d,.]+/);
+      expect(ours, `${def.label}: ours`).toMatch(/^[\d,.]+/);
+      if (def.id !== 'durableAcks') expect(ratio, `${def.label}: ratio`).toMatch(/^[\d.]+×/);
+      if (def.targets.length > 0) expect(cells[head.indexOf('met?')], def.label).toMatch(/node [^:]*: \*\*(met|not met)\*\*/);
+    }
+    const details = section(file, 'table');
+    for (const server of ['stock Hocuspocus', 'ours (node)']) {
+      const connected = row(details.slice(details.indexOf('### Idle')), `1 | ${server}`);
+      expect(connected[2], `${server}: every connection made`).toBe('20');
+    }
+    const profile = section(file, 'profile');
+    expect(profile).toMatch(/\| stock Hocuspocus \| window \|/);
+    expect(profile).toMatch(/\| ours \(node\) \| window \|/);
+    expect(profile).toContain('### Top functions by self time');
+  });
+
+  // Ours only (stock's side of these is the same stock-server the test above runs): keeps it short.
+  it('runs the collab suite, versions and cross-node scenarios', { timeout: 120_000 }, async () => {
+    const file = join(dir, 'rest.md');
+    const { code, output } = await bench(['--tiny', '--rounds', '1', '--only', 'collab,versions,cross-node', '--results', file], {
+      BENCH_TARGETS: 'ours-node',
+      BENCH_CROSS_TARGETS: 'ours',
+    });
+    expect(code, output.slice(-3_000)).toBe(0);
+    expect(row(section(file, 'collab'), 'ours (node)').length).toBeGreaterThan(3);
+    expect(section(file, 'versions')).toContain('### 2. Version tree of 40 versions');
+    expect(row(section(file, 'cross-node'), 'ours (node)')[1]).toMatch(/^[\d.]+$/);
+  });
+});
