@@ -146,11 +146,17 @@ export interface EmbeddedOptions {
    * URL instead (the user and token commands work whether or not a server runs).
    */
   whenHeld?: 'refuse' | 'attach';
-  /** Called if the lock is lost while held (its directory removed, or not refreshed within 10 s). */
+  /** Called if the lock is lost while held (its directory removed, or not refreshed within 60 s). */
   onLockLost?: (error: Error) => void;
 }
 
-const LOCK_STALE_MS = 10_000;
+/**
+ * A lock not refreshed for this long is taken over, from any host. Long, because the refresh runs on
+ * the event loop, which PGlite (in-process WASM) can hold during a long statement; a holder on this
+ * host that died is recognised by its pid at once.
+ */
+const LOCK_STALE_MS = 60_000;
+const LOCK_UPDATE_MS = 5_000;
 
 function processAlive(pid: number): boolean {
   try {
@@ -173,7 +179,7 @@ async function readOwner(file: string): Promise<LockOwner | undefined> {
  * Takes the directory's lock: a proper-lockfile lock directory (`DATA_DIR/lock`, refreshed every 5 s)
  * plus `DATA_DIR/lock-owner.json` naming the holder. A holder killed with -9 leaves both behind; the
  * next process takes over at once when the named pid is gone on this host, and proper-lockfile takes
- * over a lock not refreshed for 10 s in any case — a crashed holder never locks the directory forever.
+ * over a lock not refreshed for 60 s in any case — a crashed holder never locks the directory forever.
  */
 async function lockDataDir(
   dataDir: string,
@@ -181,7 +187,7 @@ async function lockDataDir(
 ): Promise<{ release: () => Promise<void>; ownerFile: string } | { heldBy: LockOwner | undefined }> {
   const lockfilePath = join(dataDir, 'lock');
   const ownerFile = join(dataDir, 'lock-owner.json');
-  const options = { lockfilePath, stale: LOCK_STALE_MS, realpath: false, retries: 0, onCompromised: onLockLost };
+  const options = { lockfilePath, stale: LOCK_STALE_MS, update: LOCK_UPDATE_MS, realpath: false, retries: 0, onCompromised: onLockLost };
   for (let attempt = 0; ; attempt++) {
     try {
       const release = await lockfile.lock(dataDir, options);

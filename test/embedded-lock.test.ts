@@ -105,7 +105,7 @@ describe('one process per embedded DATA_DIR', () => {
     }
     await server.kill();
     // The lock directory and owner file are left behind; the dead pid is recognised (and a lock not
-    // refreshed for 10 s would be taken over in any case), so the next server starts.
+    // refreshed for 60 s would be taken over from any host), so the next server starts.
     const next = await startServerProcess({ transport: 'node', dataDir, env: { AUTH_JWT_SECRET: '' }, register });
     for (const sessionId of sessions) {
       expect((await api(next.url, 'GET', `/api/sessions/${sessionId}`, { token })).status, sessionId).toBe(200);
