@@ -255,7 +255,10 @@ export async function openEmbedded(dataDir: string, options: EmbeddedOptions = {
     const dir = join(dataDir, 'pglite');
     await mkdir(dir, { recursive: true });
     const db = await PGlite.create(dir);
-    const server = new PGLiteSocketServer({ db, host: '127.0.0.1', port: 0, maxConnections: 8 });
+    // Connections are cheap here (all multiplexed onto the one PGlite instance): the app's pool (4),
+    // the inline render worker's pool, LISTEN and liveness connections (4), migrations and a psql
+    // or test pool alongside.
+    const server = new PGLiteSocketServer({ db, host: '127.0.0.1', port: 0, maxConnections: 16 });
     await server.start();
     const net = (server as unknown as { server: Server }).server;
     requirePassword(net, password);

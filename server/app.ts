@@ -32,6 +32,10 @@ import { createBlobStore } from '../storage/index.ts';
 import { JobQueue, hardenSharp } from '../media/sharp.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { createSocketHooks } from './transport/hooks.ts';
+import { migrateQueue, type RenderWorker, type ThumbnailReadyPayload } from '../worker/queue.ts';
+import { createRenderPool, createRenderService, createRenderWorker } from '../worker/compose.ts';
+import { ThumbnailNotifier } from './thumbnails.ts';
+import { queueCounts } from '../persistence/repositories/renders.ts';
 import { listen, type TransportName } from './transport/index.ts';
 import { YJS_PREFIX } from './transport/y-websocket.ts';
 
@@ -89,6 +93,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   try {
     const applied = await migrate(db.url);
     if (applied.length > 0) logger.info({ applied }, 'applied migrations');
+    // The render queue's own schema: a version's transaction enqueues into it (worker/queue.ts).
+    await migrateQueue(db);
   } catch (error) {
     await db.close();
     throw error;
@@ -229,7 +235,27 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     cacheVariants: config.IMAGE_CACHE_VARIANTS,
     memoryCacheBytes: config.IMAGE_MEMORY_CACHE_BYTES,
   };
-  const http = createHttpApp({ db, tokens, signer, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId, metrics, versions: snapshots, images, ...(redis ? { redis } : {}) });
+  // Renders: the on-demand routes and the inline worker share one bounded RenderService.
+  const renderPool = createRenderPool(config);
+  const renders = createRenderService(db, blobs, renderPool, metrics);
+  metrics.observeRenderQueue(() => queueCounts(db));
+  // Thumbnails reach this node's clients by NOTIFY from whichever worker made them; in embedded
+  // mode (one process; NOTIFY does not cross pglite-socket connections) straight from the inline worker.
+  const thumbnails = new ThumbnailNotifier({ url: db.url, hocuspocus, signer, logger });
+  if (db.kind === 'postgres') await thumbnails.start();
+  let renderWorker: RenderWorker | undefined;
+  if (config.RENDER_WORKER === 'inline') {
+    renderWorker = createRenderWorker(config, {
+      db,
+      renders,
+      logger,
+      name: nodeId,
+      metrics,
+      ...(db.kind === 'pglite' ? { onThumbnail: (payload: ThumbnailReadyPayload) => thumbnails.send(payload) } : {}),
+    });
+    await renderWorker.start();
+  }
+  const http = createHttpApp({ db, tokens, signer, renders, thumbnailSize: config.THUMBNAIL_SIZES[0]!, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId, metrics, versions: snapshots, images, ...(redis ? { redis } : {}) });
   const listened = listen(
     config.TRANSPORT,
     {
@@ -283,6 +309,9 @@ export async function startServer(config: Config, options: { logger?: Logger } =
         hocuspocus.flushPendingStores();
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
+      await renderWorker?.stop();
+      await renderPool.close();
+      await thumbnails.close();
       await redis?.close();
       await accessFeed.close();
       accessWatch.close();

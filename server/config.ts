@@ -107,6 +107,19 @@ const schema = z
     UPLOAD_TTL_SECONDS: z.coerce.number().int().min(60).max(7 * 24 * 3600).default(3600),
     /** `inline`: a render worker inside the server; `off`: run `npm run worker` separately. */
     RENDER_WORKER: z.enum(['inline', 'off']).default('inline'),
+    /** Thumbnail sizes of every new version (px, the longer side), comma-separated; the first is `thumbnail_path`. */
+    THUMBNAIL_SIZES: z
+      .string()
+      .regex(/^\d{1,4}(,\d{1,4}){0,7}$/, 'must be 1-8 comma-separated sizes in px')
+      .default('256')
+      .transform((v) => v.split(',').map(Number))
+      .refine((sizes) => sizes.every((n) => n >= 16 && n <= 4096), 'sizes must be 16-4096 px'),
+    /** Render jobs one worker process runs at once. */
+    RENDER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
+    /** Longest one render may take, in ms (on-demand and worker). */
+    RENDER_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(30_000),
+    /** Render workers' heartbeat; a worker silent for three beats is taken for dead and its jobs unlocked. */
+    RENDER_WORKER_HEARTBEAT_MS: z.coerce.number().int().min(100).max(300_000).default(5_000),
   })
   .superRefine((env, ctx) => {
     if (env.DATABASE_URL && !env.AUTH_JWT_SECRET) {

@@ -43,6 +43,9 @@ export class Metrics {
   /** `GET /api/images/:id/file`: outcomes (`not_modified`, `cached`, `resized`) and resize time. */
   readonly imageFiles: client.Counter<'outcome'>;
   readonly resizeSeconds: client.Histogram;
+  readonly renders: client.Counter<'outcome'>;
+  readonly renderSeconds: client.Histogram<'outcome'>;
+  readonly renderJobs: client.Counter<'outcome'>;
 
   constructor(nodeId: string) {
     this.registry.setDefaultLabels({ node: nodeId });
@@ -95,6 +98,52 @@ export class Metrics {
       buckets: [0.005, 0.01, 0.02, 0.035, 0.05, 0.1, 0.2, 0.5, 1, 5],
       registers,
     });
+    this.renders = new client.Counter({
+      name: 'imageflow_renders_total',
+      help: 'Renders asked of this process (routes and the inline worker), by outcome: rendered, cached (served from blob storage), failed, timeout.',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.renderSeconds = new client.Histogram({
+      name: 'imageflow_render_seconds',
+      help: 'Time to answer a render, by outcome (cached = a blob-store lookup).',
+      labelNames: ['outcome'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.renderJobs = new client.Counter({
+      name: 'imageflow_render_jobs_total',
+      help: "Render jobs this process's worker ran, by outcome: done, error (will retry), parked (failed its last attempt).",
+      labelNames: ['outcome'],
+      registers,
+    });
+  }
+
+  /**
+   * Gauges of the render queue, read from PostgreSQL at scrape time (shared by every node and
+   * worker process, so any node reports them).
+   */
+  observeRenderQueue(read: () => Promise<{ waiting: number; running: number; parked: number }>): void {
+    const registers = [this.registry];
+    let last: Promise<{ waiting: number; running: number; parked: number }> | undefined;
+    // One query per scrape for the three gauges.
+    const counts = () => (last ??= read().finally(() => setTimeout(() => (last = undefined), 0)));
+    const gauge = (name: string, help: string, field: 'waiting' | 'running' | 'parked') =>
+      new client.Gauge({
+        name,
+        help,
+        registers,
+        async collect() {
+          try {
+            this.set((await counts())[field]);
+          } catch {
+            // The database is unreachable (/readyz says so): keep the last value rather than a made-up one.
+          }
+        },
+      });
+    gauge('imageflow_render_queue_waiting', 'Render jobs waiting to run (including retries waiting for their backoff).', 'waiting');
+    gauge('imageflow_render_queue_running', 'Render jobs a worker holds right now.', 'running');
+    gauge('imageflow_render_jobs_parked', 'Render jobs that failed their last attempt; kept with their error in graphile_worker.jobs.', 'parked');
   }
 
   /** Registers the scrape-time gauges of image processing. */

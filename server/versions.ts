@@ -68,6 +68,7 @@ import {
   type VersionKind,
   type VersionMetaRow,
 } from '../persistence/repositories/versions.ts';
+import { enqueueRender } from '../persistence/repositories/renders.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Pure: validation, rows, diff, tree, JSON
@@ -284,6 +285,8 @@ export async function recordVersion(db: Database, input: RecordVersionInput): Pr
     await insertLayers(tx, version.version_id, rows);
     await moveSessionHead(tx, input.sessionId, version.version_id);
     await touchImage(tx, image.image_id);
+    // The thumbnail job commits with the version or not at all (worker/queue.ts).
+    await enqueueRender(tx, version.version_id);
     const notified = await recordActivity(tx, { version, actorId: createdBy, imageTitle: image.title });
     return { version, layerCount: rows.length, notified };
   });

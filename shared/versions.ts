@@ -9,6 +9,9 @@
  *   echoes the one of the saveVersion that asked for it, if any.
  * - server → the asking connection only `{ type: "error", code, message, requestId? }` when a
  *   saveVersion is refused (`forbidden` for a read-only connection, `invalid_canvas`, …).
+ * - server → every client of the session `{ type: "thumbnailReady", versionId, imageId,
+ *   thumbnailPath, thumbnailUrl, sizes }` once the render worker has stored a new version's
+ *   thumbnails; `thumbnailUrl` (and each `sizes[].url`) is a signed URL for that connection's user.
  * Other stateless payloads are left to other extensions.
  */
 import { z } from 'zod';
@@ -32,6 +35,14 @@ export interface VersionJson {
   sessionId: string | null;
   kind: VersionKind;
   restoredFromVersionId: string | null;
+  /**
+   * Signed URLs for `<img>` tags (no token needed; see README "Signed URLs"), valid for the
+   * user they were made for: the thumbnail (null until the render worker has made it) and the
+   * on-demand render of this version (append `width`, `height`, `format`… before signing — or use
+   * it as is for the full canvas as WebP). Present in HTTP answers; absent in `versionSaved`.
+   */
+  thumbnailUrl?: string | null;
+  renderUrl?: string;
 }
 
 /** A canvas_layers row in camelCase (`opacity` is the DECIMAL(3,2) column: rounded to 0.01). */
@@ -107,15 +118,30 @@ export const saveVersionMessage = z.strictObject({
 });
 export type SaveVersionMessage = z.infer<typeof saveVersionMessage>;
 
+export interface ThumbnailReadyMessage {
+  type: 'thumbnailReady';
+  versionId: string;
+  imageId: string;
+  /** The blob key of the first configured size (`image_versions.thumbnail_path`). */
+  thumbnailPath: string;
+  /** Signed URL of that thumbnail for the receiving connection's user. */
+  thumbnailUrl: string;
+  /** Every configured size (px, the longer side) with its signed URL. */
+  sizes: Array<{ size: number; url: string }>;
+}
+
 export type VersionsServerMessage =
   | { type: 'versionSaved'; version: VersionJson; requestId?: string }
+  | ThumbnailReadyMessage
   | { type: 'error'; code: string; message: string; requestId?: string };
 
 /** Parses a stateless payload from the server; undefined for payloads that are not ours. */
 export function parseServerMessage(payload: string): VersionsServerMessage | undefined {
   try {
     const message = JSON.parse(payload) as { type?: unknown };
-    return message?.type === 'versionSaved' || message?.type === 'error' ? (message as VersionsServerMessage) : undefined;
+    return message?.type === 'versionSaved' || message?.type === 'thumbnailReady' || message?.type === 'error'
+      ? (message as VersionsServerMessage)
+      : undefined;
   } catch {
     return undefined;
   }

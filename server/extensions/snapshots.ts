@@ -57,6 +57,8 @@ export interface VersionService {
   limitSave(userId: string, sessionId: string): Promise<void>;
   /** Makes `versionId`'s canvas the live document and records a `restore` version. */
   restoreVersion(input: { sessionId: string; userId: string; versionId: string; description: string | null }): Promise<VersionMetaRow>;
+  /** The live canvas as it is now (unvalidated): the document on this node, else the update log. */
+  liveCanvas(sessionId: string): Promise<unknown>;
 }
 
 interface DocState {
@@ -321,6 +323,10 @@ export class SnapshotExtension implements Extension, VersionService {
       if (this.#queues.get(documentName) === tail) this.#queues.delete(documentName);
     });
     return run;
+  }
+
+  async liveCanvas(sessionId: string): Promise<unknown> {
+    return (await this.#readLive(sessionId)).raw;
   }
 
   /**

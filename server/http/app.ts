@@ -23,6 +23,8 @@ import { registerVersionRoutes } from './versions.ts';
 import { registerWebRoutes } from './web.ts';
 import { IMAGE_BODY_PATHS, registerImageRoutes, type ImageRouteDeps } from './images.ts';
 import { registerLookupRoutes } from './lookup.ts';
+import { registerRenderRoutes } from './renders.ts';
+import type { RenderService } from '../renders.ts';
 import type { VersionService } from '../extensions/snapshots.ts';
 import { readJson, type Env } from './json.ts';
 
@@ -33,6 +35,10 @@ export interface HttpDeps {
   tokens: TokenService;
   /** Signed URLs (server/signed-urls.ts): accepted instead of the Bearer token where a URL carries `sig`. */
   signer: UrlSigner;
+  /** Renders for the render routes (server/renders.ts). */
+  renders: RenderService;
+  /** The first of THUMBNAIL_SIZES: the size a version's `thumbnailUrl` names. */
+  thumbnailSize: number;
   log: UpdateLog;
   hocuspocus: Hocuspocus;
   logger: Logger;
@@ -169,6 +175,7 @@ export function createHttpApp(deps: HttpDeps): Hono<Env> {
   registerVersionRoutes(app, deps);
   if (deps.images) registerImageRoutes(app, deps.images);
   registerLookupRoutes(app, deps);
+  registerRenderRoutes(app, deps);
 
   return app;
 }

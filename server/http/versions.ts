@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { storableString } from '../../shared/canvas.ts';
 import { AppError } from '../../shared/errors.ts';
 import { isId } from '../../shared/ids.ts';
+import type { VersionJson } from '../../shared/versions.ts';
 import type { Database } from '../../persistence/db.ts';
 import { getSessionAccess } from '../../persistence/repositories/sessions.ts';
 import { decideRole } from '../auth/access.ts';
@@ -16,6 +17,8 @@ import type { VersionService } from '../extensions/snapshots.ts';
 import { RateLimitedError } from '../save-limit.ts';
 import { imageVersionTree, versionDetail, versionDiff, versionJson } from '../versions.ts';
 import { readJson, type Env } from './json.ts';
+import { withUrls } from '../render-urls.ts';
+import type { UrlSigner } from '../signed-urls.ts';
 
 const saveBody = z.strictObject({ description: storableString().max(2000).optional() });
 const restoreBody = z.strictObject({
@@ -26,6 +29,9 @@ const restoreBody = z.strictObject({
 export interface VersionRouteDeps {
   db: Database;
   versions: VersionService;
+  /** Signs each version's `thumbnailUrl` and `renderUrl` for the asking user. */
+  signer: UrlSigner;
+  thumbnailSize: number;
 }
 
 /** Throws unless `userId` may change the session (owner or editor of an active, unexpired session). */
@@ -51,6 +57,7 @@ const versionIdParam = (value: string) => {
 };
 
 export function registerVersionRoutes(app: Hono<Env>, deps: VersionRouteDeps): void {
+  const urls = <T extends VersionJson>(json: T, userId: string) => withUrls(json, deps.signer, userId, deps.thumbnailSize);
   app.post('/api/sessions/:id/versions', async (c) => {
     const sessionId = c.req.param('id');
     const userId = c.get('claims').sub;
@@ -58,7 +65,7 @@ export function registerVersionRoutes(app: Hono<Env>, deps: VersionRouteDeps): v
     await requireEditor(deps.db, sessionId, userId);
     await limitSave(c, deps.versions, userId, sessionId);
     const version = await deps.versions.saveVersion({ sessionId, userId, description: body.description ?? null });
-    return c.json({ version: versionJson(version) }, 201);
+    return c.json({ version: urls(versionJson(version), userId) }, 201);
   });
 
   app.post('/api/sessions/:id/restore', async (c) => {
@@ -73,17 +80,21 @@ export function registerVersionRoutes(app: Hono<Env>, deps: VersionRouteDeps): v
       versionId: body.versionId,
       description: body.description ?? null,
     });
-    return c.json({ version: versionJson(version) }, 201);
+    return c.json({ version: urls(versionJson(version), userId) }, 201);
   });
 
   app.get('/api/images/:id/versions', async (c) => {
     const imageId = c.req.param('id');
     if (!isId(imageId)) throw new AppError('image_not_found');
-    return c.json(await imageVersionTree(deps.db, c.get('claims').sub, imageId));
+    const userId = c.get('claims').sub;
+    const tree = await imageVersionTree(deps.db, userId, imageId);
+    return c.json({ ...tree, versions: tree.versions.map((v) => urls(v, userId)) });
   });
 
   app.get('/api/versions/:id', async (c) => {
-    return c.json(await versionDetail(deps.db, c.get('claims').sub, versionIdParam(c.req.param('id'))));
+    const userId = c.get('claims').sub;
+    const detail = await versionDetail(deps.db, userId, versionIdParam(c.req.param('id')));
+    return c.json({ ...detail, version: urls(detail.version, userId) });
   });
 
   app.get('/api/versions/:a/diff/:b', async (c) => {

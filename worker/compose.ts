@@ -1,0 +1,58 @@
+/**
+ * Wiring shared by the two places a render worker runs: inside the server (`RENDER_WORKER=inline`,
+ * server/app.ts) and on its own (`npm run worker`, worker/main.ts). Both read the same config.
+ */
+import type { Logger } from 'pino';
+import type { Database } from '../persistence/db.ts';
+import { RenderPool } from '../renderer/pool.ts';
+import type { Config } from '../server/config.ts';
+import type { Metrics } from '../server/metrics.ts';
+import { RenderService } from '../server/renders.ts';
+import type { BlobStore } from '../storage/blob-store.ts';
+import { defaultProcessName, RenderWorker, type ThumbnailReadyPayload } from './queue.ts';
+
+/** The render pool of this process: worker threads (the renderer's default count), RENDER_TIMEOUT_MS each. */
+export function createRenderPool(config: Config): RenderPool {
+  return new RenderPool({ timeoutMs: config.RENDER_TIMEOUT_MS });
+}
+
+export function createRenderService(db: Database, blobs: BlobStore, pool: RenderPool, metrics?: Metrics): RenderService {
+  return new RenderService({
+    db,
+    blobs,
+    render: (canvas, images, options) => pool.render(canvas, images, options),
+    ...(metrics
+      ? {
+          onRender: (outcome, seconds) => {
+            metrics.renders.inc({ outcome });
+            metrics.renderSeconds.observe({ outcome }, seconds);
+          },
+        }
+      : {}),
+  });
+}
+
+export function createRenderWorker(
+  config: Config,
+  deps: {
+    db: Database;
+    renders: RenderService;
+    logger: Logger;
+    name: string;
+    metrics?: Metrics;
+    onThumbnail?: (payload: ThumbnailReadyPayload) => void;
+  },
+): RenderWorker {
+  const { metrics } = deps;
+  return new RenderWorker({
+    db: deps.db,
+    renders: deps.renders,
+    logger: deps.logger,
+    sizes: config.THUMBNAIL_SIZES,
+    concurrency: config.RENDER_CONCURRENCY,
+    heartbeatMs: config.RENDER_WORKER_HEARTBEAT_MS,
+    processName: defaultProcessName(deps.name),
+    ...(metrics ? { onJob: (outcome) => metrics.renderJobs.inc({ outcome }) } : {}),
+    ...(deps.onThumbnail ? { onThumbnail: deps.onThumbnail } : {}),
+  });
+}

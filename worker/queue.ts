@@ -1,0 +1,234 @@
+/**
+ * The render worker: takes `render_version` jobs from the durable queue in PostgreSQL
+ * (graphile-worker 0.18) and renders each new version's thumbnails into the blob store.
+ *
+ * - **Enqueue** happens in the transaction that writes the version (server/versions.ts calls
+ *   `enqueueRender`, graphile-worker's SQL `add_job`): a version exists exactly when its job does.
+ *   `job_key = render:<versionId>` collapses duplicate requests into one pending job.
+ * - **One job, one worker at a time**: graphile-worker locks a job (`locked_by`, `FOR UPDATE SKIP
+ *   LOCKED`) when a worker takes it; other workers skip it.
+ * - **Retries** with graphile-worker's exponential backoff (exp(attempt) seconds); after
+ *   `maxAttempts` the job is parked: it stays in `graphile_worker.jobs` with `last_error` and is
+ *   never run again by itself (`parkedJobs`, the `imageflow_render_jobs_parked` gauge).
+ * - **A worker killed mid-job loses nothing**: graphile-worker would keep its job locked for four
+ *   hours. Every `heartbeatMs` each worker writes a `render_workers` row per graphile-worker id it
+ *   runs; any worker that sees a row three beats old (or a render job locked that long by a worker
+ *   that never wrote a row) calls graphile-worker's `force_unlock_workers` for it, so another
+ *   worker takes the job within about three heartbeats. A job is idempotent: the render is
+ *   content-addressed, so running it again (after a kill) stores the same bytes under the same key.
+ * - **Done** = `image_versions.thumbnail_path` set to the first size's render key and a NOTIFY on
+ *   `imageflow_thumbnail_ready`, in one transaction; every server node LISTENs and tells its own
+ *   connections of that session (server/thumbnails.ts).
+ */
+import { hostname } from 'node:os';
+import { Logger as GraphileLogger, run, runMigrations, type Runner, type TaskList, type WorkerEvents } from 'graphile-worker';
+import { EventEmitter } from 'node:events';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import type { Database } from '../persistence/db.ts';
+import {
+  forgetWorkers,
+  getRenderableVersion,
+  heartbeatWorkers,
+  notify,
+  RENDER_TASK,
+  setThumbnailPath,
+  staleWorkers,
+  THUMBNAIL_CHANNEL,
+  unlockWorkers,
+} from '../persistence/repositories/renders.ts';
+import { thumbnailParams, type RenderService } from '../server/renders.ts';
+
+/** The NOTIFY payload of a finished version. */
+export interface ThumbnailReadyPayload {
+  versionId: string;
+  imageId: string;
+  sessionId: string | null;
+  thumbnailPath: string;
+  sizes: number[];
+}
+
+export interface RenderWorkerOptions {
+  db: Database;
+  renders: RenderService;
+  logger: Logger;
+  /** Thumbnail sizes (px, the longer side); the first one is `thumbnail_path`. */
+  sizes: readonly number[];
+  /** Jobs this process runs at once. */
+  concurrency: number;
+  heartbeatMs: number;
+  /** Poll for due retries this often (new jobs arrive by LISTEN/NOTIFY at once). */
+  pollIntervalMs?: number;
+  /** A name for the `render_workers.process` column. */
+  processName: string;
+  onJob?: (outcome: 'done' | 'error' | 'parked', seconds: number) => void;
+  /**
+   * Called in-process after a version's thumbnails are committed. Only for the embedded database:
+   * over pglite-socket a NOTIFY does not reach another connection's LISTEN (measured: the job
+   * completes, the listener hears nothing), and the embedded mode is one process anyway.
+   */
+  onThumbnail?: (payload: ThumbnailReadyPayload) => void;
+}
+
+/** graphile-worker's own schema; its migrations run under its own lock. */
+export async function migrateQueue(db: Database): Promise<void> {
+  const pool = poolFor(db, 1);
+  try {
+    await runMigrations({ pgPool: pool, noPreparedStatements: db.kind === 'pglite', logger: quietLogger() });
+  } finally {
+    await pool.end();
+  }
+}
+
+function poolFor(db: Database, max: number): pg.Pool {
+  const pool = new pg.Pool({ connectionString: db.url, max, connectionTimeoutMillis: 5_000 });
+  // An idle client losing its server: the next query reconnects (graphile-worker retries).
+  pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
+  return pool;
+}
+
+function quietLogger(logger?: Logger): GraphileLogger {
+  return new GraphileLogger(() => (level, message, meta) => {
+    if (!logger) return;
+    if (level === 'error') logger.error({ ...meta }, `render queue: ${message}`);
+    else if (level === 'warning') logger.warn({ ...meta }, `render queue: ${message}`);
+    else logger.debug({ ...meta }, `render queue: ${message}`);
+  });
+}
+
+export class RenderWorker {
+  readonly #o: RenderWorkerOptions;
+  readonly #workerIds = new Set<string>();
+  readonly #events: WorkerEvents = new EventEmitter() as WorkerEvents;
+  #runner: Runner | undefined;
+  #pool: pg.Pool | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #beating: Promise<void> = Promise.resolve();
+  #stopped = false;
+  /** Jobs finished by this process (tests and logs). */
+  done = 0;
+
+  constructor(options: RenderWorkerOptions) {
+    this.#o = options;
+  }
+
+  async start(): Promise<void> {
+    const { db, logger } = this.#o;
+    // PGlite behind pglite-socket is one backend session shared by every connection: named
+    // prepared statements of two connections collide ("prepared statement … already exists").
+    const noPreparedStatements = db.kind === 'pglite';
+    // One connection LISTENs for new jobs, the others run get_job/complete_job.
+    this.#pool = poolFor(db, Math.max(2, this.#o.concurrency + 1));
+    this.#events.on('worker:create', ({ worker }) => {
+      this.#workerIds.add(worker.workerId);
+      this.#beat();
+    });
+    this.#events.on('worker:stop', ({ worker }) => {
+      this.#workerIds.delete(worker.workerId);
+    });
+    this.#events.on('job:start', ({ job, worker }) => {
+      logger.info({ job: job.id, key: job.key, attempt: job.attempts, worker: worker.workerId }, 'render job started');
+    });
+    this.#events.on('job:error', ({ job, error }) => {
+      const parked = job.attempts >= job.max_attempts;
+      logger.warn({ job: job.id, key: job.key, attempt: job.attempts, parked, err: error }, parked ? 'render job parked' : 'render job failed; will retry');
+      this.#o.onJob?.(parked ? 'parked' : 'error', 0);
+    });
+    const taskList: TaskList = {
+      [RENDER_TASK]: async (payload) => {
+        const started = performance.now();
+        const versionId = (payload as { versionId?: unknown } | null)?.versionId;
+        if (typeof versionId !== 'string') throw new Error('render_version job without a versionId');
+        await this.renderVersion(versionId);
+        this.done += 1;
+        const seconds = (performance.now() - started) / 1000;
+        this.#o.onJob?.('done', seconds);
+        logger.info({ versionId, seconds }, 'render job done');
+      },
+    };
+    this.#runner = await run({
+      pgPool: this.#pool,
+      concurrency: this.#o.concurrency,
+      noHandleSignals: true,
+      noPreparedStatements,
+      pollInterval: this.#o.pollIntervalMs ?? 1_000,
+      parsedCronItems: [],
+      taskList,
+      events: this.#events,
+      logger: quietLogger(logger),
+    });
+    this.#timer = setInterval(() => this.#beat(), this.#o.heartbeatMs);
+    this.#timer.unref();
+    this.#beat();
+  }
+
+  /** Renders every thumbnail size of a version and marks it done (see the file's rules). */
+  async renderVersion(versionId: string): Promise<void> {
+    const { db, renders, sizes } = this.#o;
+    const version = await getRenderableVersion(db, versionId);
+    if (!version) {
+      this.#o.logger.warn({ versionId }, 'render job for a version that no longer exists; dropped');
+      return;
+    }
+    let first: string | undefined;
+    for (const size of sizes) {
+      const rendered = await renders.renderCached(version.canvas_state, version.viewer_id, thumbnailParams(size));
+      first ??= rendered.key;
+    }
+    const payload: ThumbnailReadyPayload = {
+      versionId,
+      imageId: version.image_id,
+      sessionId: version.session_id,
+      thumbnailPath: first!,
+      sizes: [...sizes],
+    };
+    await db.transaction(async (tx) => {
+      await setThumbnailPath(tx, versionId, first!);
+      await notify(tx, THUMBNAIL_CHANNEL, JSON.stringify(payload));
+    });
+    this.#o.onThumbnail?.(payload);
+  }
+
+  /** One heartbeat round: our rows, then unlock the jobs of workers that stopped beating. */
+  #beat(): void {
+    if (this.#stopped) return;
+    this.#beating = this.#beating.then(async () => {
+      if (this.#stopped) return;
+      try {
+        const { db, heartbeatMs, processName } = this.#o;
+        await heartbeatWorkers(db, [...this.#workerIds], processName);
+        const dead = (await staleWorkers(db, heartbeatMs * 3)).filter((id) => !this.#workerIds.has(id));
+        if (dead.length > 0) {
+          await unlockWorkers(db, dead);
+          await forgetWorkers(db, dead);
+          this.#o.logger.warn({ workers: dead }, 'render workers stopped heartbeating; their jobs are unlocked');
+        }
+      } catch (error) {
+        this.#o.logger.warn({ err: error }, 'render worker heartbeat failed; retrying next beat');
+      }
+    });
+  }
+
+  /** Lets running jobs finish (graphile-worker's graceful stop), then removes our rows. */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    await this.#beating;
+    const ids = [...this.#workerIds];
+    try {
+      await this.#runner?.stop();
+    } catch (error) {
+      this.#o.logger.warn({ err: error }, 'render worker did not stop cleanly');
+    }
+    try {
+      await forgetWorkers(this.#o.db, ids);
+    } catch (error) {
+      this.#o.logger.warn({ err: error }, 'could not remove render worker rows (they expire by heartbeat)');
+    }
+    await this.#pool?.end();
+  }
+}
+
+export const defaultProcessName = (name: string) => `${name}@${hostname()}:${process.pid}`.slice(0, 128);
