@@ -16,7 +16,7 @@ import sharp from 'sharp';
 import { connectPostgres, type Database } from '../persistence/db.ts';
 import { migrate } from '../persistence/migrate.ts';
 import { insertSession } from '../persistence/repositories/sessions.ts';
-import { insertCurrentVersion } from '../persistence/repositories/versions.ts';
+import { insertVersion } from '../persistence/repositories/versions.ts';
 import { enqueueRender, parkedJobs, RENDER_TASK } from '../persistence/repositories/renders.ts';
 import { recordVersion } from '../server/versions.ts';
 import { migrateQueue } from '../worker/queue.ts';
@@ -186,7 +186,7 @@ describe('render worker', () => {
     // every attempt fails the same way.
     const versionId = newVersionId();
     await db.transaction(async (tx) => {
-      await insertCurrentVersion(tx, {
+      await insertVersion(tx, {
         versionId,
         imageId,
         parentVersionId: null,
@@ -199,6 +199,7 @@ describe('render worker', () => {
         sessionId,
         kind: 'manual',
         restoredFromVersionId: null,
+        isCurrent: false,
       });
       await enqueueRender(tx, versionId, 2);
     });
