@@ -118,8 +118,8 @@ const schema = z
     RENDER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
     /** Longest one render may take, in ms (on-demand and worker). */
     RENDER_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(30_000),
-    /** Render workers' heartbeat; a worker silent for three beats is taken for dead and its jobs unlocked. */
-    RENDER_WORKER_HEARTBEAT_MS: z.coerce.number().int().min(100).max(300_000).default(5_000),
+    /** How often each render worker looks for workers that are gone (killed) and unlocks their jobs. */
+    RENDER_WORKER_SWEEP_MS: z.coerce.number().int().min(100).max(300_000).default(5_000),
   })
   .superRefine((env, ctx) => {
     if (env.DATABASE_URL && !env.AUTH_JWT_SECRET) {

@@ -11,7 +11,7 @@
  */
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import sharp from 'sharp';
 import { connectPostgres, type Database } from '../persistence/db.ts';
 import { migrate } from '../persistence/migrate.ts';
@@ -44,7 +44,7 @@ let ownerId: string;
 let imageId: string;
 let imageKey: string;
 
-const HEARTBEAT_MS = '300';
+const SWEEP_MS = '300';
 
 function canvas(
   background: string,
@@ -91,8 +91,20 @@ async function save(sessionId: string, c: Canvas): Promise<string> {
   return recorded!.version.version_id;
 }
 
+/** A worker process for this test only: killed when the test ends, so none outlives a failure. */
 const startWorker = (name: string, env: Record<string, string> = {}) =>
-  startWorkerProcess({ name, databaseUrl, dataDir, register, env: { RENDER_WORKER_HEARTBEAT_MS: HEARTBEAT_MS, ...env } });
+  startWorkerProcess({
+    name,
+    databaseUrl,
+    dataDir,
+    register: (kill) => onTestFinished(kill),
+    env: { RENDER_WORKER_SWEEP_MS: SWEEP_MS, ...env },
+  });
+
+/** Fails with the worker's log tail, which says why. */
+const withLog = (worker: WorkerProcess) => (error: unknown) => {
+  throw new Error(`${String(error)}\n--- ${worker.name} ---\n${worker.output().slice(-3000)}`);
+};
 
 const doneBy = (worker: WorkerProcess) =>
   worker
@@ -144,7 +156,7 @@ describe('render worker', () => {
       timeout: 120_000,
       interval: 200,
       what: 'all 50 thumbnails',
-    });
+    }).catch(withLog(a));
     const done = [...doneBy(a), ...doneBy(b)];
     expect(done.sort()).toEqual([...ids].sort()); // each exactly once, none missing, none twice
     for (const [, path] of await thumbnails(ids)) {
@@ -166,14 +178,14 @@ describe('render worker', () => {
     await waitFor(() => a.entries().some((e) => e.msg === 'render job started' && e.key === `render:${versionId}`), {
       timeout: 60_000,
       what: 'worker A to start the job',
-    });
+    }).catch(withLog(a));
     await a.kill();
     expect(doneBy(a), 'the render finished before the kill; the test canvas is too fast').not.toContain(versionId);
     expect((await thumbnails([versionId])).get(versionId)).toBeNull();
 
     const b = await startWorker('worker-survivor', slow);
-    await waitFor(() => doneBy(b).includes(versionId), { timeout: 120_000, interval: 100, what: 'worker B to finish the job' });
-    expect(b.entries().some((e) => e.msg?.includes('stopped heartbeating'))).toBe(true);
+    await waitFor(() => doneBy(b).includes(versionId), { timeout: 120_000, interval: 100, what: 'worker B to finish the job' }).catch(withLog(b));
+    expect(b.entries().some((e) => e.msg?.includes('liveness lock is free'))).toBe(true);
     expect((await thumbnails([versionId])).get(versionId)).toMatch(/^renders\//);
     expect(await renderJobsLeft()).toBe(0);
     await b.stop();
@@ -207,7 +219,7 @@ describe('render worker', () => {
       timeout: 120_000,
       interval: 200,
       what: 'the job to be parked',
-    });
+    }).catch(withLog(worker));
     expect(parked.attempts).toBe(2);
     expect(parked.last_error).toMatch(/does not match the schema/);
     const entries = worker.entries().filter((e) => e.key === `render:${versionId}`);

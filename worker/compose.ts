@@ -50,7 +50,9 @@ export function createRenderWorker(
     logger: deps.logger,
     sizes: config.THUMBNAIL_SIZES,
     concurrency: config.RENDER_CONCURRENCY,
-    heartbeatMs: config.RENDER_WORKER_HEARTBEAT_MS,
+    sweepMs: config.RENDER_WORKER_SWEEP_MS,
+    // Every size rendered at most RENDER_TIMEOUT_MS, plus a minute of slack.
+    orphanAfterMs: config.RENDER_TIMEOUT_MS * config.THUMBNAIL_SIZES.length + 60_000,
     processName: defaultProcessName(deps.name),
     ...(metrics ? { onJob: (outcome) => metrics.renderJobs.inc({ outcome }) } : {}),
     ...(deps.onThumbnail ? { onThumbnail: deps.onThumbnail } : {}),

@@ -11,15 +11,21 @@
  *   `maxAttempts` the job is parked: it stays in `graphile_worker.jobs` with `last_error` and is
  *   never run again by itself (`parkedJobs`, the `imageflow_render_jobs_parked` gauge).
  * - **A worker killed mid-job loses nothing**: graphile-worker would keep its job locked for four
- *   hours. Every `heartbeatMs` each worker writes a `render_workers` row per graphile-worker id it
- *   runs; any worker that sees a row three beats old (or a render job locked that long by a worker
- *   that never wrote a row) calls graphile-worker's `force_unlock_workers` for it, so another
- *   worker takes the job within about three heartbeats. A job is idempotent: the render is
- *   content-addressed, so running it again (after a kill) stores the same bytes under the same key.
+ *   hours. Each worker process holds a session-level advisory lock on a connection of its own for
+ *   as long as it lives, and registers its graphile-worker ids under that lock's key in
+ *   `render_workers`. PostgreSQL releases the lock the moment the process's connection dies (kill
+ *   -9 included). Every `sweepMs` each worker tries the other processes' locks: one it can take
+ *   belongs to a dead process, whose jobs it unlocks at once (graphile-worker's
+ *   `force_unlock_workers`) so another worker runs them. A live process that is merely slow (a
+ *   stalled event loop, a long render) keeps its connection and its lock, so it is never taken for
+ *   dead and no job runs on two workers at once. A job locked for `orphanAfterMs` by a worker id
+ *   nobody registered (its process died between taking the job and writing its row) is unlocked too.
+ *   A job is idempotent anyway: the render is content-addressed (same bytes, same key).
  * - **Done** = `image_versions.thumbnail_path` set to the first size's render key and a NOTIFY on
  *   `imageflow_thumbnail_ready`, in one transaction; every server node LISTENs and tells its own
  *   connections of that session (server/thumbnails.ts).
  */
+import { randomInt } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Logger as GraphileLogger, run, runMigrations, type Runner, type TaskList, type WorkerEvents } from 'graphile-worker';
 import { EventEmitter } from 'node:events';
@@ -29,11 +35,14 @@ import type { Database } from '../persistence/db.ts';
 import {
   forgetWorkers,
   getRenderableVersion,
-  heartbeatWorkers,
+  holdLivenessLock,
+  isLockFree,
   notify,
+  orphanedWorkers,
+  otherProcesses,
   RENDER_TASK,
+  registerWorkers,
   setThumbnailPath,
-  staleWorkers,
   THUMBNAIL_CHANNEL,
   unlockWorkers,
 } from '../persistence/repositories/renders.ts';
@@ -56,7 +65,13 @@ export interface RenderWorkerOptions {
   sizes: readonly number[];
   /** Jobs this process runs at once. */
   concurrency: number;
-  heartbeatMs: number;
+  /** How often this worker looks for dead workers' jobs. */
+  sweepMs: number;
+  /**
+   * A job locked this long by a worker id nobody registered is taken for orphaned. Longer than any
+   * job may run (every size's render at most RENDER_TIMEOUT_MS).
+   */
+  orphanAfterMs: number;
   /** Poll for due retries this often (new jobs arrive by LISTEN/NOTIFY at once). */
   pollIntervalMs?: number;
   /** A name for the `render_workers.process` column. */
@@ -105,6 +120,9 @@ export class RenderWorker {
   #pool: pg.Pool | undefined;
   #timer: NodeJS.Timeout | undefined;
   #beating: Promise<void> = Promise.resolve();
+  /** This process's liveness lock (see the file's rules) and the connection holding it. */
+  readonly #lockKey = randomInt(1, 2 ** 31 - 1);
+  #lockClient: pg.Client | undefined;
   #stopped = false;
   /** Jobs finished by this process (tests and logs). */
   done = 0;
@@ -120,8 +138,16 @@ export class RenderWorker {
     const noPreparedStatements = db.kind === 'pglite';
     // One connection LISTENs for new jobs, the others run get_job/complete_job.
     this.#pool = poolFor(db, Math.max(2, this.#o.concurrency + 1));
+    await this.#holdLock();
+    // graphile-worker 0.18 locks jobs under the pool's id (`locked_by`), while its events name
+    // each worker: register both, so whichever a job names is known to be ours.
+    this.#events.on('pool:create', ({ workerPool }) => {
+      this.#workerIds.add(workerPool.id);
+      this.#beat();
+    });
     this.#events.on('worker:create', ({ worker }) => {
       this.#workerIds.add(worker.workerId);
+      this.#workerIds.add(worker.workerPool.id);
       this.#beat();
     });
     this.#events.on('worker:stop', ({ worker }) => {
@@ -158,7 +184,7 @@ export class RenderWorker {
       events: this.#events,
       logger: quietLogger(logger),
     });
-    this.#timer = setInterval(() => this.#beat(), this.#o.heartbeatMs);
+    this.#timer = setInterval(() => this.#beat(), this.#o.sweepMs);
     this.#timer.unref();
     this.#beat();
   }
@@ -190,22 +216,49 @@ export class RenderWorker {
     this.#o.onThumbnail?.(payload);
   }
 
-  /** One heartbeat round: our rows, then unlock the jobs of workers that stopped beating. */
+  /**
+   * Takes this process's liveness lock on a connection of its own. If that connection drops (the
+   * database restarted), the lock is gone and others may take our jobs for a dead process's: take
+   * it again on a new connection at the next sweep.
+   */
+  async #holdLock(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.#o.db.url });
+    const lost = () => {
+      if (this.#lockClient === client) this.#lockClient = undefined;
+      client.end().catch(() => {});
+    };
+    client.on('error', (error) => {
+      this.#o.logger.warn({ err: error }, 'render worker lost its liveness connection; taking the lock again');
+      lost();
+    });
+    client.on('end', lost);
+    await client.connect();
+    await holdLivenessLock(client, this.#lockKey);
+    this.#lockClient = client;
+  }
+
+  /** One round: register our worker ids, then unlock the jobs of processes that are gone. */
   #beat(): void {
     if (this.#stopped) return;
     this.#beating = this.#beating.then(async () => {
       if (this.#stopped) return;
       try {
-        const { db, heartbeatMs, processName } = this.#o;
-        await heartbeatWorkers(db, [...this.#workerIds], processName);
-        const dead = (await staleWorkers(db, heartbeatMs * 3)).filter((id) => !this.#workerIds.has(id));
+        const { db, processName, orphanAfterMs, logger } = this.#o;
+        if (!this.#lockClient) await this.#holdLock();
+        const client = this.#lockClient!;
+        await registerWorkers(client, [...this.#workerIds], this.#lockKey, processName);
+        const dead: string[] = [];
+        for (const other of await otherProcesses(client, this.#lockKey)) {
+          if (await isLockFree(client, other.lock_key)) dead.push(...other.worker_ids);
+        }
+        dead.push(...(await orphanedWorkers(db, orphanAfterMs)).filter((id) => !this.#workerIds.has(id)));
         if (dead.length > 0) {
           await unlockWorkers(db, dead);
           await forgetWorkers(db, dead);
-          this.#o.logger.warn({ workers: dead }, 'render workers stopped heartbeating; their jobs are unlocked');
+          logger.warn({ workers: dead }, 'render workers are gone (their liveness lock is free); their jobs are unlocked');
         }
       } catch (error) {
-        this.#o.logger.warn({ err: error }, 'render worker heartbeat failed; retrying next beat');
+        this.#o.logger.warn({ err: error }, 'render worker sweep failed; retrying next round');
       }
     });
   }
@@ -228,6 +281,8 @@ export class RenderWorker {
       this.#o.logger.warn({ err: error }, 'could not remove render worker rows (they expire by heartbeat)');
     }
     await this.#pool?.end();
+    // Ending the connection releases the liveness lock.
+    await this.#lockClient?.end().catch(() => {});
   }
 }
 

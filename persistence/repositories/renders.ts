@@ -1,8 +1,8 @@
 /**
  * Named queries of the render worker and the render routes: the durable job queue
  * (graphile-worker's schema `graphile_worker`, migrated by its own runner at start-up), the
- * version's thumbnail, the images a render may show, and the workers' liveness rows
- * (migration 007).
+ * version's thumbnail, the images a render may show, and the workers' liveness (advisory locks and
+ * `render_workers`, migration 007).
  */
 import type { Queryable } from '../db.ts';
 
@@ -42,6 +42,9 @@ export interface ParkedJobRow {
   last_error: string | null;
 }
 
+/** The advisory-lock namespace (classid) of render workers' liveness locks: 'REND'. */
+export const LOCK_CLASS = 0x52454e44;
+
 export const renderQueries = {
   /**
    * Enqueues a version's render in the caller's transaction (graphile-worker's own SQL API, so
@@ -70,18 +73,24 @@ export const renderQueries = {
         SELECT 1 FROM follows f WHERE f.follower_id = $2 AND f.following_id = i.user_id)))`,
   setThumbnail: `UPDATE image_versions SET thumbnail_path = $2 WHERE version_id = $1`,
   notify: `SELECT pg_notify($1, $2)`,
-  heartbeat: `
-    INSERT INTO render_workers (worker_id, process, heartbeat_at) VALUES ($1, $2, now())
-    ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now(), process = EXCLUDED.process`,
+  register: `
+    INSERT INTO render_workers (worker_id, lock_key, process) VALUES ($1, $2, $3)
+    ON CONFLICT (worker_id) DO UPDATE SET lock_key = EXCLUDED.lock_key, process = EXCLUDED.process`,
   forget: `DELETE FROM render_workers WHERE worker_id = ANY($1::varchar[])`,
+  /** Holds a process's liveness lock for the life of its connection. */
+  lock: `SELECT pg_advisory_lock(${LOCK_CLASS}, $1)`,
+  /** True when nobody holds `$1` — its process is gone; the caller must `unlock` it again. */
+  tryLock: `SELECT pg_try_advisory_lock(${LOCK_CLASS}, $1) AS free`,
+  unlockKey: `SELECT pg_advisory_unlock(${LOCK_CLASS}, $1)`,
+  /** Other processes' lock keys and the worker ids each runs. */
+  others: `
+    SELECT lock_key, array_agg(worker_id ORDER BY worker_id) AS worker_ids FROM render_workers
+    WHERE lock_key <> $1 GROUP BY lock_key`,
   /**
-   * Workers taken for dead: a heartbeat older than `$1` ms, or holding a render job locked for
-   * longer than that without ever having written a heartbeat row (killed between taking its first
-   * job and its first heartbeat).
+   * Render jobs locked for longer than `$1` ms by a worker id no process has registered: its
+   * process died between taking its first job and writing its row.
    */
-  stale: `
-    SELECT worker_id FROM render_workers WHERE heartbeat_at < now() - $1::int * interval '1 millisecond'
-    UNION
+  orphans: `
     SELECT DISTINCT j.locked_by FROM graphile_worker.jobs j
     WHERE j.task_identifier = $2 AND j.locked_by IS NOT NULL
       AND j.locked_at < now() - $1::int * interval '1 millisecond'
@@ -132,17 +141,35 @@ export async function notify(tx: Queryable, channel: string, payload: string): P
   await tx.query(renderQueries.notify, [channel, payload]);
 }
 
-export async function heartbeatWorkers(db: Queryable, workerIds: readonly string[], process: string): Promise<void> {
-  for (const id of workerIds) await db.query(renderQueries.heartbeat, [id, process]);
+export async function registerWorkers(db: Queryable, workerIds: readonly string[], lockKey: number, process: string): Promise<void> {
+  for (const id of workerIds) await db.query(renderQueries.register, [id, lockKey, process]);
 }
 
 export async function forgetWorkers(db: Queryable, workerIds: readonly string[]): Promise<void> {
   if (workerIds.length > 0) await db.query(renderQueries.forget, [workerIds]);
 }
 
-export async function staleWorkers(db: Queryable, olderThanMs: number): Promise<string[]> {
-  const { rows } = await db.query<{ worker_id: string }>(renderQueries.stale, [olderThanMs, RENDER_TASK]);
-  return rows.map((r) => r.worker_id);
+/** Takes the liveness lock `key` on `client` and keeps it for as long as that connection lives. */
+export async function holdLivenessLock(client: Queryable, key: number): Promise<void> {
+  await client.query(renderQueries.lock, [key]);
+}
+
+/** Whether the process holding `key` is gone (its lock is free). Run it on one connection. */
+export async function isLockFree(client: Queryable, key: number): Promise<boolean> {
+  const { rows } = await client.query<{ free: boolean }>(renderQueries.tryLock, [key]);
+  if (!rows[0]?.free) return false;
+  await client.query(renderQueries.unlockKey, [key]);
+  return true;
+}
+
+export async function otherProcesses(db: Queryable, ownKey: number): Promise<Array<{ lock_key: number; worker_ids: string[] }>> {
+  const { rows } = await db.query<{ lock_key: number; worker_ids: string[] }>(renderQueries.others, [ownKey]);
+  return rows;
+}
+
+export async function orphanedWorkers(db: Queryable, olderThanMs: number): Promise<string[]> {
+  const { rows } = await db.query<{ locked_by: string }>(renderQueries.orphans, [olderThanMs, RENDER_TASK]);
+  return rows.map((r) => r.locked_by);
 }
 
 export async function unlockWorkers(db: Queryable, workerIds: readonly string[]): Promise<void> {
