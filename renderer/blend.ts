@@ -8,28 +8,8 @@
  * Adjustment layers use the same blend functions with the backdrop's own alpha kept (the layer
  * paints only where there is something below it).
  */
-import type { Blend } from 'sharp';
 import type { BlendMode } from '../shared/canvas.ts';
 import type { Raster } from './raster.ts';
-
-export const NATIVE_BLEND: Partial<Record<BlendMode, Blend>> = {
-  normal: 'over',
-  multiply: 'multiply',
-  screen: 'screen',
-  overlay: 'overlay',
-  darken: 'darken',
-  lighten: 'lighten',
-  'color-dodge': 'colour-dodge',
-  'color-burn': 'colour-burn',
-  'hard-light': 'hard-light',
-  'soft-light': 'soft-light',
-  difference: 'difference',
-  exclusion: 'exclusion',
-};
-
-export function isNative(mode: BlendMode): boolean {
-  return NATIVE_BLEND[mode] !== undefined;
-}
 
 // ---- separable blend functions B(cb, cs) on 0..1 ----
 function hardLight(cb: number, cs: number): number {
