@@ -121,10 +121,10 @@ export class AccessFeed {
     this.#listening = true;
     this.#retryMs = RETRY_MIN_MS;
     this.connects += 1;
-    if (this.connects > 1) {
-      this.#opts.logger.info('access feed listening again; re-checking every connection');
-      this.#opts.handlers.onResync('access feed reconnected');
-    }
+    if (this.connects > 1) this.#opts.logger.info('access feed listening again; re-checking every connection');
+    // Also after the first LISTEN: if it needed retries, connections may have opened meanwhile
+    // (at start-up there are none, and re-checking none costs nothing).
+    this.#opts.handlers.onResync(this.connects > 1 ? 'access feed reconnected' : 'access feed listening');
   }
 
   /** A connection failed or ended: drop it (once) and reconnect with backoff. */

@@ -112,6 +112,7 @@ export class AccessWatch {
   #sweepTimer: NodeJS.Timeout | undefined;
   #epoch = 0;
   #closed = false;
+  #sweeping = false;
   /** Connections closed or flipped by a re-check (metrics). */
   applied = 0;
   /** Re-checks answered by the database, allowed or refused (metrics). */
@@ -221,9 +222,18 @@ export class AccessWatch {
   // -------------------------------------------------------------------------------------------
 
   async #sweep(olderThanMs: number): Promise<void> {
-    const now = Date.now();
-    const due = [...this.#watched.values()].filter((w) => now - w.checkedAt >= olderThanMs);
-    if (due.length > 0) await this.#recheck(due, 'periodic');
+    // One sweep at a time: with a slow database a sweep may outlast the interval.
+    if (this.#sweeping) return;
+    this.#sweeping = true;
+    try {
+      const now = Date.now();
+      const due = [...this.#watched.values()].filter((w) => now - w.checkedAt >= olderThanMs);
+      if (due.length > 0) await this.#recheck(due, 'periodic');
+    } catch (error) {
+      this.#opts.logger.error({ err: error }, 'access sweep failed');
+    } finally {
+      this.#sweeping = false;
+    }
   }
 
   /** Re-decides the given connections, one query per (session, user, login session). */
