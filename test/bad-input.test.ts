@@ -19,6 +19,8 @@ import { IDENTITY, textLayerSchema } from '../shared/canvas.ts';
 import { appendUpdates } from '../persistence/repositories/documents.ts';
 import { readFileSync } from 'node:fs';
 import type pg from 'pg';
+import WebSocket from 'ws';
+import { WebsocketProvider } from 'y-websocket';
 
 const teardown: Array<() => Promise<void>> = [];
 const register = (fn: () => Promise<void>) => void teardown.unshift(fn);
@@ -222,6 +224,53 @@ describe('bad input', () => {
         return raw;
       },
     },
+    ...(
+      [
+        ['a sync message of subtype 7', (d: string) => frame(d, MessageType.Sync, (e) => encoding.writeVarUint(e, 7))],
+        [
+          'a truncated SyncStep2',
+          (d: string) =>
+            frame(d, MessageType.Sync, (e) => {
+              encoding.writeVarUint(e, 1);
+              encoding.writeVarUint(e, 1000); // says 1000 bytes follow
+              encoding.writeUint8Array(e, new Uint8Array([0, 0]));
+            }),
+        ],
+        ['a truncated awareness update', (d: string) => awarenessFrame(d, new Uint8Array([1, 200]))],
+        [
+          'an awareness state that is not JSON',
+          (d: string) =>
+            awarenessFrame(
+              d,
+              (() => {
+                const e = encoding.createEncoder();
+                encoding.writeVarUint(e, 1);
+                encoding.writeVarUint(e, 12345);
+                encoding.writeVarUint(e, 1);
+                encoding.writeVarString(e, '{"cursor": nope');
+                return encoding.toUint8Array(e);
+              })(),
+            ),
+        ],
+        [
+          'a stateless message that is not UTF-8',
+          (d: string) =>
+            frame(d, MessageType.Stateless, (e) => {
+              encoding.writeVarUint(e, 2);
+              encoding.writeUint8Array(e, new Uint8Array([0xc3, 0x28]));
+            }),
+        ],
+      ] as const
+    ).map(([name, build]) => ({
+      name: `malformed content in a valid envelope: ${name}`,
+      code: 1007,
+      reason: 'malformed_message',
+      attack: async (e: Env) => {
+        const raw = await attacker(e);
+        raw.send(build(e.sessionId));
+        return raw;
+      },
+    })),
     {
       name: 'the yjs#687 run-length bomb sent as an update',
       refused: 'invalid_update',
@@ -303,6 +352,33 @@ describe('bad input', () => {
     expect(await open(u!)).toBe('too_many_documents');
     await waitFor(async () => (await attachments()) === before + 3, { what: 'still three attachments' });
     expect(raw.ws.readyState).toBe(1);
+    await witnessesStillSync(env);
+  });
+
+  it('printed no stack trace for any of it: one structured line per refusal, codes from the registry', () => {
+    const output = env.server.output();
+    expect(output).not.toMatch(/^\s+at /m);
+    expect(output).not.toContain('Reset Connection');
+    const refusals = output.split('\n').filter((line) => line.includes('"code":"malformed_message"'));
+    expect(refusals.length).toBeGreaterThanOrEqual(5);
+    for (const line of refusals) expect(() => JSON.parse(line) as unknown).not.toThrow();
+  });
+
+  it('refuses a /yjs/ path that is not a session id before the upgrade (404 session_not_found)', async () => {
+    const url = env.server.wsUrl.replace(/\/collab$/, '/yjs/a%2Fb');
+    const status = await new Promise<number>((resolve, reject) => {
+      const ws = new WebSocket(url);
+      ws.on('unexpected-response', (_req, res) => {
+        resolve(res.statusCode ?? 0);
+        ws.terminate();
+      });
+      ws.on('open', () => {
+        ws.terminate();
+        reject(new Error('the upgrade was accepted'));
+      });
+      ws.on('error', () => {});
+    });
+    expect(status).toBe(404);
     await witnessesStillSync(env);
   });
 
@@ -454,6 +530,21 @@ describe('viewers (read-only connections) go through the same guard', () => {
     }
   });
 
+  it('closes a y-websocket viewer that edits with 4403 read_only, which y-websocket takes as final', async () => {
+    const doc = new Y.Doc();
+    const yws = new WebsocketProvider(env.server.wsUrl.replace(/\/collab$/, '/yjs'), env.sessionId, doc, {
+      params: { token: viewer.token },
+      disableBc: true,
+    });
+    register(async () => yws.destroy());
+    const closed = new Promise<{ code: number; reason: string }>((resolve) => yws.on('closed', (event: { code: number; reason: string }) => resolve(event)));
+    await waitFor(() => yws.synced, { what: 'the y-websocket viewer synced' });
+    doc.getMap('meta').set('viewer', 'was here');
+    expect(await within(closed, 10_000, 'the viewer was not told')).toEqual({ code: 4403, reason: 'read_only' });
+    expect(yws.shouldConnect).toBe(false); // no reconnect loop
+    await witnessesStillSync(env);
+  });
+
   it("answers a viewer's SyncStep2 that deletes real content from the worker: not applied, SyncStatus false, no stall", async () => {
     // A session whose text has 1,950,000 characters from one client; the viewer asks to delete
     // every other one (975,000 ranges, ~3.9 MB): valid, but never applied for a viewer.
@@ -577,18 +668,32 @@ describe('seeded fuzzer of mutated real messages', () => {
       syncFrame(env.sessionId, 1, Y.encodeStateAsUpdate(source)),
       awarenessFrame(env.sessionId, encodeAwarenessUpdate(aw, [aw.clientID])),
       frame(env.sessionId, MessageType.QueryAwareness),
-      frame(env.sessionId, MessageType.Stateless, (e) => {
-        e.bufs.push(new Uint8Array([3]));
-      }),
+      frame(env.sessionId, MessageType.Stateless, (e) => encoding.writeVarString(e, '{"type":"ping","at":1}')),
     ];
+    // Awareness and stateless messages are also mutated inside their content: the JSON text of an
+    // awareness state and of a stateless payload, byte by byte (so also into invalid UTF-8).
+    const awarenessWith = (state: Uint8Array) => {
+      const e = encoding.createEncoder();
+      encoding.writeVarUint(e, 1);
+      encoding.writeVarUint(e, aw.clientID);
+      encoding.writeVarUint(e, 1 + Math.floor(random() * 1000));
+      encoding.writeVarUint8Array(e, state);
+      return awarenessFrame(env.sessionId, encoding.toUint8Array(e));
+    };
+    const statelessWith = (payload: Uint8Array) => frame(env.sessionId, MessageType.Stateless, (e) => encoding.writeVarUint8Array(e, payload));
+    const stateJson = new TextEncoder().encode(JSON.stringify(aw.getLocalState()));
+    const statelessJson = new TextEncoder().encode('{"type":"ping","at":1}');
+    const contentMutations = [() => awarenessWith(mutateBytes(stateJson, random)), () => statelessWith(mutateBytes(statelessJson, random))];
     const log: string[] = [];
     const rounds = 6;
     const perRound = 25;
     for (let round = 0; round < rounds; round++) {
       const raw = await attacker(env);
       for (let i = 0; i < perRound && raw.ws.readyState === 1; i++) {
-        const base = corpus[Math.floor(random() * corpus.length)]!;
-        const mutated = mutate(base, random);
+        const mutated =
+          random() < 0.3
+            ? contentMutations[Math.floor(random() * contentMutations.length)]!()
+            : mutate(corpus[Math.floor(random() * corpus.length)]!, random);
         log.push(Buffer.from(mutated).toString('hex').slice(0, 120));
         raw.send(mutated);
       }
@@ -598,6 +703,8 @@ describe('seeded fuzzer of mutated real messages', () => {
       raw.ws.terminate();
     }
     expect(env.server.child.exitCode).toBeNull();
+    // Every refusal was one structured line: no stack trace, no Hocuspocus "Reset Connection".
+    expect(env.server.output(), `seed ${seed}`).not.toMatch(/^\s+at /m);
     // Whatever was stored loads, quickly, into a valid document.
     const { rows } = await env.db.query<{ payload: Buffer }>('SELECT payload FROM document_updates WHERE session_id = $1', [env.sessionId]);
     const started = Date.now();
@@ -610,6 +717,29 @@ describe('seeded fuzzer of mutated real messages', () => {
     fresh.destroy();
   });
 });
+
+/** Byte-level mutations of `input` alone (no envelope to keep). */
+function mutateBytes(input: Uint8Array, random: () => number): Uint8Array {
+  const bytes = Array.from(input);
+  const ops = 1 + Math.floor(random() * 3);
+  for (let k = 0; k < ops; k++) {
+    const at = Math.floor(random() * Math.max(1, bytes.length));
+    switch (Math.floor(random() * 4)) {
+      case 0:
+        if (bytes.length) bytes[at] = bytes[at]! ^ (1 << Math.floor(random() * 8));
+        break;
+      case 1:
+        bytes.length = at;
+        break;
+      case 2:
+        bytes.splice(at, 0, 0x80 + Math.floor(random() * 0x80)); // a stray UTF-8 continuation or lead byte
+        break;
+      default:
+        bytes.splice(at, 0, ...new TextEncoder().encode('"}{,'.charAt(Math.floor(random() * 4))));
+    }
+  }
+  return new Uint8Array(bytes);
+}
 
 function mutate(input: Uint8Array, random: () => number): Uint8Array {
   const bytes = Array.from(input);

@@ -7,9 +7,11 @@ import type { Hooks, Peer } from 'crossws';
 import type { Connection, Hocuspocus, WebSocketLike } from '@hocuspocus/server';
 import * as decoding from 'lib0/decoding';
 import type { Logger } from 'pino';
+import * as Y from 'yjs';
+import { isId } from '../../shared/ids.ts';
 import { AppError, type ErrorCode } from '../../shared/errors.ts';
 import { statelessError } from '../../shared/protocol.ts';
-import { authFrame, fromHocuspocus, toHocuspocus, yjsDocumentName } from './y-websocket.ts';
+import { authFrame, fromHocuspocus, toHocuspocus, YJS_PREFIX, yjsDocumentName } from './y-websocket.ts';
 
 const OPEN = 1;
 const CLOSING = 2;
@@ -173,7 +175,91 @@ export function frameProblem(frame: Uint8Array): 'malformed_message' | 'unknown_
   return 'problem' in envelope ? envelope.problem : null;
 }
 
+const SYNC = 0;
+const AWARENESS = 1;
 const AUTH = 2;
+const SYNC_REPLY = 4;
+const STATELESS = 5;
+
+/**
+ * Checks the content of a frame whose envelope is valid, as far as Hocuspocus would read it
+ * before any hook runs: the sync subtype (0–2) and a complete payload (a SyncStep1's state
+ * vector decodes), an awareness update's entries and JSON states, a stateless or auth message's
+ * strings (valid UTF-8). Otherwise Hocuspocus throws inside its message handling, prints the stack
+ * to stderr and closes the document with "Reset Connection". The Yjs content of an update or
+ * SyncStep2 is the update guard's to check (in its worker), not this one's.
+ * Returns a description of the problem, or null.
+ */
+export function contentProblem(frame: Uint8Array): string | null {
+  const d = decoding.createDecoder(frame);
+  try {
+    decoding.readVarString(d);
+    const type = decoding.readVarUint(d);
+    switch (type) {
+      case SYNC:
+      case SYNC_REPLY: {
+        const subtype = decoding.readVarUint(d);
+        if (subtype > 2) return `unknown sync message type ${subtype}`;
+        const payload = decoding.readVarUint8Array(d);
+        if (subtype === 0) Y.decodeStateVector(payload);
+        return null;
+      }
+      case AWARENESS: {
+        const update = decoding.createDecoder(decoding.readVarUint8Array(d));
+        const entries = decoding.readVarUint(update);
+        for (let i = 0; i < entries; i++) {
+          decoding.readVarUint(update); // clientID
+          decoding.readVarUint(update); // clock
+          JSON.parse(decoding.readVarString(update)) as unknown;
+        }
+        return null;
+      }
+      case AUTH: {
+        decoding.readVarUint(d);
+        decoding.readVarString(d);
+        if (decoding.hasContent(d)) decoding.readVarString(d); // provider version
+        return null;
+      }
+      case STATELESS:
+        decoding.readVarString(d);
+        return null;
+      default:
+        return null; // QueryAwareness, Close: nothing more is read
+    }
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
+}
+
+/**
+ * At most `perSecond` log lines per second from one source; the lines dropped meanwhile are
+ * counted in the next one (`suppressed`), so a flood of bad frames cannot flood the log.
+ */
+export class LogLimiter {
+  #windowStart = 0;
+  #inWindow = 0;
+  #suppressed = 0;
+  readonly perSecond: number;
+  constructor(perSecond = 10) {
+    this.perSecond = perSecond;
+  }
+
+  /** Calls `write` with the number of lines suppressed before it, or counts the line as suppressed. */
+  take(write: (suppressed: number) => void, now = Date.now()): void {
+    if (now - this.#windowStart >= 1000) {
+      this.#windowStart = now;
+      this.#inWindow = 0;
+    }
+    if (this.#inWindow >= this.perSecond) {
+      this.#suppressed += 1;
+      return;
+    }
+    this.#inWindow += 1;
+    const suppressed = this.#suppressed;
+    this.#suppressed = 0;
+    write(suppressed);
+  }
+}
 
 /** A frame's document address and message type, or what is wrong with them. */
 export function readEnvelope(frame: Uint8Array): { address: string; type: number } | { problem: 'malformed_message' | 'unknown_message_type' } {
@@ -208,7 +294,18 @@ export interface SocketHooksOptions {
 export function createSocketHooks(options: SocketHooksOptions): Partial<Hooks> {
   const { hocuspocus, logger, copyMessages } = options;
   const attached = new WeakMap<Peer, Attached>();
+  const badFrames = new LogLimiter();
   return {
+    /** A `/yjs/<id>` path must name a valid session id: anything else is refused before the upgrade. */
+    upgrade(request) {
+      const { pathname } = new URL(request.url);
+      if (!pathname.startsWith(YJS_PREFIX)) return;
+      const name = yjsDocumentName(pathname);
+      if (name === null || !isId(name)) {
+        const error = new AppError('session_not_found');
+        throw new Response(JSON.stringify(error.toJSON()), { status: error.status, headers: { 'content-type': 'application/json' } });
+      }
+    },
     open(peer) {
       const request = peer.request as Request;
       const url = new URL(request.url);
@@ -236,8 +333,13 @@ export function createSocketHooks(options: SocketHooksOptions): Partial<Hooks> {
         return;
       }
       const envelope = readEnvelope(view);
-      if ('problem' in envelope) {
-        entry.socket.close(new AppError(envelope.problem).closeCode, envelope.problem);
+      const detail = 'problem' in envelope ? undefined : contentProblem(view);
+      if ('problem' in envelope || detail !== null) {
+        const code = 'problem' in envelope ? envelope.problem : 'malformed_message';
+        badFrames.take((suppressed) =>
+          logger.warn({ peer: peer.id, code, detail, bytes: view.byteLength, suppressed }, 'refused a frame: closing socket'),
+        );
+        entry.socket.close(new AppError(code).closeCode, code);
         return;
       }
       if (entry.socket.refused.has(envelope.address)) {

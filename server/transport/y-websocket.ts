@@ -6,7 +6,8 @@
  *   injected first, so the same onAuthenticate rules apply;
  * - outgoing: the name is stripped; Hocuspocus-only messages (auth acks, sync status, stateless)
  *   are dropped, SyncReply becomes Sync, and a refusal or a server-side close closes the socket with
- *   the registry's close code and the error code as reason.
+ *   the registry's close code and the error code as reason; a viewer's change answered "not
+ *   applied" closes it 4403 `read_only`.
  */
 import * as decoding from 'lib0/decoding';
 import * as encoding from 'lib0/encoding';
@@ -21,6 +22,7 @@ const Auth = 2;
 const QueryAwareness = 3;
 const SyncReply = 4;
 const Close = 7;
+const SyncStatus = 8;
 const PermissionDenied = 1;
 
 /** The session id of a `/yjs/<id>` path, or null. */
@@ -87,7 +89,14 @@ export function fromHocuspocus(frame: Uint8Array): Outgoing {
       const reason = decoding.readVarString(d);
       return { close: { code: closeCodeFor(reason), reason } };
     }
+    case SyncStatus:
+      // "Not applied" only ever answers a read-only connection's change. y-websocket has no
+      // channel for that, so a viewer that edits is closed with 4403 `read_only`: y-websocket 3
+      // treats 4400–4499 as final (its `closed` event, no reconnect), so it is told once, not
+      // looped. Its handshake (nothing to send) is answered "applied" and passes.
+      if (decoding.readVarUint(d) !== 0) return null;
+      return { close: { code: closeCodeFor('read_only'), reason: 'read_only' } };
     default:
-      return null; // SyncStatus, Stateless: Hocuspocus-only
+      return null; // Stateless: Hocuspocus-only
   }
 }
