@@ -5,10 +5,13 @@ export const CloseCode = {
   MessageTooBig: 1009,
   InternalError: 1011,
   ResetConnection: 4205,
+  /** A refused document's content, for y-websocket clients (4400–4499 are final there). */
+  InvalidUpdate: 4400,
   Unauthorized: 4401,
   Forbidden: 4403,
   SessionNotFound: 4404,
   SessionGone: 4410,
+  DocumentTooLarge: 4413,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 
