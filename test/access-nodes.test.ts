@@ -19,11 +19,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider';
 import type pg from 'pg';
 import * as Y from 'yjs';
 import { newId } from '../shared/ids.ts';
 import { acknowledged, waitFor } from './support/clients.ts';
+import { attachPeer, peerSynced, type Peer } from './support/peers.ts';
 import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool, tokens } from './support/fixtures.ts';
 import { startServerProcess, tempDir, type ServerProcess } from './support/server-process.ts';
@@ -42,42 +42,8 @@ afterAll(async () => {
   for (const fn of fns.splice(0)) await fn();
 });
 
-interface Peer {
-  doc: Y.Doc;
-  provider: HocuspocusProvider;
-  /** The reason of the server's close of this document, once it came. */
-  closed: () => string | undefined;
-  /** Messages received as stateless (JSON). */
-  stateless: unknown[];
-  destroy(): void;
-}
-
-function attach(wsUrl: string, name: string, token: string): Peer {
-  const doc = new Y.Doc();
-  const websocketProvider = new HocuspocusProviderWebsocket({ url: wsUrl, maxAttempts: 0 });
-  let reason: string | undefined;
-  const stateless: unknown[] = [];
-  const provider = new HocuspocusProvider({
-    websocketProvider,
-    name,
-    document: doc,
-    token,
-    onClose: ({ event }) => (reason ??= event.reason),
-    onStateless: ({ payload }) => void stateless.push(JSON.parse(payload)),
-  });
-  provider.attach();
-  let destroyed = false;
-  const destroy = () => {
-    if (destroyed) return;
-    destroyed = true;
-    provider.destroy();
-    websocketProvider.destroy();
-  };
-  register(async () => destroy());
-  return { doc, provider, closed: () => reason, stateless, destroy };
-}
-
-const synced = (p: Peer) => waitFor(() => p.provider.isSynced, { timeout: 15_000, what: 'sync' });
+const attach = (wsUrl: string, name: string, token: string): Peer => attachPeer(wsUrl, name, token, register);
+const synced = peerSynced;
 const meta = (p: Peer) => p.doc.getMap('meta');
 
 /** Waits for the server to close `peer`'s document with `reason`; returns how long it took from `since`. */
@@ -143,7 +109,7 @@ describe('two nodes on one database: access changes act everywhere', () => {
     await Promise.all([synced(o), synced(p)]);
     // The participant writes across nodes before anything changes.
     meta(p).set('before', true);
-    await acknowledged({ provider: p.provider } as never, 10_000);
+    await acknowledged(p, 10_000);
     await waitFor(() => meta(o).get('before') === true, { timeout: 10_000, what: 'edit across nodes' });
     return { participant, sessionId, o, p };
   }
@@ -158,7 +124,7 @@ describe('two nodes on one database: access changes act everywhere', () => {
     await synced(sentinel);
     const mark = `sentinel-${key}`;
     meta(sentinel).set(mark, true);
-    await acknowledged({ provider: sentinel.provider } as never, 10_000);
+    await acknowledged(sentinel, 10_000);
     await waitFor(() => meta(o).get(mark) === true, { timeout: 10_000, what: 'sentinel at the owner' });
     expect(meta(o).has(key)).toBe(false);
     const { rows } = await pool.query<{ payload: Buffer }>('SELECT payload FROM document_updates WHERE session_id = $1 ORDER BY seq', [sessionId]);
@@ -208,7 +174,7 @@ describe('two nodes on one database: access changes act everywhere', () => {
     expect(promoted.status).toBe(201);
     await waitFor(() => logCount(b, 'access changed on an open connection') >= flipsBefore + 3, { timeout: 5_000, what: 'promotion on node B' });
     meta(p).set('afterPromotion', true);
-    await acknowledged({ provider: p.provider } as never, 10_000);
+    await acknowledged(p, 10_000);
     await waitFor(() => meta(o).get('afterPromotion') === true, { timeout: 10_000, what: 'edit after promotion at the owner' });
     expect(p.closed()).toBeUndefined();
   }, 60_000);
@@ -242,7 +208,7 @@ describe('two nodes on one database: access changes act everywhere', () => {
     await pool.query('DELETE FROM user_sessions WHERE session_id = $1', [sid]);
     expect(measured('login revoked', await closedWith(p, 'login_session_invalid', Date.now()))).toBeLessThan(1_000);
     meta(other).set('otherStillWrites', true);
-    await acknowledged({ provider: other.provider } as never, 10_000);
+    await acknowledged(other, 10_000);
     expect(other.closed()).toBeUndefined();
   }, 60_000);
 
@@ -333,7 +299,7 @@ describe('one node: expiry enforced on open connections', () => {
     await synced(o);
     const connected = Date.now();
     meta(o).set('inTime', true);
-    await acknowledged({ provider: o.provider } as never, 10_000);
+    await acknowledged(o, 10_000);
     await closedWith(o, 'session_expired', connected, 10_000);
     const stored = await pool.query<{ payload: Buffer }>('SELECT payload FROM document_updates WHERE session_id = $1', [sessionId]);
     const doc = new Y.Doc();
@@ -346,7 +312,7 @@ describe('one node: expiry enforced on open connections', () => {
     const o = attach(node.wsUrl, sessionId, owner.token);
     await synced(o);
     meta(o).set('background', '#112233');
-    await acknowledged({ provider: o.provider } as never, 10_000);
+    await acknowledged(o, 10_000);
     const reply = (id: string) => o.stateless.find((m) => (m as { requestId?: string }).requestId === id) as { type?: string } | undefined;
     // A saveVersion works while the session runs (and leaves nothing for the autosave on leave).
     o.provider.sendStateless(JSON.stringify({ type: 'saveVersion', requestId: 'r1' }));

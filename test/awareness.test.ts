@@ -12,7 +12,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider';
 import { Redis } from 'ioredis';
 import * as decoding from 'lib0/decoding';
 import type pg from 'pg';
@@ -20,6 +19,7 @@ import { WebsocketProvider } from 'y-websocket';
 import * as Y from 'yjs';
 import { fakeUpdates } from './support/awareness.ts';
 import { waitFor } from './support/clients.ts';
+import { attachPeer, peerSynced, type Peer } from './support/peers.ts';
 import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool } from './support/fixtures.ts';
 import { metric } from './support/metrics.ts';
@@ -36,29 +36,9 @@ afterAll(async () => {
 /** Hocuspocus's per-document Close message type. */
 const CLOSE = 7;
 
-interface Peer {
-  doc: Y.Doc;
-  provider: HocuspocusProvider;
-  destroy(): void;
-}
-
 /** A provider for an existing (or new) document: a client reconnecting keeps its Y.Doc and clientID. */
-function attach(wsUrl: string, name: string, token: string, doc = new Y.Doc()): Peer {
-  const websocketProvider = new HocuspocusProviderWebsocket({ url: wsUrl, maxAttempts: 0 });
-  const provider = new HocuspocusProvider({ websocketProvider, name, document: doc, token });
-  provider.attach();
-  let destroyed = false;
-  const destroy = () => {
-    if (destroyed) return;
-    destroyed = true;
-    provider.destroy();
-    websocketProvider.destroy();
-  };
-  register(async () => destroy());
-  return { doc, provider, destroy };
-}
-
-const synced = (p: Peer) => waitFor(() => p.provider.isSynced, { timeout: 15_000, what: 'sync' });
+const attach = (wsUrl: string, name: string, token: string, doc?: Y.Doc): Peer => attachPeer(wsUrl, name, token, register, doc);
+const synced = peerSynced;
 
 interface Seen {
   user?: { id?: string; name?: string; color?: string };

@@ -18,7 +18,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { HocuspocusProvider, HocuspocusProviderWebsocket } from '@hocuspocus/provider';
 import { Redis } from 'ioredis';
 import type pg from 'pg';
 import { applyAwarenessUpdate } from 'y-protocols/awareness';
@@ -27,6 +26,7 @@ import { connectPostgres } from '../persistence/db.ts';
 import { UpdateLog } from '../persistence/update-log.ts';
 import { fakeUpdate } from './support/awareness.ts';
 import { acknowledged, waitFor } from './support/clients.ts';
+import { attachPeer, peerSynced, type Peer } from './support/peers.ts';
 import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool } from './support/fixtures.ts';
 import { startServerProcess, type ServerProcess } from './support/server-process.ts';
@@ -52,35 +52,9 @@ const content = (doc: Y.Doc) =>
     text: doc.getText('t').toString(),
   });
 
-interface Peer {
-  doc: Y.Doc;
-  provider: HocuspocusProvider;
-  destroy(): void;
-  /** Leave as a closed tab or a lost network does: the socket closes with no awareness goodbye. */
-  vanish(): void;
-}
-
 /** A provider on `wsUrl` for an existing document (so a client can move to another node keeping its state). */
-function attach(wsUrl: string, name: string, token: string, doc = new Y.Doc()): Peer {
-  const websocketProvider = new HocuspocusProviderWebsocket({ url: wsUrl, maxAttempts: 0 });
-  const provider = new HocuspocusProvider({ websocketProvider, name, document: doc, token });
-  provider.attach();
-  let destroyed = false;
-  const destroy = () => {
-    if (destroyed) return;
-    destroyed = true;
-    provider.destroy();
-    websocketProvider.destroy();
-  };
-  register(async () => destroy());
-  const vanish = () => {
-    websocketProvider.webSocket?.close();
-    destroy(); // its awareness removal finds the socket closed and is not sent
-  };
-  return { doc, provider, destroy, vanish };
-}
-
-const synced = (p: Peer) => waitFor(() => p.provider.isSynced, { timeout: 15_000, what: 'sync' });
+const attach = (wsUrl: string, name: string, token: string, doc?: Y.Doc): Peer => attachPeer(wsUrl, name, token, register, doc);
+const synced = peerSynced;
 
 /** One random edit: map set, list insert/delete, text insert/delete. */
 function randomEdit(doc: Y.Doc, rnd: () => number, tag: string): void {
@@ -156,7 +130,7 @@ describe('three nodes over Redis', () => {
       }
       await new Promise((resolve) => setTimeout(resolve, Math.floor(rnd() * 30)));
     }
-    await Promise.all(peers.map((p) => acknowledged({ provider: p.provider } as never, 15_000)));
+    await Promise.all(peers.map((p) => acknowledged(p, 15_000)));
     await converged(peers);
     const stored = await logged(pool, sessionId);
     expect(content(stored)).toBe(content(peers[0]!.doc));
@@ -336,8 +310,8 @@ describe('three nodes over Redis', () => {
     a.doc.getMap('m').set('during-outage-a', 'a');
     b.doc.getText('t').insert(0, 'during-outage-b ');
     b.doc.getArray('l').delete(0, Math.min(1, b.doc.getArray('l').length));
-    await acknowledged({ provider: a.provider } as never, 15_000);
-    await acknowledged({ provider: b.provider } as never, 15_000);
+    await acknowledged(a, 15_000);
+    await acknowledged(b, 15_000);
     expect(a.doc.getMap('m').get('during-outage-a')).toBe('a');
     expect(b.doc.getMap('m').get('during-outage-a')).toBeUndefined();
 
@@ -389,7 +363,7 @@ describe('three nodes over Redis', () => {
       return attach(nodes[i]!.wsUrl, sessionId, owner.token, peer.doc);
     });
     await Promise.all(moved.map(synced));
-    await Promise.all(moved.map((p) => acknowledged({ provider: p.provider } as never, 15_000)));
+    await Promise.all(moved.map((p) => acknowledged(p, 15_000)));
     await converged([...moved, survivor]);
     for (const [i, top] of ackedAtKill.entries()) {
       for (let n = 0; n <= top!; n++) expect(survivor.doc.getMap('kill').get(`v${i}-${n}`), `v${i}-${n}`).toBe(n);

@@ -61,6 +61,6 @@ export function connectClient(
 }
 
 /** Resolves once the server has acknowledged every change this client made. */
-export function acknowledged(client: Client, timeout = 10_000): Promise<boolean> {
+export function acknowledged(client: Pick<Client, 'provider'>, timeout = 10_000): Promise<boolean> {
   return waitFor(() => !client.provider.hasUnsyncedChanges, { timeout, what: 'server acknowledgement' });
 }
