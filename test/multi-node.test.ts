@@ -212,6 +212,8 @@ describe('three nodes over Redis', () => {
   }, 30_000);
 
   it('lets a client that left one node use its clientID on another at once', async () => {
+    const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+    register(async () => void redis.disconnect());
     const watcher = attach(nodes[0]!.wsUrl, sessionId, owner.token);
     const first = attach(nodes[0]!.wsUrl, sessionId, owner.token);
     await Promise.all([watcher, first].map(synced));
@@ -221,6 +223,11 @@ describe('three nodes over Redis', () => {
     await waitFor(() => cursor() === 5, { timeout: 5_000, what: 'first cursor' });
     first.destroy();
     await waitFor(() => cursor() === undefined, { timeout: 3_000, what: 'left' });
+    // The watcher sees the provider's goodbye before node 0 has handled the socket's close; until
+    // then node 0 still counts the clientID as that connection's and drops relayed states for it
+    // (and node 1 is refused the claim). Once node 0 released it, in Redis, it is free at once.
+    const claim = () => redis.hget(`${prefix}:aw:${sessionId}`, String(id));
+    await waitFor(async () => (await claim())?.startsWith(`${owner.userId}||`), { timeout: 10_000, what: 'the release by node 0' });
     const again = attach(nodes[1]!.wsUrl, sessionId, owner.token, first.doc);
     await synced(again);
     // A new provider on the same document starts a new awareness clock, behind the removal the
