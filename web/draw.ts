@@ -152,14 +152,15 @@ function drawStrokes(ctx: Ctx, layer: Extract<Layer, { type: 'drawing' }>): void
 
 /**
  * Text laid out as the renderer's Pango does: lines split on \n, wrapped at `boxWidth` (words, then
- * characters), aligned in it; each line is the font's ascent + descent high (× `lineHeight`, the
- * extra shared above and below), and `y` is each line's baseline from the layer's top.
+ * characters), aligned in it; each line is the font's ascent + descent high, or `lineHeight` × the
+ * font size (the difference shared above and below, as CSS half-leading), and `y` is each line's
+ * baseline from the layer's top.
  */
 /** The height of a text layer's lines (what layoutText places). */
 export function textHeight(ctx: Ctx, d: Extract<Layer, { type: 'text' }>['data'], lines: number): number {
   const m = ctx.measureText('X');
   const natural = (m.fontBoundingBoxAscent || d.fontSize * 1.069) + (m.fontBoundingBoxDescent || d.fontSize * 0.293);
-  return lines * natural * (d.lineHeight ?? 1);
+  return lines * (d.lineHeight !== undefined ? d.lineHeight * d.fontSize : natural);
 }
 
 export function layoutText(ctx: Ctx, d: Extract<Layer, { type: 'text' }>['data']): Array<{ text: string; x: number; y: number }> {
@@ -167,7 +168,8 @@ export function layoutText(ctx: Ctx, d: Extract<Layer, { type: 'text' }>['data']
   const ascent = m.fontBoundingBoxAscent || d.fontSize * 1.069;
   const descent = m.fontBoundingBoxDescent || d.fontSize * 0.293;
   const natural = ascent + descent;
-  const lineHeight = natural * (d.lineHeight ?? 1);
+  // CSS's meaning, as the renderer's: a multiple of the font size; absent = the font's own.
+  const lineHeight = d.lineHeight !== undefined ? d.lineHeight * d.fontSize : natural;
   const lead = (lineHeight - natural) / 2;
   const lines: string[] = [];
   for (const paragraph of d.text.split('\n')) {
