@@ -6,72 +6,9 @@
  */
 import sharp from 'sharp';
 import type { Filter } from '../shared/canvas.ts';
-import { parseColor } from './color.ts';
+import { addNoisePixels, colorMatrix, parseColor, type ColorMatrix } from '../shared/color.ts';
 import { padRaster, type Raster } from './raster.ts';
 import { placePixels } from './transform.ts';
-
-/** Row-major 3×4: [r', g', b'] = M · [r, g, b, 1] (values 0..1). */
-export type ColorMatrix = readonly number[];
-
-export function colorMatrix(filter: Filter): ColorMatrix | undefined {
-  switch (filter.type) {
-    case 'brightness': {
-      const s = filter.amount;
-      return [s, 0, 0, 0, 0, s, 0, 0, 0, 0, s, 0];
-    }
-    case 'contrast': {
-      const s = filter.amount;
-      const i = 0.5 - 0.5 * s;
-      return [s, 0, 0, i, 0, s, 0, i, 0, 0, s, i];
-    }
-    case 'invert': {
-      const a = filter.amount;
-      const s = 1 - 2 * a;
-      return [s, 0, 0, a, 0, s, 0, a, 0, 0, s, a];
-    }
-    case 'grayscale': {
-      const k = 1 - filter.amount;
-      return [
-        0.2126 + 0.7874 * k, 0.7152 - 0.7152 * k, 0.0722 - 0.0722 * k, 0,
-        0.2126 - 0.2126 * k, 0.7152 + 0.2848 * k, 0.0722 - 0.0722 * k, 0,
-        0.2126 - 0.2126 * k, 0.7152 - 0.7152 * k, 0.0722 + 0.9278 * k, 0,
-      ];
-    }
-    case 'sepia': {
-      const k = 1 - filter.amount;
-      return [
-        0.393 + 0.607 * k, 0.769 - 0.769 * k, 0.189 - 0.189 * k, 0,
-        0.349 - 0.349 * k, 0.686 + 0.314 * k, 0.168 - 0.168 * k, 0,
-        0.272 - 0.272 * k, 0.534 - 0.534 * k, 0.131 + 0.869 * k, 0,
-      ];
-    }
-    case 'saturate':
-      return saturateMatrix(filter.amount);
-    case 'hue-rotate':
-      return hueRotateMatrix(filter.degrees);
-    default:
-      return undefined;
-  }
-}
-
-export function saturateMatrix(s: number): ColorMatrix {
-  return [
-    0.213 + 0.787 * s, 0.715 - 0.715 * s, 0.072 - 0.072 * s, 0,
-    0.213 - 0.213 * s, 0.715 + 0.285 * s, 0.072 - 0.072 * s, 0,
-    0.213 - 0.213 * s, 0.715 - 0.715 * s, 0.072 + 0.928 * s, 0,
-  ];
-}
-
-export function hueRotateMatrix(degrees: number): ColorMatrix {
-  const t = (degrees * Math.PI) / 180;
-  const c = Math.cos(t);
-  const s = Math.sin(t);
-  return [
-    0.213 + c * 0.787 - s * 0.213, 0.715 - c * 0.715 - s * 0.715, 0.072 - c * 0.072 + s * 0.928, 0,
-    0.213 - c * 0.213 + s * 0.143, 0.715 + c * 0.285 + s * 0.14, 0.072 - c * 0.072 - s * 0.283, 0,
-    0.213 - c * 0.213 - s * 0.787, 0.715 - c * 0.715 + s * 0.715, 0.072 + c * 0.928 + s * 0.072, 0,
-  ];
-}
 
 /** Applies consecutive colour matrices (clamping after each) to every pixel, in place. */
 export function applyColorMatrices(data: Buffer, matrices: readonly ColorMatrix[]): void {
@@ -112,20 +49,6 @@ export function filterMargin(filters: readonly Filter[], scale: number): number 
  * memory (a 5,000² frame + 2 × 1,024 is ≈ 200 MB of RGBA at most).
  */
 export const MAX_FILTER_MARGIN = 1024;
-
-/** A stable pseudo-random value in [0, 1) for a pixel of the working frame and a seed. */
-export function noiseAt(x: number, y: number, seed: number): number {
-  let h = (Math.imul(x, 0x27d4eb2d) ^ Math.imul(y, 0x165667b1) ^ seed) >>> 0;
-  h = Math.imul(h ^ (h >>> 15), 0x85ebca6b) >>> 0;
-  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35) >>> 0;
-  return ((h ^ (h >>> 16)) >>> 0) / 4294967296;
-}
-
-export function seedOf(id: string): number {
-  let h = 2166136261;
-  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 16777619);
-  return h >>> 0;
-}
 
 function raw(r: Raster) {
   return sharp(r.data, { raw: { width: r.width, height: r.height, channels: 4 }, limitInputPixels: false });
@@ -218,18 +141,7 @@ function sharpen(r: Raster, a: number): Buffer {
 }
 
 function addNoise(r: Raster, amount: number, seed: number): void {
-  const d = r.data;
-  for (let y = 0; y < r.height; y++) {
-    for (let x = 0; x < r.width; x++) {
-      const i = (y * r.width + x) * 4;
-      if (d[i + 3] === 0) continue;
-      const delta = (noiseAt(r.left + x, r.top + y, seed) - 0.5) * amount * 255;
-      for (let k = 0; k < 3; k++) {
-        const v = d[i + k]! + delta;
-        d[i + k] = v < 0 ? 0 : v > 255 ? 255 : Math.round(v);
-      }
-    }
-  }
+  addNoisePixels(r.data, r.width, r.left, r.top, amount, seed);
 }
 
 /** Source-over of `top` onto `bottom` (same box), result in `bottom`. */

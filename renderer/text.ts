@@ -11,7 +11,7 @@
  */
 import sharp from 'sharp';
 import type { TextLayerData } from '../shared/canvas.ts';
-import { hex6, parseColor } from './color.ts';
+import { hex6, parseColor } from '../shared/color.ts';
 import { safeFamily, useShippedFonts } from './fonts.ts';
 import { multiply, scaleMatrix, translateMatrix, type Box, type Matrix, meanScale } from './geometry.ts';
 import type { Raster } from './raster.ts';

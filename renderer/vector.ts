@@ -8,7 +8,7 @@
  */
 import sharp from 'sharp';
 import type { DrawingLayerData, ShapeLayerData } from '../shared/canvas.ts';
-import { hex6, parseColor, type Rgba } from './color.ts';
+import { hex6, parseColor, type Rgba } from '../shared/color.ts';
 import { intersect, transformedBox, type Box, type Matrix } from './geometry.ts';
 import type { Raster } from './raster.ts';
 

@@ -4,14 +4,14 @@
  * own coordinate system (`transform` = the 2-D affine matrix), composited with its opacity and
  * blend mode — Canvas 2D's `globalCompositeOperation` implements all 16 W3C blend modes — and its
  * filters (CSS filters where Canvas 2D has them; noise and pixelate by hand). Adjustment layers
- * recolour everything below them (web/pixels.ts: per-pixel formulas on RGBA).
+ * recolour everything below them, with the renderer's own functions (shared/color.ts).
  *
  * The page's drawing and the server's render of one version are compared per pixel in
  * test/editor.test.ts.
  */
 import type { Canvas, Filter, Layer } from '../shared/canvas.ts';
 import { layersInOrder } from '../shared/layers.ts';
-import { adjustPixels, noisePixels, parseColor } from './pixels.ts';
+import { addNoisePixels, adjustPixels, parseColor, seedOf } from './pixels.ts';
 
 /** An image layer's pixels, by images.image_id (undefined: not loaded, or not visible to this user). */
 export type ImageLookup = (imageId: string) => CanvasImageSource | undefined;
@@ -39,7 +39,7 @@ const BLEND: Record<Layer['blendMode'], GlobalCompositeOperation> = {
 
 function cssColor(value: string | null | undefined): string | undefined {
   if (!value || value === 'transparent') return undefined;
-  const [r, g, b, a] = parseColor(value);
+  const { r, g, b, a } = parseColor(value);
   return `rgba(${r},${g},${b},${a / 255})`;
 }
 
@@ -233,7 +233,14 @@ function pixelate(ctx: Ctx, size: number): void {
 }
 
 /** Draws one layer's content onto a fresh surface of the canvas's size (its own pixels only). */
-function layerSurface(layer: Exclude<Layer, { type: 'adjustment' }>, width: number, height: number, images: ImageLookup, scale: number): HTMLCanvasElement {
+function layerSurface(
+  layerId: string,
+  layer: Exclude<Layer, { type: 'adjustment' }>,
+  width: number,
+  height: number,
+  images: ImageLookup,
+  scale: number,
+): HTMLCanvasElement {
   const surface = document.createElement('canvas');
   surface.width = width;
   surface.height = height;
@@ -263,7 +270,7 @@ function layerSurface(layer: Exclude<Layer, { type: 'adjustment' }>, width: numb
     if (x.type === 'pixelate') pixelate(octx, Math.max(1, Math.round(x.size * scale)));
     else if (x.type === 'noise') {
       const img = octx.getImageData(0, 0, width, height);
-      noisePixels(img.data, x.amount);
+      addNoisePixels(img.data, width, 0, 0, x.amount, seedOf(layerId));
       octx.putImageData(img, 0, 0);
     }
   }
@@ -288,7 +295,7 @@ export function drawCanvas(ctx: Ctx, canvas: Canvas, images: ImageLookup, scale 
     ctx.fillStyle = background;
     ctx.fillRect(0, 0, width, height);
   }
-  for (const [, layer] of layersInOrder(canvas.layers)) {
+  for (const [layerId, layer] of layersInOrder(canvas.layers)) {
     if (!layer.visible || layer.opacity <= 0) continue;
     if (layer.type === 'adjustment') {
       // Everything below, recoloured, then mixed back with the layer's opacity and blend mode.
@@ -305,7 +312,7 @@ export function drawCanvas(ctx: Ctx, canvas: Canvas, images: ImageLookup, scale 
       continue;
     }
     if (layer.type === 'image' && !images(layer.data.imageId)) missing.push(layer.data.imageId);
-    const surface = layerSurface(layer, width, height, images, scale);
+    const surface = layerSurface(layerId, layer, width, height, images, scale);
     ctx.globalAlpha = layer.opacity;
     ctx.globalCompositeOperation = BLEND[layer.blendMode];
     ctx.drawImage(surface, 0, 0);

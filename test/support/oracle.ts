@@ -11,7 +11,7 @@
  */
 import type { AdjustmentLayerData, BlendMode, Canvas, Filter, Layer } from '../../shared/canvas.ts';
 import { layersInOrder } from '../../shared/layers.ts';
-import { noiseAt, seedOf } from '../../renderer/filters.ts';
+import { noiseAt, seedOf } from '../../shared/color.ts';
 
 export interface Rgba8 {
   data: Buffer;
