@@ -35,7 +35,7 @@ export const renderParamsSchema = z.strictObject({
   height: dimension.optional(),
   fit: z.enum(['contain', 'cover', 'fill', 'inside', 'outside']).optional(),
   dpr: z.coerce.number().min(1).max(4).optional(),
-  // AVIF encodes at ~2 per second here (STACK-NOTES): too slow to serve live; thumbnails only.
+  // AVIF encodes at ~2 per second here (docs/STACK-NOTES.md): too slow to serve live; thumbnails only.
   format: z.enum(['png', 'webp', 'jpeg']).default('webp'),
   quality: z.coerce.number().int().min(1).max(100).optional(),
 });
