@@ -256,6 +256,20 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     await renderWorker.start();
   }
   const http = createHttpApp({ db, tokens, signer, renders, thumbnailSize: config.THUMBNAIL_SIZES[0]!, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId, metrics, versions: snapshots, images, ...(redis ? { redis } : {}) });
+  /** Stops everything started above, in order: the one list for a failed start and for close(). */
+  const release = async () => {
+    await renderWorker?.stop();
+    await renderPool.close();
+    await thumbnails.close();
+    await redis?.close();
+    await accessFeed.close();
+    accessWatch.close();
+    await presence.close();
+    await log.close();
+    await guard.close();
+    await blobs.close();
+    await db.close();
+  };
   const listened = listen(
     config.TRANSPORT,
     {
@@ -281,14 +295,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   ).catch(async (error: unknown) => {
     // Not listening (the port is in use…): release everything opened so far — above all the
     // embedded directory and its lock — before the caller reports the failure.
-    await redis?.close();
-    await accessFeed.close();
-    accessWatch.close();
-    await presence.close();
-    await log.close();
-    await guard.close();
-    await blobs.close();
-    await db.close();
+    await release();
     throw error;
   });
   const { listening, note } = await listened;
@@ -309,17 +316,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
         hocuspocus.flushPendingStores();
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
-      await renderWorker?.stop();
-      await renderPool.close();
-      await thumbnails.close();
-      await redis?.close();
-      await accessFeed.close();
-      accessWatch.close();
-      await presence.close();
-      await log.close();
-      await guard.close();
-      await blobs.close();
-      await db.close();
+      await release();
     })());
 
   const host = config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST;

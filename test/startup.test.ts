@@ -7,8 +7,14 @@
 import { existsSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import pg from 'pg';
+import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
+import { startServer } from '../server/app.ts';
+import { loadConfig } from '../server/config.ts';
 import { runCommand, type CommandResult } from './support/cli.ts';
+import { waitFor } from './support/clients.ts';
+import { createDatabase } from './support/databases.ts';
 import { tempDir, TEST_SECRET } from './support/server-process.ts';
 
 const teardown: Array<() => Promise<void>> = [];
@@ -56,6 +62,36 @@ describe('start-up failures: one line and exit code 1', () => {
     const migrate = await runCommand('scripts/migrate.ts', [], { DATA_DIR: dataDir });
     expect(migrate.code, migrate.stderr).toBe(0);
     expect(migrate.stdout.trim()).toBe('nothing to apply: the schema is up to date');
+  });
+
+  it('the port is in use, on PostgreSQL: startServer rejects having stopped all it started (render worker, thumbnail feed, pools)', async () => {
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    register(() => new Promise((resolve) => blocker.close(() => resolve())));
+    const { port } = blocker.address() as AddressInfo;
+    const database = await createDatabase('startfail');
+    register(database.drop);
+    const config = loadConfig({
+      DATABASE_URL: database.url,
+      AUTH_JWT_SECRET: TEST_SECRET,
+      DATA_DIR: join(tempDir(register), 'data'),
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      TRANSPORT: 'node',
+    });
+    await expect(startServer(config, { logger: pino({ level: 'silent' }) })).rejects.toThrow();
+    // No connection of its own is left on its database (the render worker's and the thumbnail
+    // feed's were once forgotten on this path).
+    const admin = new pg.Client({ connectionString: database.url });
+    await admin.connect();
+    register(() => admin.end());
+    const others = async () =>
+      (
+        await admin.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()')
+      ).rows[0]!.n;
+    await waitFor(async () => (await others()) === 0, { timeout: 10_000, what: 'every connection of the failed start closed' }).catch(async (error: unknown) => {
+      throw new Error(`${String(error)}; still open: ${await others()}`);
+    });
   });
 
   it('npm run token and npm run migrate without AUTH_JWT_SECRET next to DATABASE_URL', async () => {
