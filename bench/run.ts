@@ -65,7 +65,7 @@ interface Sizes {
 
 /** The issue's fan-out: 20 documents × 10 readers, one writer per document at 20 updates/s. */
 const ISSUE_FANOUT = { documents: 20, clientsPerDocument: 11, writersPerDocument: 1, editsPerSecondPerClient: 20 };
-const RATES = [1_000, 2_000, 3_000, 4_000, 5_000, 6_000, 8_000, 10_000];
+const RATES = [250, 500, 1_000, 2_000, 3_000, 4_000, 5_000, 6_000, 8_000, 10_000];
 
 const SIZES: Record<Size, Sizes> = {
   full: {
@@ -77,9 +77,9 @@ const SIZES: Record<Size, Sizes> = {
     watchdogMs: 25 * 60_000,
   },
   quick: {
-    connections: { connections: 1_000, documents: 20, loadgens: 2, concurrency: 64 },
+    connections: { connections: 500, documents: 20, loadgens: 2, concurrency: 64 },
     fanout: { ...ISSUE_FANOUT, warmupMs: 500, windowMs: 2_000, drainMs: 2_000 },
-    ackRate: { clients: 50, loadgens: 1, rates: [1_000, 2_500, 5_000, 7_500], p99BoundMs: 25, warmupMs: 300, windowMs: 700, drainMs: 1_000 },
+    ackRate: { clients: 50, loadgens: 1, rates: [250, 1_000, 2_500, 5_000, 7_500], p99BoundMs: 25, warmupMs: 300, windowMs: 700, drainMs: 1_000 },
     coldLoad: { updates: 10_000, loads: 1 },
     profileFanout: { ...ISSUE_FANOUT, warmupMs: 500, windowMs: 2_000, drainMs: 1_000 },
     watchdogMs: 6 * 60_000,
@@ -113,6 +113,8 @@ const size: Size = args.tiny ? 'tiny' : args.quick ? 'quick' : 'full';
 const sizes = SIZES[size];
 const rounds = Math.max(1, Math.min(9, Number(args.rounds ?? 3) || 3));
 const resultsFile = resolve(args.results ?? join(repoRoot, 'bench/RESULTS.md'));
+/** The table's, summary's and profile's sections of a --quick or --tiny run are kept apart from the full run's. */
+const suffix = size === 'full' ? '' : `-${size}`;
 const command = `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
 
 function selected(): Set<Scenario> {
@@ -294,15 +296,15 @@ async function main(): Promise<void> {
         skipped: all.filter((t): t is TargetResult => !isTarget(t)),
         ...machineFacts(startedAt, await commitSettings(db.admin)),
       };
-      writeSection(resultsFile, 'summary', renderSummary(values, records, facts));
-      writeSection(resultsFile, 'table', renderTableDetails(records, facts));
+      writeSection(resultsFile, `summary${suffix}`, renderSummary(values, records, facts));
+      writeSection(resultsFile, `table${suffix}`, renderTableDetails(records, facts));
       if (records.some((r) => r.error)) failed = true;
       consoleParts.push(renderSummary(values, records, facts, true));
     }
     if (db && which.has('profile')) {
       const started = new Date();
       const profiles = await runProfiles(db);
-      writeSection(resultsFile, 'profile', renderProfiles(profiles, { command, started, size, fanout: sizes.profileFanout }));
+      writeSection(resultsFile, `profile${suffix}`, renderProfiles(profiles, { command, started, size, fanout: sizes.profileFanout }));
       if (profiles.some((p) => p.error)) failed = true;
       consoleParts.push(`profiles: ${profiles.map((p) => `${p.label}: ${p.file ?? p.error ?? p.skipped}`).join('; ')}`);
     }

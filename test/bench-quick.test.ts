@@ -52,7 +52,7 @@ describe('bench harness at a tiny size', () => {
     const file = join(dir, 'table.md');
     const { code, output } = await bench(['--tiny', '--rounds', '1', '--only', 'table,profile', '--results', file]);
     expect(code, output.slice(-3_000)).toBe(0);
-    const summary = section(file, 'summary');
+    const summary = section(file, 'summary-tiny');
     const head = row(summary, 'figure');
     expect(head).toEqual(expect.arrayContaining(['stock Hocuspocus', 'ours (node)', 'ours (node) / stock', 'met?']));
     for (const def of FIGURES) {
@@ -65,12 +65,12 @@ describe('bench harness at a tiny size', () => {
       if (def.id !== 'durableAcks') expect(ratio, `${def.label}: ratio`).toMatch(/^[\d.]+×/);
       if (def.targets.length > 0) expect(cells[head.indexOf('met?')], def.label).toMatch(/node [^:]*: \*\*(met|not met)\*\*/);
     }
-    const details = section(file, 'table');
+    const details = section(file, 'table-tiny');
     for (const server of ['stock Hocuspocus', 'ours (node)']) {
       const connected = row(details.slice(details.indexOf('### Idle')), `1 | ${server}`);
       expect(connected[2], `${server}: every connection made`).toBe('20');
     }
-    const profile = section(file, 'profile');
+    const profile = section(file, 'profile-tiny');
     expect(profile).toMatch(/\| stock Hocuspocus \| window \|/);
     expect(profile).toMatch(/\| ours \(node\) \| window \|/);
     expect(profile).toContain('### Top functions by self time');
