@@ -200,7 +200,8 @@ async function runTable(db: BenchDatabase, which: TableScenario[], targets: Targ
           log(`round ${round}: ${target.label}: ${c.connections} idle connections on ${c.documents} documents`);
           const r = await runConnections(target, server, c);
           rec.connections = r;
-          if (r.failed > 0) throw new Error(`${r.failed} of ${c.connections} connections failed: ${r.errors.join('; ')}`);
+          // Refused connections are a finding, not a harness failure: the figures count the ones made.
+          if (r.failed > 0) (rec.warnings ??= []).push(`${r.failed} of ${c.connections} connections refused or failed (${r.errors.join('; ')}); the figures count the ${r.connections} made`);
           record(values, 'memoryPerConnection', target.id, round, r.perConnectionBytes / 1024);
           record(values, 'acceptRate', target.id, round, r.acceptedPerSecond);
           await sleep(1_000); // the disconnects settle

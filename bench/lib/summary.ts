@@ -24,6 +24,8 @@ export interface RoundRecord {
   ackRate?: AckRateResult;
   coldLoad?: ColdLoadResult;
   error?: string;
+  /** Measured, but with something to say (e.g. connections the server refused). */
+  warnings?: string[];
   stopExitCode?: number | null;
 }
 
@@ -109,7 +111,9 @@ export function renderSummary(values: Values, records: RoundRecord[], facts: Siz
     ].join('\n'),
   ];
   const failures = records.filter((r) => r.error);
-  if (failures.length) parts.push(`Failures:\n\n${failures.map((r) => `- round ${r.round}, ${r.label}: ${r.error}`).join('\n')}`);
+  if (failures.length) parts.push(`Failures (that server's later scenarios in that round were not run):\n\n${failures.map((r) => `- round ${r.round}, ${r.label}: ${r.error}`).join('\n')}`);
+  const warned = records.filter((r) => r.warnings?.length);
+  if (warned.length) parts.push(`Notes:\n\n${warned.map((r) => `- round ${r.round}, ${r.label}: ${r.warnings!.join('; ')}`).join('\n')}`);
   return parts.join('\n\n');
 }
 
