@@ -207,6 +207,15 @@ describe.skipIf(skip)(`the editor in Chromium${skip ? ` (skipped: ${skip})` : ''
       what: 'the version in the tree',
       timeout: 15_000,
     });
+    // Its thumbnail, rendered by the worker and signed for an <img>, shows once thumbnailReady arrives.
+    await waitFor(
+      () =>
+        page.evaluate(() => {
+          const img = [...document.querySelectorAll('[data-testid=versions] li')].find((li) => li.textContent?.includes('from the page'))?.querySelector('img');
+          return !!img && img.complete && img.naturalWidth > 0;
+        }),
+      { what: 'the version thumbnail shown', timeout: 30_000 },
+    );
   });
 });
 
