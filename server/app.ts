@@ -294,8 +294,14 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     config.PORT,
   ).catch(async (error: unknown) => {
     // Not listening (the port is in use…): release everything opened so far — above all the
-    // embedded directory and its lock — before the caller reports the failure.
-    await release();
+    // embedded directory and its lock — before the caller reports the failure (within 10 s: a
+    // part that does not close must not keep the operator from hearing why).
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      release().catch((closeError: unknown) => logger.warn({ err: closeError }, 'clean-up after a failed listen')),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, 10_000).unref())),
+    ]);
+    clearTimeout(timer);
     throw error;
   });
   const { listening, note } = await listened;
