@@ -73,7 +73,8 @@ describe('typed client', () => {
     a.translateLayer(id, 5, 0);
     a.updateLayer(id, { opacity: 0.5, blendMode: 'multiply' });
     a.reorderLayer(id, 'bottom');
-    await waitFor(() => b.layer(id)?.opacity === 0.5, { what: 'b sees the restyle' });
+    // Three edits, three updates: b may see the restyle before the reorder arrives, so wait for the last.
+    await waitFor(() => b.layer(id)?.opacity === 0.5 && b.layerIds()[0] === id, { what: 'b sees the restyle and the reorder' });
     expect(b.layer(id)).toMatchObject({ blendMode: 'multiply', transform: [1, 0, 0, 1, 15, 20] });
     expect(b.layerIds()[0]).toBe(id);
     await a.whenSaved();
