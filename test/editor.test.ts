@@ -195,6 +195,21 @@ describe.skipIf(skip)(`the editor in Chromium${skip ? ` (skipped: ${skip})` : ''
     });
   });
 
+  it('the owner invites by username as read-only, then removes them — each acts on the open page', async () => {
+    const db = openPool(databaseUrl, register);
+    const ivy = await createActor(db, 'Ivy');
+    const owners = await open(owner.token);
+    await owners.page.fill('#invite-username', `Ivy_${ivy.userId.slice(4)}`);
+    await owners.page.uncheck('#invite-edit');
+    await owners.page.click('#invite button');
+    await waitFor(async () => (await owners.page.locator(`[data-testid=people] li[data-user-id="${ivy.userId}"]`).count()) === 1, { what: 'Ivy listed' });
+    const ivys = await open(ivy.token);
+    await waitFor(async () => (await ivys.page.locator('[data-testid=role]').getAttribute('data-role')) === 'read-only', { what: 'Ivy is read-only' });
+    // Removing her closes her connection; her page says why.
+    await owners.page.click(`[data-testid=people] li[data-user-id="${ivy.userId}"] button:text("remove")`);
+    await waitFor(async () => /removed/i.test((await ivys.page.locator('[data-testid=error]').textContent()) ?? ''), { what: 'Ivy told she was removed' });
+  });
+
   it('reload keeps everything; a version saved from the page appears in the tree', async () => {
     const { page } = await open(owner.token);
     const ids = await onClient<string[]>(page, '(c) => c.layerIds()');
