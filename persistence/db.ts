@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import pg from 'pg';
 import lockfile from 'proper-lockfile';
+import { keepBatchesTogether } from './pglite-batches.ts';
 
 /** What repositories need: run one statement. A pool and a transaction client both satisfy it. */
 export interface Queryable {
@@ -259,6 +260,7 @@ export async function openEmbedded(dataDir: string, options: EmbeddedOptions = {
     // the inline render worker's pool, LISTEN and liveness connections (4), migrations and a psql
     // or test pool alongside.
     const server = new PGLiteSocketServer({ db, host: '127.0.0.1', port: 0, maxConnections: 16 });
+    keepBatchesTogether(server); // electric-sql/pglite#1046: see persistence/pglite-batches.ts
     await server.start();
     const net = (server as unknown as { server: Server }).server;
     requirePassword(net, password);
