@@ -24,6 +24,7 @@ import { canvasSchema, readCanvas, type Canvas, type Layer } from '../shared/can
 import { errors, type ErrorCode } from '../shared/errors.ts';
 import { addLayer, layerIds, moveLayer, removeLayer, updateLayer, type LayerPatch, type NewLayer, type Placement } from '../shared/layers.ts';
 import type { AwarenessState } from '../shared/presence.ts';
+import type { AccessChangedMessage } from '../shared/protocol.ts';
 import type { VersionJson } from '../shared/versions.ts';
 
 export type ConnectionStatus = 'connecting' | 'connected' | 'disconnected';
@@ -45,6 +46,7 @@ export type ServerMessage =
   | { type: 'thumbnailReady'; versionId: string; [key: string]: unknown }
   | { type: 'comment'; action: string; comment: unknown }
   | { type: 'error'; code: string; message?: string; layerId?: string; requestId?: string }
+  | AccessChangedMessage
   | { type: 'other'; payload: unknown };
 
 export interface Peer extends AwarenessState {
@@ -59,6 +61,8 @@ interface Events {
   peers: Peer[];
   message: ServerMessage;
   error: ClientError;
+  /** The server changed this connection's access in place (true: may edit). */
+  access: boolean;
 }
 type Listener<K extends keyof Events> = (value: Events[K]) => void;
 
@@ -89,7 +93,7 @@ function parseServerMessage(payload: string): ServerMessage {
     return { type: 'other', payload };
   }
   const type = (value as { type?: unknown } | null)?.type;
-  if (type === 'versionSaved' || type === 'thumbnailReady' || type === 'comment' || type === 'error') return value as ServerMessage;
+  if (type === 'versionSaved' || type === 'thumbnailReady' || type === 'comment' || type === 'error' || type === 'access') return value as ServerMessage;
   return { type: 'other', payload: value };
 }
 
@@ -104,6 +108,8 @@ export class CanvasClient {
   #status: ConnectionStatus = 'connecting';
   #saved = false;
   #lastError: ClientError | undefined;
+  /** Set when the server said this open connection's access changed (`access` message). */
+  #canEdit: boolean | undefined;
   #listeners = new Map<keyof Events, Set<(value: never) => void>>();
   #pending = new Map<string, { resolve: (v: VersionJson) => void; reject: (e: ClientError) => void; timer: ReturnType<typeof setTimeout> }>();
   #requests = 0;
@@ -129,6 +135,9 @@ export class CanvasClient {
         this.#updateSaved();
       },
       onUnsyncedChanges: () => this.#updateSaved(),
+      onAuthenticated: () => {
+        this.#canEdit = undefined; // a fresh authentication's scope is the truth again
+      },
       onAuthenticationFailed: ({ reason }: { reason: string }) =>
         this.#fail({ code: reason, message: knownMessage(reason), source: 'authentication' }),
       onClose: ({ event }: { event: { code: number; reason: string } }) => {
@@ -170,7 +179,7 @@ export class CanvasClient {
 
   /** Whether the server lets this connection write (false for read-only participants, after authentication). */
   get canWrite(): boolean {
-    return this.provider.authorizedScope === 'read-write';
+    return this.#canEdit ?? this.provider.authorizedScope === 'read-write';
   }
 
   /** The canvas as plain JSON (validated against the schema; `undefined` before the first sync or when invalid). */
@@ -344,6 +353,10 @@ export class CanvasClient {
 
   #receive(payload: string): void {
     const message = parseServerMessage(payload);
+    if (message.type === 'access') {
+      this.#canEdit = message.canEdit;
+      this.#emit('access', message.canEdit);
+    }
     if (message.type === 'versionSaved' && message.requestId) {
       const pending = this.#pending.get(message.requestId);
       if (pending) {

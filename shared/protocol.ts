@@ -33,3 +33,13 @@ export function statelessError(code: string, message: string, detail?: string): 
   const body: StatelessError = { type: 'error', code, message, ...(detail ? { detail } : {}) };
   return JSON.stringify(body);
 }
+
+/**
+ * Stateless, server → one connection: its access changed while it stayed open (the session's
+ * owner promoted or demoted it, on any node). The server enforces the new role already; this tells
+ * the client, whose provider learnt its scope only at authentication.
+ */
+export interface AccessChangedMessage {
+  type: 'access';
+  canEdit: boolean;
+}

@@ -147,3 +147,30 @@ describe('typed client', () => {
     expect(stranger.lastError).toMatchObject({ code: 'unauthorized', source: 'authentication' });
   });
 });
+
+describe('typed client: access changed while connected', () => {
+  it('learns a demotion and a promotion in place (canWrite, access events), without reconnecting', async () => {
+    const database = await createDatabase('clientacc');
+    register(database.drop);
+    const server = await startServerProcess({ transport: 'node', databaseUrl: database.url, dataDir: tempDir(register), register });
+    const db = openPool(server.databaseUrl, register);
+    const owner = await createActor(db, 'owner');
+    const guest = await createActor(db, 'guest');
+    const sessionId = await createSession(server.url, owner.token, await createImage(db, owner.userId));
+    const set = (canEdit: boolean) =>
+      api(server.url, 'POST', `/api/sessions/${sessionId}/participants`, { token: owner.token, body: { userId: guest.userId, permissions: { canEdit } } });
+    expect((await set(true)).status).toBeLessThan(300);
+    const client = connectCanvas({ url: server.wsUrl, sessionId, token: guest.token, WebSocketPolyfill: WebSocket });
+    register(async () => client.destroy());
+    await waitFor(() => client.saved, { what: 'synced' });
+    expect(client.canWrite).toBe(true);
+    const seen: boolean[] = [];
+    client.on('access', (canEdit) => seen.push(canEdit));
+    await set(false);
+    await waitFor(() => !client.canWrite, { what: 'demoted in place', timeout: 15_000 });
+    await set(true);
+    await waitFor(() => client.canWrite, { what: 'promoted in place', timeout: 15_000 });
+    expect(seen).toEqual([false, true]);
+    expect(client.status).toBe('connected');
+  });
+});

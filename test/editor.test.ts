@@ -195,7 +195,7 @@ describe.skipIf(skip)(`the editor in Chromium${skip ? ` (skipped: ${skip})` : ''
     });
   });
 
-  it('the owner invites by username as read-only, then removes them — each acts on the open page', async () => {
+  it('the owner invites by username as read-only, lifts it, then removes them — each acts on the open page', async () => {
     const db = openPool(databaseUrl, register);
     const ivy = await createActor(db, 'Ivy');
     const owners = await open(owner.token);
@@ -205,6 +205,9 @@ describe.skipIf(skip)(`the editor in Chromium${skip ? ` (skipped: ${skip})` : ''
     await waitFor(async () => (await owners.page.locator(`[data-testid=people] li[data-user-id="${ivy.userId}"]`).count()) === 1, { what: 'Ivy listed' });
     const ivys = await open(ivy.token);
     await waitFor(async () => (await ivys.page.locator('[data-testid=role]').getAttribute('data-role')) === 'read-only', { what: 'Ivy is read-only' });
+    // Lifting read-only acts on her open page in place (the server's `access` message).
+    await owners.page.click(`[data-testid=people] li[data-user-id="${ivy.userId}"] button:text("allow edits")`);
+    await waitFor(async () => (await ivys.page.locator('[data-testid=role]').getAttribute('data-role')) === 'edit', { what: 'Ivy may edit, live' });
     // Removing her closes her connection; her page says why.
     await owners.page.click(`[data-testid=people] li[data-user-id="${ivy.userId}"] button:text("remove")`);
     await waitFor(async () => /removed/i.test((await ivys.page.locator('[data-testid=error]').textContent()) ?? ''), { what: 'Ivy told she was removed' });

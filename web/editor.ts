@@ -123,6 +123,10 @@ client.on('peers', () => {
   drawOverlay();
   renderPeople();
 });
+client.on('access', (canEdit) => {
+  renderStatus();
+  showError(canEdit ? undefined : { code: 'forbidden' });
+});
 client.on('error', (error: ClientError) => {
   showError(error);
   renderStatus();

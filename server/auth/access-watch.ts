@@ -40,6 +40,7 @@ import type { Database } from '../../persistence/db.ts';
 import type { AccessChange } from '../../persistence/repositories/access-changes.ts';
 import { resolveRole, type Role } from './access.ts';
 import type { Claims } from './tokens.ts';
+import type { AccessChangedMessage } from '../../shared/protocol.ts';
 
 /** What the watch needs in a connection's context (the auth extension's context extends it). */
 export interface AccessContext {
@@ -102,6 +103,25 @@ export interface AccessWatchOptions {
   recheckMs: number;
   /** Checks run at once during a sweep (each is one or two small queries). */
   concurrency?: number;
+}
+
+/**
+ * Gives an open connection a new role in place: read-only or read-write at once, and the client
+ * told with a stateless `{"type":"access","canEdit"}` (its provider learnt its scope only at
+ * authentication, so a page can say "read-only", or let edits through again, without a
+ * reconnect). The one place a role changes, whether the change came from this node's HTTP API or
+ * through the feed. Returns whether anything changed.
+ */
+export function setConnectionRole(connection: Connection, context: { role: Role }, role: Role): boolean {
+  if (context.role === role) return false;
+  context.role = role;
+  connection.readOnly = role === 'viewer';
+  try {
+    connection.sendStateless(JSON.stringify({ type: 'access', canEdit: role !== 'viewer' } satisfies AccessChangedMessage));
+  } catch {
+    // the socket is closing: the client learns its access when it authenticates again
+  }
+  return true;
 }
 
 export class AccessWatch {
@@ -285,8 +305,7 @@ export class AccessWatch {
         w.context.loginDeadline = outcome.loginExpiresInMs === null ? null : startedAt + outcome.loginExpiresInMs;
         if (outcome.role !== w.context.role) {
           logger.info({ session: w.sessionId, user: w.context.userId, from: w.context.role, to: outcome.role, why: reason }, 'access changed on an open connection');
-          w.context.role = outcome.role;
-          w.connection.readOnly = outcome.role === 'viewer';
+          setConnectionRole(w.connection, w.context, outcome.role);
           this.applied += 1;
         }
         const expired = deadlineEvent(w.context);

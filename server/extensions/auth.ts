@@ -27,7 +27,7 @@ import { CloseCode } from '../../shared/protocol.ts';
 import type { Logger } from 'pino';
 import type { Database } from '../../persistence/db.ts';
 import { resolveRole, type Role } from '../auth/access.ts';
-import { deadlineEvent, type AccessContext, type AccessWatch, type CloseEvent } from '../auth/access-watch.ts';
+import { deadlineEvent, setConnectionRole, type AccessContext, type AccessWatch, type CloseEvent } from '../auth/access-watch.ts';
 import type { TokenService } from '../auth/tokens.ts';
 
 export interface ConnectionContext extends AccessContext {
@@ -182,8 +182,7 @@ export function applyAccessChange(
     if (role === null) {
       connection.close({ code: CloseCode.Forbidden, reason });
     } else {
-      context.role = role;
-      connection.readOnly = role === 'viewer';
+      setConnectionRole(connection, context, role);
     }
   }
   return touched;
