@@ -56,6 +56,12 @@ export async function cliDatabase(config: Config, options: { needsExisting?: boo
 }
 
 /** Fails with a one-line usage message. */
+/** A `--width`-style option: absent, a whole number, or NaN (the range is checked by whoever uses it, naming the option). */
+export function wholeNumberOption(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  return /^\d+$/.test(value) ? Number(value) : NaN;
+}
+
 export function usage(text: string): never {
   throw new StartupError(`usage: ${text}`);
 }

@@ -5,7 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { addBlankImage } from '../server/users.ts';
-import { cliConfig, cliDatabase, runOrExplain, usage } from './cli.ts';
+import { cliConfig, cliDatabase, runOrExplain, usage, wholeNumberOption } from './cli.ts';
 
 const USAGE = 'npm run images -- add --owner <userId or username> [--width <px>] [--height <px>] [--title <title>]';
 
@@ -24,10 +24,9 @@ await runOrExplain(
     }
     const { positionals, values } = parsed;
     if (positionals.length !== 1 || positionals[0] !== 'add' || !values.owner) usage(USAGE);
-    const size = (v: string | undefined) => (v === undefined ? undefined : /^\d+$/.test(v) ? Number(v) : NaN);
     const db = await cliDatabase(config, { migrate: true });
     try {
-      const imageId = await addBlankImage(db, { ownerId: values.owner, title: values.title, width: size(values.width), height: size(values.height) });
+      const imageId = await addBlankImage(db, { ownerId: values.owner, title: values.title, width: wholeNumberOption(values.width), height: wholeNumberOption(values.height) });
       process.stdout.write(`imageId:  ${imageId}\n`);
     } finally {
       await db.close();

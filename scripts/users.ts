@@ -8,17 +8,12 @@ import { parseArgs } from 'node:util';
 import { signingSecret } from '../server/app.ts';
 import { TokenService } from '../server/auth/tokens.ts';
 import { addBlankImage, addUser, deactivateUser, listUsers } from '../server/users.ts';
-import { cliConfig, cliDatabase, parseExpiry, runOrExplain, usage } from './cli.ts';
+import { cliConfig, cliDatabase, parseExpiry, runOrExplain, usage, wholeNumberOption } from './cli.ts';
 
 const USAGE =
   'npm run users -- add <username> [--display-name <name>] [--email <e-mail>] [--with-image [--width <px>] [--height <px>] [--title <title>]] [--expires <seconds>] | list | deactivate <userId or username>';
 
 const config = await runOrExplain(async () => cliConfig());
-
-function numberOption(name: string, value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  return /^\d+$/.test(value) ? Number(value) : NaN; // range checked by addBlankImage, with the option's name
-}
 
 await runOrExplain(
   async () => {
@@ -51,8 +46,8 @@ await runOrExplain(
           ? await addBlankImage(db, {
               ownerId: user.user_id,
               title: values.title,
-              width: numberOption('--width', values.width),
-              height: numberOption('--height', values.height),
+              width: wholeNumberOption(values.width),
+              height: wholeNumberOption(values.height),
             })
           : undefined;
         const token = await new TokenService(await signingSecret(config)).sign(user.user_id, { expiresInSeconds });
