@@ -10,9 +10,8 @@
  * - `user.name` is the user's `display_name`, whatever the client sends; one state per client (no
  *   phantom state per message).
  */
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import * as decoding from 'lib0/decoding';
 import type pg from 'pg';
 import { WebsocketProvider } from 'y-websocket';
@@ -21,6 +20,7 @@ import { fakeUpdates } from './support/awareness.ts';
 import { waitFor } from './support/clients.ts';
 import { attachPeer, peerSynced, type Peer } from './support/peers.ts';
 import { createDatabase } from './support/databases.ts';
+import { REDIS_URL, redisScratch } from './support/redis.ts';
 import { api, createActor, createImage, createSession, openPool } from './support/fixtures.ts';
 import { metric } from './support/metrics.ts';
 import { authFrame, awarenessFrame, rawClient, type RawClient } from './support/raw-client.ts';
@@ -208,24 +208,19 @@ describe('awareness bound to users across two nodes', () => {
   let viewer: { userId: string; token: string };
   let sessionId: string;
   let redis: Redis;
-  const prefix = `imageflow-test-${randomBytes(4).toString('hex')}`;
+  let prefix: string;
 
   beforeAll(async () => {
     const database = await createDatabase('awn');
     register(database.drop);
-    redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
-    register(async () => {
-      const keys = await redis.keys(`${prefix}*`);
-      if (keys.length > 0) await redis.del(...keys);
-      redis.disconnect();
-    });
+    ({ prefix, redis } = redisScratch(register));
     const start = (i: number) =>
       startServerProcess({
         transport: 'node',
         databaseUrl: database.url,
         register,
         env: {
-          REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+          REDIS_URL,
           REDIS_PREFIX: prefix,
           REDIS_SYNC_INTERVAL_MS: '500',
           NODE_ID: `aw-${i}`,

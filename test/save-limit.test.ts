@@ -5,13 +5,12 @@
  * connection only; other users and other sessions keep their own budget; autosave is not limited;
  * with Redis the budget holds across two nodes.
  */
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Redis } from 'ioredis';
 import type pg from 'pg';
 import { addLayer } from '../shared/layers.ts';
 import { acknowledged, connectClient, waitFor, type Client } from './support/clients.ts';
 import { createDatabase } from './support/databases.ts';
+import { REDIS_URL, redisScratch } from './support/redis.ts';
 import { api, createActor, createImage, createSession, openPool } from './support/fixtures.ts';
 import { startServerProcess, type ServerProcess } from './support/server-process.ts';
 
@@ -135,20 +134,14 @@ describe('version saves per user and session, two nodes over Redis', () => {
   it('holds the budget across nodes', async () => {
     const database = await createDatabase('sln');
     register(database.drop);
-    const prefix = `imageflow-test-${randomBytes(4).toString('hex')}`;
-    const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
-    register(async () => {
-      const keys = await redis.keys(`${prefix}*`);
-      if (keys.length > 0) await redis.del(...keys);
-      redis.disconnect();
-    });
+    const { prefix, redis } = redisScratch(register);
     const start = (i: number) =>
       startServerProcess({
         transport: 'node',
         databaseUrl: database.url,
         register,
         env: {
-          REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+          REDIS_URL,
           REDIS_PREFIX: prefix,
           REDIS_SYNC_INTERVAL_MS: '500',
           NODE_ID: `sl-${i}`,
