@@ -11,7 +11,7 @@
  */
 import type { Canvas, Filter, Layer } from '../shared/canvas.ts';
 import { layersInOrder } from '../shared/layers.ts';
-import { addNoisePixels, adjustPixels, parseColor, seedOf } from './pixels.ts';
+import { addNoisePixels, adjustPixels, parseColor, seedOf } from '../shared/color.ts';
 
 /** An image layer's pixels, by images.image_id (undefined: not loaded, or not visible to this user). */
 export type ImageLookup = (imageId: string) => CanvasImageSource | undefined;

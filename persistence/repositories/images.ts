@@ -70,21 +70,21 @@ export async function visibleImageIds(db: Queryable, imageIds: readonly string[]
   return new Set(rows.map((r) => r.image_id));
 }
 
-export async function insertImage(
-  db: Queryable,
-  image: {
-    imageId: string;
-    userId: string;
-    title: string;
-    filename: string;
-    mimeType: string;
-    fileSize: number;
-    width: number;
-    height: number;
-    storagePath: string;
-    privacyLevel?: ImageRow['privacy_level'];
-  },
-): Promise<void> {
+/** What every new `images` row needs. */
+export interface NewImage {
+  imageId: string;
+  userId: string;
+  title: string;
+  filename: string;
+  mimeType: string;
+  fileSize: number;
+  width: number;
+  height: number;
+  storagePath: string;
+  privacyLevel?: ImageRow['privacy_level'];
+}
+
+export async function insertImage(db: Queryable, image: NewImage): Promise<void> {
   await db.query(imageQueries.insert, [
     image.imageId,
     image.userId,
@@ -151,16 +151,7 @@ export const ingestQueries = {
 
 export async function insertIngestedImage(
   db: Queryable,
-  image: {
-    imageId: string;
-    userId: string;
-    title: string;
-    filename: string;
-    mimeType: string;
-    fileSize: number;
-    width: number;
-    height: number;
-    storagePath: string;
+  image: NewImage & {
     thumbnailPaths: Record<string, string>;
     privacyLevel: ImageRow['privacy_level'];
     metadata: Record<string, unknown>;
