@@ -156,7 +156,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     saveLimit: new SaveLimit({
       perMinute: config.RATE_LIMIT_VERSION_SAVES,
       keyPrefix: `${config.REDIS_PREFIX}:rl:save`,
-      ...(redis ? { redis: redis.pub } : {}),
+      ...(redis ? { redis: redis.commands } : {}),
     }),
   });
   const guard = new UpdateGuard({ budgetMs: config.UPDATE_DECODE_BUDGET_MS, budgetMsPerMiB: config.UPDATE_DECODE_BUDGET_MS_PER_MIB });

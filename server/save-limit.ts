@@ -9,6 +9,7 @@
  */
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import { AppError } from '../shared/errors.ts';
+import { RedisNames } from './redis/keys.ts';
 
 /** A refusal by the limit; `retryAfterSeconds` goes into `Retry-After`. */
 export class RateLimitedError extends AppError {
@@ -42,7 +43,8 @@ export class SaveLimit {
   /** Counts one save of `userId` in `sessionId`; throws `RateLimitedError` past the limit. */
   async take(userId: string, sessionId: string): Promise<void> {
     try {
-      await this.#limiter.consume(`${userId}:${sessionId}`);
+      // The session as a hash tag: on a Redis Cluster the count lives on the session's shard.
+      await this.#limiter.consume(`${userId}:${RedisNames.tag(sessionId)}`);
     } catch (error) {
       if (error instanceof RateLimiterRes) throw new RateLimitedError(Math.max(1, Math.ceil(error.msBeforeNext / 1000)));
       throw error;

@@ -251,11 +251,11 @@ describe('awareness bound to users across two nodes', () => {
     first.provider.setAwarenessField('cursor', { x: 1, y: 1 });
     for (const w of watchers) await waitFor(() => cursorX(w, id) === 1, { timeout: 5_000, what: "Alice's cursor" });
     // The claim hash binds the clientID to Alice (and names the node using it).
-    expect(await redis.hget(`${prefix}:aw:${sessionId}`, String(id))).toMatch(new RegExp(`^${alice.userId}\\|aw-0-`));
+    expect(await redis.hget(`${prefix}:aw:{${sessionId}}`, String(id))).toMatch(new RegExp(`^${alice.userId}\\|aw-0-`));
     first.destroy();
     for (const w of watchers) await waitFor(() => stateOf(w, id) === undefined, { timeout: 5_000, what: 'Alice gone' });
     // Released, still hers.
-    await waitFor(async () => (await redis.hget(`${prefix}:aw:${sessionId}`, String(id)))?.startsWith(`${alice.userId}||`), {
+    await waitFor(async () => (await redis.hget(`${prefix}:aw:{${sessionId}}`, String(id)))?.startsWith(`${alice.userId}||`), {
       timeout: 5_000,
       what: 'the release',
     });

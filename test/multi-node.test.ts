@@ -226,7 +226,7 @@ describe('three nodes over Redis', () => {
     // The watcher sees the provider's goodbye before node 0 has handled the socket's close; until
     // then node 0 still counts the clientID as that connection's and drops relayed states for it
     // (and node 1 is refused the claim). Once node 0 released it, in Redis, it is free at once.
-    const claim = () => redis.hget(`${prefix}:aw:${sessionId}`, String(id));
+    const claim = () => redis.hget(`${prefix}:aw:{${sessionId}}`, String(id));
     await waitFor(async () => (await claim())?.startsWith(`${owner.userId}||`), { timeout: 10_000, what: 'the release by node 0' });
     const again = attach(nodes[1]!.wsUrl, sessionId, owner.token, first.doc);
     await synced(again);
@@ -245,7 +245,7 @@ describe('three nodes over Redis', () => {
     const first = attach(nodes[0]!.wsUrl, sessionId, owner.token);
     await Promise.all([watcher, first].map(synced));
     const id = first.doc.clientID;
-    const claim = () => redis.hget(`${prefix}:aw:${sessionId}`, String(id));
+    const claim = () => redis.hget(`${prefix}:aw:{${sessionId}}`, String(id));
     first.provider.setAwarenessField('cursor', { x: 1, y: 1 });
     await waitFor(async () => (await claim()) !== null, { timeout: 5_000, what: 'the claim' });
 
@@ -285,18 +285,22 @@ describe('three nodes over Redis', () => {
       return found.sort();
     };
     // A's first awareness message claims its clientID for node 0.
-    await waitFor(async () => (await redis.hget(`${prefix}:aw:${sessionId}`, String(a.doc.clientID))) !== null, {
+    await waitFor(async () => (await redis.hget(`${prefix}:aw:{${sessionId}}`, String(a.doc.clientID))) !== null, {
       timeout: 5_000,
       what: "A's claim",
     });
     const found = await keys();
-    expect(found).toEqual(expect.arrayContaining([`${prefix}:node:node-0`, `${prefix}:node:node-1`, `${prefix}:aw:${sessionId}`]));
+    expect(found).toEqual(expect.arrayContaining([`${prefix}:aw:{${sessionId}}`]));
+    // Liveness is a subscription, not a key: node 0 has the session loaded, so it listens on its
+    // own channel of the session (the same hash tag).
+    const live = (await redis.pubsub('CHANNELS', `${prefix}:node:{${sessionId}}:*`)) as string[];
+    expect(live.some((channel) => channel.startsWith(`${prefix}:node:{${sessionId}}:node-0-`))).toBe(true);
     for (const key of found) {
       const ttl = await redis.pttl(key);
       expect(ttl, `${key} expires`).toBeGreaterThan(0);
     }
     // clientID → its user and the node using it.
-    expect(await redis.hget(`${prefix}:aw:${sessionId}`, String(a.doc.clientID))).toMatch(new RegExp(`^${owner.userId}\\|node-0-`));
+    expect(await redis.hget(`${prefix}:aw:{${sessionId}}`, String(a.doc.clientID))).toMatch(new RegExp(`^${owner.userId}\\|node-0-`));
     a.destroy();
   }, 30_000);
 

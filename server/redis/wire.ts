@@ -1,0 +1,91 @@
+/**
+ * The messages nodes send each other through Redis, as a discriminated union with a pure encoder
+ * and decoder (lib0 varints, like the Yjs protocols). Every message starts with the format version
+ * and its type, then the sending node's identifier and the document's name, so a node can drop its
+ * own messages (Redis delivers them to the publisher too) and a message never depends on the channel
+ * it came by. A message of another format version or type, or a truncated one, is refused with a
+ * `WireError` (a node of a newer version may share the channels during a rolling upgrade).
+ */
+import * as decoding from 'lib0/decoding';
+import * as encoding from 'lib0/encoding';
+
+export const WIRE_VERSION = 1;
+
+/** Anti-entropy: the sender's state vector and delete-set digest; peers that hold more answer with a diff. */
+export interface StateMessage {
+  type: 'state';
+  sender: string;
+  document: string;
+  stateVector: Uint8Array;
+  deleteSetDigest: string;
+}
+
+/** Awareness states removed because a connection on the sender closed (Hocuspocus re-encodes removals away). */
+export interface AwarenessRemovedMessage {
+  type: 'awareness-removed';
+  sender: string;
+  document: string;
+  clientIds: number[];
+}
+
+export type SyncMessage = StateMessage | AwarenessRemovedMessage;
+
+const TYPES = { state: 0, 'awareness-removed': 1 } as const satisfies Record<SyncMessage['type'], number>;
+
+export class WireError extends Error {
+  override name = 'WireError';
+}
+
+export function encodeMessage(message: SyncMessage): Uint8Array {
+  const e = encoding.createEncoder();
+  encoding.writeVarUint(e, WIRE_VERSION);
+  encoding.writeVarUint(e, TYPES[message.type]);
+  encoding.writeVarString(e, message.sender);
+  encoding.writeVarString(e, message.document);
+  switch (message.type) {
+    case 'state':
+      encoding.writeVarUint8Array(e, message.stateVector);
+      encoding.writeVarString(e, message.deleteSetDigest);
+      break;
+    case 'awareness-removed':
+      encoding.writeVarUint(e, message.clientIds.length);
+      for (const id of message.clientIds) encoding.writeVarUint(e, id);
+      break;
+  }
+  return encoding.toUint8Array(e);
+}
+
+/** Decodes one message; throws `WireError` on anything else. */
+export function decodeMessage(bytes: Uint8Array): SyncMessage {
+  const d = decoding.createDecoder(bytes);
+  try {
+    const version = decoding.readVarUint(d);
+    if (version !== WIRE_VERSION) throw new WireError(`unknown wire format version ${version}`);
+    const type = decoding.readVarUint(d);
+    const sender = decoding.readVarString(d);
+    const document = decoding.readVarString(d);
+    let message: SyncMessage;
+    switch (type) {
+      case TYPES.state:
+        message = { type: 'state', sender, document, stateVector: decoding.readVarUint8Array(d), deleteSetDigest: decoding.readVarString(d) };
+        break;
+      case TYPES['awareness-removed']: {
+        const count = decoding.readVarUint(d);
+        // Each id takes at least one byte: a count beyond what is left is a corrupt message.
+        if (count > bytes.length - d.pos) throw new WireError(`awareness-removed claims ${count} ids in ${bytes.length - d.pos} bytes`);
+        const clientIds: number[] = [];
+        for (let i = 0; i < count; i++) clientIds.push(decoding.readVarUint(d));
+        message = { type: 'awareness-removed', sender, document, clientIds };
+        break;
+      }
+      default:
+        throw new WireError(`unknown message type ${type}`);
+    }
+    if (d.pos !== bytes.length) throw new WireError(`${bytes.length - d.pos} bytes after the message`);
+    return message;
+  } catch (error) {
+    if (error instanceof WireError) throw error;
+    // lib0 throws plain Errors ("Unexpected end of array") on truncated input.
+    throw new WireError(`malformed message: ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
