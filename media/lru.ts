@@ -1,13 +1,14 @@
 /**
  * A byte-bounded LRU of small immutable blobs (variants are content-addressed, so an entry never
  * goes stale): the hot thumbnails of a page are answered from memory without touching the blob
- * store. Map iteration order is insertion order; a hit re-inserts, so the first key is the least
- * recently used.
+ * store; the renderer keeps rasterised layers in one (renderer/layer-cache.ts). Any value with a
+ * `byteLength` fits. Map iteration order is insertion order; a hit re-inserts, so the first key
+ * is the least recently used.
  */
-export class ByteLru {
+export class ByteLru<V extends { readonly byteLength: number } = Uint8Array> {
   readonly #maxBytes: number;
   readonly #maxEntryBytes: number;
-  readonly #entries = new Map<string, Uint8Array>();
+  readonly #entries = new Map<string, V>();
   #bytes = 0;
 
   constructor(maxBytes: number, maxEntryBytes = 1024 * 1024) {
@@ -19,12 +20,21 @@ export class ByteLru {
     return this.#bytes;
   }
 
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  clear(): void {
+    this.#entries.clear();
+    this.#bytes = 0;
+  }
+
   /** Whether an entry of `size` bytes would be kept. */
   fits(size: number): boolean {
     return size <= this.#maxEntryBytes;
   }
 
-  get(key: string): Uint8Array | undefined {
+  get(key: string): V | undefined {
     const value = this.#entries.get(key);
     if (value) {
       this.#entries.delete(key);
@@ -33,7 +43,7 @@ export class ByteLru {
     return value;
   }
 
-  set(key: string, value: Uint8Array): void {
+  set(key: string, value: V): void {
     if (!this.fits(value.byteLength)) return;
     const old = this.#entries.get(key);
     if (old) {

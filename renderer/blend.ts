@@ -72,12 +72,60 @@ function setSat(c: Rgb, s: number): Rgb {
   out[iMin] = 0;
   return out;
 }
+/** The spec's functions as written (the readable reference; the hot loops use `nonSeparableInto`). */
 export const NON_SEPARABLE: Record<string, (cb: Rgb, cs: Rgb) => Rgb> = {
   hue: (cb, cs) => setLum(setSat(cs, sat(cb)), lum(cb)),
   saturation: (cb, cs) => setLum(setSat(cb, sat(cs)), lum(cb)),
   color: (cb, cs) => setLum(cs, lum(cb)),
   luminosity: (cb, cs) => setLum(cb, lum(cs)),
 };
+
+/**
+ * The four non-separable modes on scalars into `out`, without allocating: the same arithmetic as
+ * NON_SEPARABLE (SetSat's "max, mid, min" without sorting: (c − min)·s / (max − min) is s for the
+ * max, 0 for the min and the spec's value for the mid, ties included). The array version made
+ * three arrays and a sort per pixel: a luminosity layer's garbage alone forced a dozen scavenges
+ * per render (bench/RESULTS.md, section render).
+ */
+const NS_MODES = { hue: 0, saturation: 1, color: 2, luminosity: 3 } as const;
+function nonSeparableInto(mode: number, br: number, bg: number, bb: number, sr: number, sg: number, sb: number, out: Float64Array): void {
+  let r: number, g: number, b: number, l: number;
+  if (mode <= 1) {
+    // hue: SetSat(Cs, Sat(Cb)); saturation: SetSat(Cb, Sat(Cs)); then SetLum(·, Lum(Cb)).
+    const hue = mode === 0;
+    const cr = hue ? sr : br, cg = hue ? sg : bg, cbb = hue ? sb : bb;
+    const s = hue ? Math.max(br, bg, bb) - Math.min(br, bg, bb) : Math.max(sr, sg, sb) - Math.min(sr, sg, sb);
+    const max = Math.max(cr, cg, cbb), min = Math.min(cr, cg, cbb);
+    if (max > min) {
+      const k = s / (max - min);
+      r = (cr - min) * k; g = (cg - min) * k; b = (cbb - min) * k;
+    } else {
+      r = g = b = 0;
+    }
+    l = 0.3 * br + 0.59 * bg + 0.11 * bb;
+  } else if (mode === 2) {
+    r = sr; g = sg; b = sb; l = 0.3 * br + 0.59 * bg + 0.11 * bb;
+  } else {
+    r = br; g = bg; b = bb; l = 0.3 * sr + 0.59 * sg + 0.11 * sb;
+  }
+  // SetLum, then ClipColor
+  const d = l - (0.3 * r + 0.59 * g + 0.11 * b);
+  r += d; g += d; b += d;
+  const cl = 0.3 * r + 0.59 * g + 0.11 * b;
+  const n = Math.min(r, g, b);
+  const x = Math.max(r, g, b);
+  if (n < 0) {
+    r = cl + ((r - cl) * cl) / (cl - n);
+    g = cl + ((g - cl) * cl) / (cl - n);
+    b = cl + ((b - cl) * cl) / (cl - n);
+  }
+  if (x > 1) {
+    r = cl + ((r - cl) * (1 - cl)) / (x - cl);
+    g = cl + ((g - cl) * (1 - cl)) / (x - cl);
+    b = cl + ((b - cl) * (1 - cl)) / (x - cl);
+  }
+  out[0] = r; out[1] = g; out[2] = b;
+}
 
 const clamp255 = (v: number) => (v <= 0 ? 0 : v >= 255 ? 255 : Math.round(v));
 
@@ -106,11 +154,20 @@ export function separableLut(mode: BlendMode): Float32Array {
   return lut;
 }
 
+/** round(a · opacity) for every 8-bit alpha: the layer's opacity, applied as its pixels are read. */
+function alphaTable(opacity: number): Uint8Array {
+  const t = new Uint8Array(256);
+  for (let a = 0; a < 256; a++) t[a] = Math.round(a * opacity);
+  return t;
+}
+
 /**
- * Source-over of `src` into the frame-sized `backdrop` (both unpremultiplied RGBA), in place.
+ * Source-over of `src` into the frame-sized `backdrop` (both unpremultiplied RGBA), in place, with
+ * the source's alpha scaled by `opacity` (rounded to 8 bits; `src` itself is not written).
  * Opaque source pixels are copied; the rest use αo = αs + αb(1 − αs), Co = (αs·Cs + αb·Cb·(1 − αs)) / αo.
  */
-export function overInto(backdrop: Buffer, frameWidth: number, frameHeight: number, src: Raster): void {
+export function overInto(backdrop: Buffer, frameWidth: number, frameHeight: number, src: Raster, opacity = 1): void {
+  const alpha = alphaTable(Math.min(1, opacity));
   const x0 = Math.max(0, src.left), y0 = Math.max(0, src.top);
   const x1 = Math.min(frameWidth, src.left + src.width), y1 = Math.min(frameHeight, src.top + src.height);
   const s = src.data;
@@ -118,10 +175,16 @@ export function overInto(backdrop: Buffer, frameWidth: number, frameHeight: numb
     let si = ((y - src.top) * src.width + (x0 - src.left)) * 4;
     let bi = (y * frameWidth + x0) * 4;
     for (let x = x0; x < x1; x++, si += 4, bi += 4) {
-      const a8 = s[si + 3]!;
+      const a8 = alpha[s[si + 3]!]!;
       if (a8 === 0) continue;
       if (a8 === 255) {
-        backdrop[bi] = s[si]!; backdrop[bi + 1] = s[si + 1]!; backdrop[bi + 2] = s[si + 2]!; backdrop[bi + 3] = 255;
+        // A run of opaque pixels is copied as it is (one memcpy: a background photo is all run).
+        let end = si + 4;
+        while (end < si + (x1 - x) * 4 && alpha[s[end + 3]!] === 255) end += 4;
+        const n = (end - si) >> 2;
+        if (n >= 8) s.copy(backdrop, bi, si, end);
+        else for (let k = 0; k < end - si; k++) backdrop[bi + k] = s[si + k]!;
+        x += n - 1; si = end - 4; bi += (n - 1) * 4;
         continue;
       }
       const as = a8 / 255;
@@ -137,23 +200,24 @@ export function overInto(backdrop: Buffer, frameWidth: number, frameHeight: numb
   }
 }
 
-/** Blends `src` into the frame-sized `backdrop` (unpremultiplied RGBA) with any mode, in place. */
-export function blendInto(backdrop: Buffer, frameWidth: number, frameHeight: number, src: Raster, mode: BlendMode): void {
-  if (mode === 'normal') return overInto(backdrop, frameWidth, frameHeight, src);
+/** Blends `src` into the frame-sized `backdrop` (unpremultiplied RGBA) with any mode at `opacity`, in place. */
+export function blendInto(backdrop: Buffer, frameWidth: number, frameHeight: number, src: Raster, mode: BlendMode, opacity = 1): void {
+  if (mode === 'normal') return overInto(backdrop, frameWidth, frameHeight, src, opacity);
+  const alpha = alphaTable(Math.min(1, opacity));
   const x0 = Math.max(0, src.left), y0 = Math.max(0, src.top);
   const x1 = Math.min(frameWidth, src.left + src.width), y1 = Math.min(frameHeight, src.top + src.height);
-  const ns = NON_SEPARABLE[mode];
-  const lut = ns ? undefined : separableLut(mode);
-  const lut8 = ns ? undefined : separableLut8(mode);
-  const cb: Rgb = [0, 0, 0];
-  const cs: Rgb = [0, 0, 0];
-  const bl: Rgb = [0, 0, 0];
+  const ns: number | undefined = NS_MODES[mode as keyof typeof NS_MODES];
+  const lut = ns === undefined ? separableLut(mode) : undefined;
+  const lut8 = ns === undefined ? separableLut8(mode) : undefined;
+  const cb = new Float64Array(3);
+  const cs = new Float64Array(3);
+  const bl = new Float64Array(3);
   const s = src.data;
   for (let y = y0; y < y1; y++) {
     let si = ((y - src.top) * src.width + (x0 - src.left)) * 4;
     let bi = (y * frameWidth + x0) * 4;
     for (let x = x0; x < x1; x++, si += 4, bi += 4) {
-      const as8 = s[si + 3]!;
+      const as8 = alpha[s[si + 3]!]!;
       if (as8 === 0) continue;
       if (lut8 && as8 === 255 && backdrop[bi + 3] === 255) {
         // both opaque: Co = B(Cb, Cs)
@@ -173,8 +237,8 @@ export function blendInto(backdrop: Buffer, frameWidth: number, frameHeight: num
       } else {
         cb[0] = backdrop[bi]! / 255; cb[1] = backdrop[bi + 1]! / 255; cb[2] = backdrop[bi + 2]! / 255;
         cs[0] = s[si]! / 255; cs[1] = s[si + 1]! / 255; cs[2] = s[si + 2]! / 255;
-        const r = ab > 0 ? ns!(cb, cs) : cs;
-        bl[0] = r[0]; bl[1] = r[1]; bl[2] = r[2];
+        if (ab > 0) nonSeparableInto(ns!, cb[0]!, cb[1]!, cb[2]!, cs[0]!, cs[1]!, cs[2]!, bl);
+        else { bl[0] = cs[0]; bl[1] = cs[1]; bl[2] = cs[2]; }
       }
       const ao = as + ab * (1 - as);
       for (let k = 0; k < 3; k++) {
@@ -192,10 +256,11 @@ export function blendInto(backdrop: Buffer, frameWidth: number, frameHeight: num
  * it is blended onto the backdrop with the mode at `opacity`, keeping the backdrop's alpha.
  */
 export function blendAdjusted(backdrop: Buffer, adjusted: Buffer, opacity: number, mode: BlendMode): void {
-  const cb: Rgb = [0, 0, 0];
-  const cs: Rgb = [0, 0, 0];
-  const lut = mode === 'normal' || NON_SEPARABLE[mode] ? undefined : separableLut(mode);
-  const bl: Rgb = [0, 0, 0];
+  const cb = new Float64Array(3);
+  const cs = new Float64Array(3);
+  const ns: number | undefined = NS_MODES[mode as keyof typeof NS_MODES];
+  const lut = mode === 'normal' || ns !== undefined ? undefined : separableLut(mode);
+  const bl = new Float64Array(3);
   for (let i = 0; i < backdrop.length; i += 4) {
     if (backdrop[i + 3] === 0) continue;
     cb[0] = backdrop[i]! / 255; cb[1] = backdrop[i + 1]! / 255; cb[2] = backdrop[i + 2]! / 255;
@@ -205,8 +270,7 @@ export function blendAdjusted(backdrop: Buffer, adjusted: Buffer, opacity: numbe
     } else if (lut) {
       for (let k = 0; k < 3; k++) bl[k] = lut[(backdrop[i + k]! << 8) | adjusted[i + k]!]!;
     } else {
-      const r = NON_SEPARABLE[mode]!(cb, cs);
-      bl[0] = r[0]; bl[1] = r[1]; bl[2] = r[2];
+      nonSeparableInto(ns!, cb[0]!, cb[1]!, cb[2]!, cs[0]!, cs[1]!, cs[2]!, bl);
     }
     const k = opacity * (adjusted[i + 3]! / 255) / (backdrop[i + 3]! / 255 || 1);
     const t = Math.min(1, k);

@@ -78,3 +78,12 @@ export function intersect(a: Box, b: Box): Box | undefined {
 export function grow(box: Box, margin: number): Box {
   return { left: box.left - margin, top: box.top - margin, width: box.width + 2 * margin, height: box.height + 2 * margin };
 }
+
+/** The smallest box holding both (either may be absent). */
+export function union(a: Box | undefined, b: Box | undefined): Box | undefined {
+  if (!a) return b;
+  if (!b) return a;
+  const left = Math.min(a.left, b.left);
+  const top = Math.min(a.top, b.top);
+  return { left, top, width: Math.max(a.left + a.width, b.left + b.width) - left, height: Math.max(a.top + a.height, b.top + b.height) - top };
+}

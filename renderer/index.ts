@@ -13,15 +13,16 @@ import { z } from 'zod';
 import { canvasSchema, describeIssue, canvasIssues, type Canvas, type Layer } from '../shared/canvas.ts';
 import { AppError } from '../shared/errors.ts';
 import { layersInOrder } from '../shared/layers.ts';
-import { adjust, applyAdjustment } from './adjust.ts';
+import { adjust, adjustmentStep, applyAdjustments, type AdjustmentStep } from './adjust.ts';
 import { SEPARABLE, blendAdjusted, blendInto } from './blend.ts';
 import { parseColor } from '../shared/color.ts';
 import { applyFilters, filterMargin } from './filters.ts';
 import { seedOf } from '../shared/color.ts';
 import { useShippedFonts } from './fonts.ts';
-import { grow, meanScale, multiply, transformedBox, intersect, type Box, type Matrix } from './geometry.ts';
+import { grow, meanScale, multiply, transformedBox, intersect, union, type Box, type Matrix } from './geometry.ts';
 import { rasterizeImage } from './image.ts';
-import { cropRaster, padRaster, scaleAlpha, type Raster } from './raster.ts';
+import { cropRaster, padRaster, rasterBox, type Raster } from './raster.ts';
+import { bytesHash, cachedLayer, keepLayer, layerKey } from './layer-cache.ts';
 import { rasterizeText } from './text.ts';
 import type { Fit, ImageSource, OutputFormat, RenderCanvas, RenderOptions, RenderResult } from './types.ts';
 import { drawingSvg, rasterizeVector, shapeSvg } from './vector.ts';
@@ -182,24 +183,11 @@ function fillBox(buf: Buffer, frameWidth: number, box: Box, color: { r: number; 
   }
 }
 
-async function rasterizeLayer(
-  layer: Exclude<Layer, { type: 'adjustment' }>,
-  m: Matrix,
-  clip: Box,
-  imageBytes: Map<string, Promise<Uint8Array | undefined>>,
-  missing: Set<string>,
-): Promise<Raster | undefined> {
+/** A layer's raster; undefined when nothing of it shows; null when an image's bytes do not decode. */
+async function rasterizeLayer(layer: Exclude<Layer, { type: 'adjustment' }>, m: Matrix, clip: Box, bytes: Uint8Array | undefined): Promise<Raster | undefined | null> {
   switch (layer.type) {
-    case 'image': {
-      const bytes = await imageBytes.get(layer.data.imageId);
-      if (!bytes || bytes.byteLength === 0) {
-        missing.add(layer.data.imageId);
-        return undefined;
-      }
-      const raster = await rasterizeImage(bytes, layer.data, m, clip);
-      if (raster === null) missing.add(layer.data.imageId);
-      return raster ?? undefined;
-    }
+    case 'image':
+      return bytes ? rasterizeImage(bytes, layer.data, m, clip) : null;
     case 'text':
       return rasterizeText(layer.data, m, clip);
     case 'shape': {
@@ -211,6 +199,63 @@ async function rasterizeLayer(
       return piece ? rasterizeVector(piece, m, clip) : undefined;
     }
   }
+}
+
+/**
+ * Layers rasterised ahead of the one being composited (their libvips work — decode, resample,
+ * librsvg, Pango — runs in libuv's threads while this thread blends): at most this many rasters
+ * wait in memory beyond the current one.
+ */
+const LOOKAHEAD = 3;
+
+/** Bumped when a rasteriser's output changes, so rasters kept by an older build are not reused. */
+const RASTER_VERSION = 1;
+
+interface LayerContext {
+  frameMatrix: Matrix;
+  content: Box;
+  scale: number;
+  imageBytes: Map<string, Promise<Uint8Array | undefined>>;
+  imageHashes: Map<string, string>;
+  missing: Set<string>;
+}
+
+/** A layer's raster, filtered and cut to the content box: from the layer cache, or made now. */
+async function prepareLayer(id: string, layer: Exclude<Layer, { type: 'adjustment' }>, ctx: LayerContext): Promise<Raster | undefined> {
+  const { content, scale } = ctx;
+  const m = multiply(ctx.frameMatrix, layer.transform);
+  const margin = filterMargin(layer.filters, scale);
+  const clip = grow(content, margin);
+  let bytes: Uint8Array | undefined;
+  let source: string | undefined;
+  if (layer.type === 'image') {
+    const imageId = layer.data.imageId;
+    bytes = await ctx.imageBytes.get(imageId);
+    if (!bytes || bytes.byteLength === 0) {
+      ctx.missing.add(imageId);
+      return undefined;
+    }
+    source = ctx.imageHashes.get(imageId);
+    if (source === undefined) ctx.imageHashes.set(imageId, (source = bytesHash(bytes)));
+  }
+  const filtered = layer.filters.length > 0;
+  const key = layerKey([RASTER_VERSION, layer.type, layer.data, source ?? null, m, clip, content, filtered ? [layer.filters, scale, seedOf(id)] : null]);
+  const hit = cachedLayer(key);
+  if (hit) return hit.raster;
+  const raster = await timed(`rasterise ${layer.type}`, () => rasterizeLayer(layer, m, clip, bytes));
+  if (raster === null) {
+    ctx.missing.add((layer.data as { imageId: string }).imageId);
+    return undefined;
+  }
+  let out = raster;
+  if (out && filtered) {
+    const unfiltered = out;
+    out = await timed('filters', () => applyFilters(padRaster(unfiltered, margin), layer.filters, scale, seedOf(id)));
+  }
+  // Nothing is drawn outside the canvas (or the region): the bands of fit=contain stay empty.
+  const visible = out ? cropRaster(out, content) : undefined;
+  keepLayer(key, visible);
+  return visible;
 }
 
 export const renderCanvas: RenderCanvas = async (input: Canvas, images: ImageSource, options: RenderOptions = {}): Promise<RenderResult> => {
@@ -245,39 +290,63 @@ export const renderCanvas: RenderCanvas = async (input: Canvas, images: ImageSou
   // its own box. (Runs of normal layers in one libvips composite() measured slower: every layer
   // with another mode forces the whole frame out of libvips and back.)
   const base = Buffer.alloc(width * height * 4);
-  fillBox(base, width, geometry.content, parseColor(canvas.meta.background));
+  const background = parseColor(canvas.meta.background);
+  fillBox(base, width, geometry.content, background);
+  // Compositing never lowers an opaque backdrop's alpha (source-over: αo = αs + 1·(1 − αs) = 1;
+  // adjustments keep alpha), so an opaque background over the whole frame stays opaque: no scan.
+  const surelyOpaque = background.a === 255 && content.left === 0 && content.top === 0 && content.width === width && content.height === height;
   const raw = { width, height, channels: 4 as const };
 
   const scale = meanScale(frameMatrix);
-  for (const [id, layer] of layers) {
-    const margin = filterMargin(layer.filters, scale);
-    const seed = seedOf(id);
+  const frame: Box = { left: 0, top: 0, width, height };
+  // Where the frame has pixels (alpha > 0) so far: adjustments leave the rest alone, so they run
+  // over this box only.
+  let painted: Box | undefined = background.a > 0 ? content : undefined;
+  const ctx: LayerContext = { frameMatrix, content, scale, imageBytes, imageHashes: new Map(), missing };
+  // Sequential while profiling, so each stage's CPU time is its own.
+  const lookahead = profile ? 0 : LOOKAHEAD;
+  const prepared = new Map<number, Promise<Raster | undefined>>();
+  const start = (i: number) => {
+    if (i >= layers.length || prepared.has(i)) return;
+    const [lid, l] = layers[i]!;
+    if (l.type === 'adjustment') return;
+    const p = prepareLayer(lid, l, ctx);
+    p.catch(() => {}); // awaited in order below; a render that failed earlier drops it
+    prepared.set(i, p);
+  };
+  for (let index = 0; index < layers.length; index++) {
+    const [id, layer] = layers[index]!;
+    for (let k = index; k <= index + lookahead; k++) start(k);
     if (layer.type === 'adjustment') {
       await timed('adjustment layers', async () => {
-        if (layer.filters.length === 0 && applyAdjustment(base, layer.data, layer.opacity, layer.blendMode, (mode) => SEPARABLE[mode])) return;
+        // Consecutive adjustment layers without filters run as one pass (renderer/adjust.ts).
+        const steps: AdjustmentStep[] = [];
+        for (let j = index; j < layers.length; j++) {
+          const next = layers[j]![1];
+          const step = next.type === 'adjustment' && next.filters.length === 0 ? adjustmentStep(next.data, next.opacity, next.blendMode, (mode) => SEPARABLE[mode]) : undefined;
+          if (!step) break;
+          steps.push(step);
+        }
+        if (steps.length > 0) {
+          if (painted) applyAdjustments(base, width, painted, steps);
+          index += steps.length - 1;
+          return;
+        }
         let adjusted = adjust(base, layer.data);
         if (layer.filters.length > 0) {
-          adjusted = (await applyFilters({ data: adjusted, width, height, left: 0, top: 0 }, layer.filters, scale, seed)).data;
+          adjusted = (await applyFilters({ data: adjusted, width, height, left: 0, top: 0 }, layer.filters, scale, seedOf(id))).data;
         }
         blendAdjusted(base, adjusted, layer.opacity, layer.blendMode);
       });
       continue;
     }
-    const m = multiply(frameMatrix, layer.transform);
-    let raster = await timed(`rasterise ${layer.type}`, () => rasterizeLayer(layer, m, grow(content, margin), imageBytes, missing));
-    if (!raster) continue;
-    const unfiltered = raster;
-    if (layer.filters.length > 0) raster = await timed('filters', () => applyFilters(padRaster(unfiltered, margin), layer.filters, scale, seed));
-    // Nothing is drawn outside the canvas (or the region): the bands of fit=contain stay empty.
-    const visible = cropRaster(raster, content);
-    if (!visible) continue;
-    if (visible === raster && layer.opacity < 1) raster = { ...visible, data: Buffer.from(visible.data) };
-    else raster = visible;
-    scaleAlpha(raster, layer.opacity);
+    const placed = await prepared.get(index);
+    prepared.delete(index);
+    if (!placed) continue;
     // libvips' own blend modes deviate from the W3C formulas wherever the source is translucent
     // (measured up to 107/255 off, even over an opaque backdrop; libvips#4614): all in JS.
-    const placed = raster;
-    await timed(`blend ${layer.blendMode === 'normal' ? 'normal' : 'other modes'}`, () => blendInto(base, width, height, placed, layer.blendMode));
+    await timed(`blend ${layer.blendMode === 'normal' ? 'normal' : 'other modes'}`, () => blendInto(base, width, height, placed, layer.blendMode, layer.opacity));
+    painted = union(painted, intersect(rasterBox(placed), frame));
   }
 
   let out = sharp(base, { raw, limitInputPixels: false });
@@ -287,7 +356,7 @@ export const renderCanvas: RenderCanvas = async (input: Canvas, images: ImageSou
     // filtering is 53 ms for a 1080p frame against 452 ms at level 6 (+13 % bytes); WebP effort 2
     // is 114 ms against 533 ms at the default 4 (+4 % bytes). An opaque frame is written as RGB.
     case 'png':
-      if (opaque(base)) out = out.removeAlpha();
+      if (surelyOpaque || opaque(base)) out = out.removeAlpha();
       out = out.png({ compressionLevel: 1, adaptiveFiltering: false });
       break;
     case 'webp':

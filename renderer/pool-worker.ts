@@ -1,11 +1,13 @@
 /** The worker side of renderer/pool.ts: runs renderCanvas, asks the pool for image bytes. */
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { AppError } from '../shared/errors.ts';
 import { renderCanvas } from './index.ts';
-import type { FromWorker, ToWorker } from './pool.ts';
+import { setLayerCacheBytes } from './layer-cache.ts';
+import type { FromWorker, PoolWorkerData, ToWorker } from './pool.ts';
 
 const port = parentPort;
 if (!port) throw new Error('renderer/pool-worker.ts runs only as a worker thread');
+setLayerCacheBytes((workerData as PoolWorkerData).layerCacheBytes);
 
 let nextRequest = 1;
 const waiting = new Map<number, (bytes: Uint8Array | undefined) => void>();

@@ -15,6 +15,7 @@ import { Worker } from 'node:worker_threads';
 import type { Canvas } from '../shared/canvas.ts';
 import { AppError, type ErrorCode } from '../shared/errors.ts';
 import { useShippedFonts } from './fonts.ts';
+import { DEFAULT_LAYER_CACHE_BYTES } from './layer-cache.ts';
 import type { ImageSource, RenderOptions, RenderResult } from './types.ts';
 
 export interface RenderPoolOptions {
@@ -26,6 +27,13 @@ export interface RenderPoolOptions {
   timeoutMs?: number;
   /** V8 heap limit per worker in MB (default 512); sharp's pixel memory is outside it. */
   maxHeapMb?: number;
+  /** Bytes of rasterised layers each worker keeps between renders (renderer/layer-cache.ts; default 64 MiB, 0 = off). */
+  layerCacheBytes?: number;
+}
+
+/** What each worker is started with. */
+export interface PoolWorkerData {
+  layerCacheBytes: number;
 }
 
 /** Messages between the pool and a worker (renderer/pool-worker.ts). */
@@ -57,6 +65,7 @@ export class RenderPool {
   private readonly maxQueue: number;
   private readonly timeoutMs: number;
   private readonly maxHeapMb: number;
+  private readonly layerCacheBytes: number;
   private readonly slots: Slot[] = [];
   private readonly queue: Task[] = [];
   private nextId = 1;
@@ -68,6 +77,7 @@ export class RenderPool {
     this.maxQueue = options.maxQueue ?? 32;
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.maxHeapMb = options.maxHeapMb ?? 512;
+    this.layerCacheBytes = options.layerCacheBytes ?? DEFAULT_LAYER_CACHE_BYTES;
     for (let i = 0; i < this.size; i++) this.slots.push(this.spawn());
   }
 
@@ -105,6 +115,7 @@ export class RenderPool {
   private spawn(): Slot {
     const worker = new Worker(new URL('./pool-worker.ts', import.meta.url), {
       resourceLimits: { maxOldGenerationSizeMb: this.maxHeapMb },
+      workerData: { layerCacheBytes: this.layerCacheBytes } satisfies PoolWorkerData,
     });
     const slot: Slot = { worker, task: undefined, timer: undefined };
     worker.on('message', (msg: FromWorker) => this.onMessage(slot, msg));

@@ -118,6 +118,8 @@ const schema = z
     RENDER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
     /** Longest one render may take, in ms (on-demand and worker). */
     RENDER_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(30_000),
+    /** Bytes of rasterised layers each render thread keeps for the next render (renderer/layer-cache.ts); 0 turns it off. */
+    RENDER_LAYER_CACHE_BYTES: z.coerce.number().int().min(0).default(64 * 1024 * 1024),
     /** How often each render worker looks for workers that are gone (killed) and unlocks their jobs. */
     RENDER_WORKER_SWEEP_MS: z.coerce.number().int().min(100).max(300_000).default(5_000),
   })

@@ -9,6 +9,7 @@ import { AppError } from '../shared/errors.ts';
 import { renderCanvas, RENDER_LIMITS } from '../renderer/index.ts';
 import { RenderPool } from '../renderer/pool.ts';
 import { DIRECT_BLUR_SIGMA, MAX_FILTER_MARGIN, filterMargin } from '../renderer/filters.ts';
+import { DEFAULT_LAYER_CACHE_BYTES, layerCacheStats, setLayerCacheBytes } from '../renderer/layer-cache.ts';
 import { at, canvasOf, decode, layer, pixel, rect, testPhoto } from './support/render.ts';
 
 const noImages = async () => undefined;
@@ -112,8 +113,15 @@ describe('renderCanvas', () => {
       canvasOf(300, 120, {
         t: layer({ type: 'text', data: { text: 'Grüße, 你好, 안녕, שלום', fontFamily, fontSize: 24, color: '#000000', align: 'left', boxWidth: 280 } }, { transform: at(10, 10) }),
       }, '#ffffff');
-    const a = await rendered(text('Noto Sans'), noImages);
-    const b = await rendered(text('Noto Sans'), noImages);
+    // Both renders rasterise the text (the layer cache would hand the second the first's pixels).
+    setLayerCacheBytes(0);
+    let a: Awaited<ReturnType<typeof rendered>>, b: typeof a;
+    try {
+      a = await rendered(text('Noto Sans'), noImages);
+      b = await rendered(text('Noto Sans'), noImages);
+    } finally {
+      setLayerCacheBytes(DEFAULT_LAYER_CACHE_BYTES);
+    }
     expect(a.pixels.data.equals(b.pixels.data)).toBe(true);
     let ink = 0;
     let outside = 0;
@@ -129,6 +137,47 @@ describe('renderCanvas', () => {
     // DejaVu Sans is installed on this machine but not shipped: it must not be used.
     const system = await rendered(text('DejaVu Sans'), noImages);
     expect(system.pixels.data.equals(a.pixels.data)).toBe(true);
+  });
+
+  it('keeps rasterised layers by content: a repeat renders the same bytes, a withheld or changed image is never taken from it', async () => {
+    const red = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#ff0000' } }).png().toBuffer();
+    const blue = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#0000ff' } }).png().toBuffer();
+    const canvas = canvasOf(64, 32, {
+      i: layer({ type: 'image', data: { imageId: 'img_x' } }, { transform: [1.5, 0.2, -0.2, 1.5, 4, 2], opacity: 0.7 }),
+      t: layer({ type: 'text', data: { text: 'cache', fontFamily: 'Noto Sans', fontSize: 12, color: '#000', align: 'left' } }, { order: 'a1', transform: at(30, 8), blendMode: 'multiply' }),
+    }, '#ffffff');
+    const only = (bytes: Buffer | undefined) => async (id: string) => (id === 'img_x' && bytes ? new Uint8Array(bytes) : undefined);
+    setLayerCacheBytes(0);
+    let uncached: Buffer;
+    try {
+      uncached = (await renderCanvas(canvas, only(red))).data;
+    } finally {
+      setLayerCacheBytes(DEFAULT_LAYER_CACHE_BYTES);
+    }
+    const first = await renderCanvas(canvas, only(red));
+    const kept = layerCacheStats();
+    expect(kept.entries).toBe(2);
+    const again = await renderCanvas(canvas, only(red));
+    expect(layerCacheStats()).toEqual(kept); // both layers came from the cache
+    expect(Buffer.compare(first.data, uncached)).toBe(0);
+    expect(Buffer.compare(again.data, uncached)).toBe(0);
+    // The source withholds the image now (access withdrawn): it is missing, not served from memory.
+    const withheld = await rendered(canvas, only(undefined));
+    expect(withheld.result.missingImages).toEqual(['img_x']);
+    expect(pixel(withheld.pixels, 12, 14)).toEqual([255, 255, 255, 255]);
+    // Other bytes under the same id are other pixels.
+    const changed = await rendered(canvas, only(blue));
+    const [r, , b] = pixel(changed.pixels, 12, 14);
+    expect(b).toBeGreaterThan(150);
+    expect(r).toBeLessThan(120);
+    // Bounded: with room for nothing, nothing is kept.
+    setLayerCacheBytes(0);
+    try {
+      await renderCanvas(canvas, only(red));
+      expect(layerCacheStats().entries).toBe(0);
+    } finally {
+      setLayerCacheBytes(DEFAULT_LAYER_CACHE_BYTES);
+    }
   });
 
   it('sizes the output by width, height, fit and dpr, and renders a region', async () => {
