@@ -23,6 +23,7 @@ import { LimitsExtension } from './extensions/limits.ts';
 import { UpdateGuard } from './yjs-guard.ts';
 import { Metrics } from './metrics.ts';
 import { PersistenceExtension } from './extensions/persistence.ts';
+import { AckGate, UpdatePath } from './extensions/updates.ts';
 import { SnapshotExtension } from './extensions/snapshots.ts';
 import { SaveLimit } from './save-limit.ts';
 import { PresenceExtension } from './extensions/presence.ts';
@@ -159,6 +160,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
       ...(redis ? { redis: redis.commands } : {}),
     }),
   });
+  // Every acknowledgement of the node waits here for its commit (extensions/updates.ts, step 4).
+  const acks = new AckGate(() => log.flushed(), (seconds) => metrics.ackWaitSeconds.observe(seconds));
   const guard = new UpdateGuard({ budgetMs: config.UPDATE_DECODE_BUDGET_MS, budgetMsPerMiB: config.UPDATE_DECODE_BUDGET_MS_PER_MIB });
   const awareness = new AwarenessGuardExtension({
     claims: redis,
@@ -178,17 +181,13 @@ export async function startServer(config: Config, options: { logger?: Logger } =
       // ClientIDs bound to users (with Redis, across nodes), capped per connection; names forced.
       awareness,
       new LimitsExtension({
-        guard,
-        maxDocumentBytes: config.MAX_DOCUMENT_BYTES,
         maxDocumentsPerSocket: config.MAX_DOCUMENTS_PER_SOCKET,
         maxAttachmentsPerDocument: config.MAX_ATTACHMENTS_PER_DOCUMENT,
-        logger,
       }),
-      new PersistenceExtension(log, logger, {
-        compactAfterUpdates: config.COMPACT_AFTER_UPDATES,
-        onAckWait: (seconds) => metrics.ackWaitSeconds.observe(seconds),
-      }),
-      // After PersistenceExtension: a restore waits for its change to pass this extension's onChange.
+      // The one way an edit goes through: guard, apply once, log; acknowledgements via `acks`.
+      new UpdatePath({ log, guard, maxDocumentBytes: config.MAX_DOCUMENT_BYTES, logger }),
+      // Load and compaction over the update log.
+      new PersistenceExtension(log, logger, { compactAfterUpdates: config.COMPACT_AFTER_UPDATES }),
       snapshots,
       presence,
       ...(redis ? [redis] : []),
@@ -277,6 +276,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
       socketHooks: ({ copyMessages }) =>
         createSocketHooks({
           hocuspocus,
+          acks,
           logger,
           copyMessages,
           rateLimit: { messages: config.RATE_LIMIT_MESSAGES, bytes: config.RATE_LIMIT_BYTES },

@@ -24,7 +24,7 @@
  * user and the node using it now), so a user on another node cannot use the clientID either, and a
  * relayed update never overwrites the state of a client connected here.
  */
-import type { beforeHandleAwarenessPayload, Connection, Document, Extension } from '@hocuspocus/server';
+import { isTransactionOrigin, type beforeHandleAwarenessPayload, type Connection, type Document, type Extension } from '@hocuspocus/server';
 import type { Logger } from 'pino';
 import { AppError } from '../../shared/errors.ts';
 import { sanitizeAwareness } from '../../shared/presence.ts';
@@ -106,8 +106,7 @@ export class AwarenessGuardExtension implements Extension {
       // pass as they are, except that another node never overwrites the state of a client
       // connected here: that can only be a forgery made on that node (or a client whose old
       // connection here has not closed yet, which then sees its relayed cursor after the close).
-      const origin = transactionOrigin as { source?: string } | null | undefined;
-      if (bindings && origin?.source === 'redis') {
+      if (bindings && isTransactionOrigin(transactionOrigin) && transactionOrigin.source === 'redis') {
         for (const clientId of [...states.keys()]) if (bindings.get(clientId)?.connection) states.delete(clientId);
       }
       return;

@@ -1,43 +1,20 @@
 /**
- * Limits against bad input at the message level. Each breach refuses the offending *document* on
- * its socket (see `refuseDocument`) with a code from the error registry, and leaves the socket's
- * other documents and everyone else alone. (Malformed frames and unknown message types are
- * refused earlier, in the transport hooks, by closing the socket.)
- * - Every Yjs update and SyncStep2 from every connection, read-write or read-only, is decoded
- *   first in the UpdateGuard worker (yjs#687) with a CPU budget that grows with its size, checked
- *   before the bytes touch the shared document — except a read-only connection's plain update,
- *   which Hocuspocus never applies and which is refused unread;
- * - documents growing past MAX_DOCUMENT_BYTES;
- * - more than MAX_DOCUMENTS_PER_SOCKET attachments on one socket, or more than
- *   MAX_ATTACHMENTS_PER_DOCUMENT of one document.
- * Runs before the persistence extension (higher priority), so nothing refused is ever stored.
+ * Limits on what one socket may hold. Each breach refuses the offending *document* on its socket
+ * (see `refuseDocument`) with a code from the error registry, and leaves the socket's other
+ * documents and everyone else alone: more than MAX_DOCUMENTS_PER_SOCKET attachments on one socket,
+ * or more than MAX_ATTACHMENTS_PER_DOCUMENT of one document. (Malformed frames and unknown message
+ * types are refused earlier, in the transport hooks, by closing the socket; the limits on updates
+ * themselves — guard, document size — are steps of the update path, server/extensions/updates.ts.)
  */
-import type {
-  afterLoadDocumentPayload,
-  beforeSyncPayload,
-  connectedPayload,
-  Connection,
-  Document,
-  Extension,
-  onAuthenticatePayload,
-} from '@hocuspocus/server';
-import * as Y from 'yjs';
-import type { Logger } from 'pino';
+import type { connectedPayload, Connection, Extension, onAuthenticatePayload } from '@hocuspocus/server';
 import { AppError, type ErrorCode } from '../../shared/errors.ts';
 import { refuseDocument } from '../transport/hooks.ts';
-import { UpdateRejected, type UpdateGuard } from '../yjs-guard.ts';
-
-const SYNC_STEP_2 = 1;
-const SYNC_UPDATE = 2;
 
 export interface LimitsOptions {
-  guard: UpdateGuard;
-  maxDocumentBytes: number;
   /** Attachments (document connections, whatever their address) one socket may hold. */
   maxDocumentsPerSocket: number;
   /** Attachments of one document one socket may hold (`name`, `name\0a`, `name\0b`, …). */
   maxAttachmentsPerDocument: number;
-  logger: Logger;
 }
 
 interface SocketSlots {
@@ -62,40 +39,10 @@ export function rejectConnection(connection: Connection, code: ErrorCode, detail
   return { code: error.closeCode, reason: code };
 }
 
-/**
- * Makes a read-only connection's SyncStep2 cheap for Hocuspocus to answer, in place. Hocuspocus
- * answers it with `Y.snapshotContainsUpdate(Y.snapshot(document), update)` on the event loop:
- * decoding a viewer's untrusted bytes there is what let a 3.9 MB delete set stall the server.
- * The guard worker has already answered that question (`contained`), so the payload's first
- * bytes are overwritten with a tiny update that has the same answer, and Hocuspocus decodes only
- * that (it ignores trailing bytes): `[0, 0]` (nothing) for contained; otherwise a deletion of
- * clock 0 of a one-byte clientID the document does not know, which no document contains. The
- * payload is a view into the frame Hocuspocus reads next (lib0 `readVarUint8Array`).
- * If the connection became read-write in between (a role change racing this hook), what gets
- * applied is that harmless replacement, never the unguarded original.
- */
-function answerInPlace(payload: Uint8Array, contained: boolean, document: Document): boolean {
-  if (contained) {
-    payload.set([0, 0]);
-    return true;
-  }
-  const known = Y.decodeStateVector(Y.encodeStateVector(document));
-  let client = 0;
-  while (client < 128 && known.has(client)) client++;
-  // A valid update that adds anything is at least 6 bytes (a one-range delete set).
-  if (client === 128 || payload.byteLength < 6) return false;
-  payload.set([0, 1, client, 1, 0, 1]);
-  return true;
-}
-
-const isEmptyUpdate = (payload: Uint8Array) => payload.byteLength === 2 && payload[0] === 0 && payload[1] === 0;
-
 export class LimitsExtension implements Extension {
   extensionName = 'limits';
   priority = 500;
   readonly #opts: LimitsOptions;
-  /** Estimated size of each loaded document: its state at load plus every accepted update. */
-  readonly #sizes = new WeakMap<Document, number>();
   /** What each socket holds (keyed by its upgrade request, one per socket). */
   readonly #perSocket = new WeakMap<Request, SocketSlots>();
 
@@ -141,45 +88,5 @@ export class LimitsExtension implements Extension {
       else slots.perDocument.delete(documentName);
     });
     return Promise.resolve();
-  }
-
-  afterLoadDocument({ document }: afterLoadDocumentPayload): Promise<void> {
-    this.#sizes.set(document, Y.encodeStateAsUpdate(document).byteLength);
-    return Promise.resolve();
-  }
-
-  async beforeSync({ type, payload, connection, document, documentName }: beforeSyncPayload): Promise<void> {
-    if (type !== SYNC_UPDATE && type !== SYNC_STEP_2) return;
-    const { logger, guard } = this.#opts;
-    const readOnly = connection.readOnly;
-    if (readOnly && type === SYNC_UPDATE) {
-      // Hocuspocus answers SyncStatus(false) without reading it; blank it anyway, so a role
-      // change racing this hook can never apply bytes nobody checked.
-      if (payload.byteLength >= 2) payload.set([0, 0]);
-      return;
-    }
-    // A viewer's handshake SyncStep2 is the empty update: contained in anything, nothing to decode.
-    if (readOnly && isEmptyUpdate(payload)) return;
-    const size = (this.#sizes.get(document) ?? 0) + payload.byteLength;
-    if (!readOnly && size > this.#opts.maxDocumentBytes) {
-      logger.warn({ session: documentName, size }, 'refused an update: document too large');
-      throw rejectConnection(connection, 'document_too_large');
-    }
-    let contained: boolean | null;
-    try {
-      ({ contained } = await guard.check(payload, {
-        stateVector: Y.encodeStateVector(document),
-        ...(readOnly ? { snapshot: Y.encodeSnapshot(Y.snapshot(document)) } : {}),
-      }));
-    } catch (error) {
-      if (!(error instanceof UpdateRejected)) throw error;
-      logger.warn({ session: documentName, reason: error.message, bytes: payload.byteLength, readOnly }, 'refused an update');
-      throw rejectConnection(connection, 'invalid_update', error.message);
-    }
-    if (readOnly) {
-      if (!answerInPlace(payload, contained === true, document)) throw rejectConnection(connection, 'invalid_update');
-      return;
-    }
-    this.#sizes.set(document, size);
   }
 }

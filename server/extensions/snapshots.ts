@@ -16,23 +16,23 @@
  *   last user who changed the document (else the session's owner).
  * - Restore writes the version's canvas into the document through a Hocuspocus direct connection
  *   as ordinary Yjs changes (the fewest: `applyCanvas`), so every client receives them and the
- *   PersistenceExtension appends them to the update log like any edit; it waits for the log to
- *   commit them, then records a `restore` version.
+ *   update path appends them to the update log like any edit (extensions/updates.ts); it waits for
+ *   the log to commit them, then records a `restore` version.
  *
- * No hook here ever throws: an exception in onChange or onStateless would be an unhandled
+ * No hook here ever throws: an exception in an update listener or onStateless would be an unhandled
  * rejection (docs/STACK-NOTES.md). Failures are logged, or answered to the asking connection.
  */
-import type {
-  Connection,
-  Document,
-  Extension,
-  Hocuspocus,
-  afterLoadDocumentPayload,
-  afterUnloadDocumentPayload,
-  onChangePayload,
-  onConfigurePayload,
-  onDisconnectPayload,
-  onStatelessPayload,
+import {
+  isTransactionOrigin,
+  type Connection,
+  type Document,
+  type Extension,
+  type Hocuspocus,
+  type afterLoadDocumentPayload,
+  type afterUnloadDocumentPayload,
+  type onConfigurePayload,
+  type onDisconnectPayload,
+  type onStatelessPayload,
 } from '@hocuspocus/server';
 import type { Logger } from 'pino';
 import * as Y from 'yjs';
@@ -62,7 +62,7 @@ export interface VersionService {
 }
 
 interface DocState {
-  /** Changes seen (onChange) since the document was loaded on this node. */
+  /** Changes seen (the document's update events) since the document was loaded on this node. */
   changes: number;
   /** `changes` as read by the last successful save (or 0 at load). Dirty = changes !== savedAt. */
   savedAt: number;
@@ -79,11 +79,8 @@ interface DocState {
 /** The context of the direct connection a restore writes through (hooks see it). */
 interface RestoreContext {
   userId: string;
-  restore: { versionId: string; seen: () => void };
+  restore: { versionId: string };
 }
-
-/** How long a restore waits for its change to pass the onChange hooks before going on. */
-const CHANGE_SEEN_TIMEOUT_MS = 10_000;
 
 export class SnapshotExtension implements Extension, VersionService {
   extensionName = 'snapshots';
@@ -130,28 +127,41 @@ export class SnapshotExtension implements Extension, VersionService {
     return Promise.resolve();
   }
 
+  /**
+   * Counts the document's changes from its own `update` event, synchronously, like the update
+   * log's listener (extensions/updates.ts): when a transaction returns, both have seen it.
+   */
   afterLoadDocument({ documentName, document }: afterLoadDocumentPayload): Promise<void> {
+    const state = this.#state(documentName);
     try {
-      this.#state(documentName).loaded = readCanvas(document);
+      state.loaded = readCanvas(document);
     } catch (error) {
       this.#logger.warn({ err: error, session: documentName }, 'snapshots: could not read the loaded canvas');
     }
+    document.on('update', (_update: Uint8Array, origin: unknown) => {
+      try {
+        this.#changed(documentName, origin);
+      } catch (error) {
+        this.#logger.error({ err: error, session: documentName }, 'snapshots: counting a change failed');
+      }
+    });
     return Promise.resolve();
   }
 
-  onChange({ documentName, context, transactionOrigin }: onChangePayload): Promise<void> {
-    try {
-      const state = this.#state(documentName);
-      state.changes += 1;
-      const userId = (context as { userId?: unknown } | undefined)?.userId;
-      if (typeof userId === 'string') state.lastEditor = userId;
-      const origin = transactionOrigin as { source?: string; context?: Partial<RestoreContext> } | null;
-      origin?.context?.restore?.seen();
-      this.#schedule(documentName, state);
-    } catch (error) {
-      this.#logger.error({ err: error, session: documentName }, 'snapshots: onChange failed');
-    }
-    return Promise.resolve();
+  #changed(documentName: string, origin: unknown): void {
+    const state = this.#state(documentName);
+    state.changes += 1;
+    // The editor: a client's connection, or whoever a direct connection (a restore) acts for.
+    const context: unknown = isTransactionOrigin(origin)
+      ? origin.source === 'connection'
+        ? origin.connection.context
+        : origin.source === 'local'
+          ? origin.context
+          : undefined
+      : undefined;
+    const userId = (context as { userId?: unknown } | undefined)?.userId;
+    if (typeof userId === 'string') state.lastEditor = userId;
+    this.#schedule(documentName, state);
   }
 
   async onDisconnect({ document, documentName }: onDisconnectPayload): Promise<void> {
@@ -236,24 +246,16 @@ export class SnapshotExtension implements Extension, VersionService {
     // The restored document says which version it now continues from.
     const canvas = { ...target.canvas, meta: { ...target.canvas.meta, baseVersionId: target.row.version_id } };
 
-    let seen!: () => void;
-    const changeSeen = new Promise<void>((resolve) => (seen = resolve));
-    const context: RestoreContext = { userId: input.userId, restore: { versionId: target.row.version_id, seen } };
+    const context: RestoreContext = { userId: input.userId, restore: { versionId: target.row.version_id } };
     // Opening loads the document if no client has it open here; closing stores and unloads it then.
     const connection = await hocuspocus.openDirectConnection(input.sessionId, context);
     try {
       return await this.#serialize(input.sessionId, async () => {
-        let changed = false;
+        // The transaction's `update` event has appended the change to the log and counted it by
+        // the time `transact` returns (the listeners are synchronous): flushing now covers it.
         await connection.transact((document) => {
-          changed = applyCanvas(document, canvas);
+          applyCanvas(document, canvas);
         });
-        if (changed) {
-          // onChange hooks run after the transaction, in order: once ours has seen the change, the
-          // PersistenceExtension (listed before this extension) has appended it to the log.
-          await withTimeout(changeSeen, CHANGE_SEEN_TIMEOUT_MS, () =>
-            this.#logger.warn({ session: input.sessionId }, 'restore: change not seen by onChange in time; flushing anyway'),
-          );
-        }
         const state = this.#state(input.sessionId);
         const seenChanges = state.changes;
         await this.#log.flushed();
@@ -439,20 +441,3 @@ export class SnapshotExtension implements Extension, VersionService {
     }
   }
 }
-
-/** Waits for `promise`, or `ms` at most (then calls `onTimeout`). */
-async function withTimeout(promise: Promise<void>, ms: number, onTimeout: () => void): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<void>((resolve) => {
-    timer = setTimeout(() => {
-      onTimeout();
-      resolve();
-    }, ms);
-  });
-  try {
-    await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-

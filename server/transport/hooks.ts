@@ -11,6 +11,7 @@ import * as Y from 'yjs';
 import { isId } from '../../shared/ids.ts';
 import { AppError, type ErrorCode } from '../../shared/errors.ts';
 import { statelessError } from '../../shared/protocol.ts';
+import { isSyncStatusFrame, type AckGate } from '../extensions/updates.ts';
 import { authFrame, fromHocuspocus, toHocuspocus, YJS_PREFIX, yjsDocumentName } from './y-websocket.ts';
 
 const OPEN = 1;
@@ -42,6 +43,14 @@ export class PeerSocket implements WebSocketLike {
   }
 
   send(data: string | ArrayBufferLike | Blob | ArrayBufferView): void {
+    if (this.readyState !== OPEN) return;
+    // Acknowledgements wait for their commit (extensions/updates.ts, step 4); all else goes at once.
+    const acks = this.#limits.acks;
+    if (acks && data instanceof Uint8Array && isSyncStatusFrame(data)) acks.hold(() => this.#write(data));
+    else this.#write(data);
+  }
+
+  #write(data: string | ArrayBufferLike | Blob | ArrayBufferView): void {
     if (this.readyState !== OPEN) return;
     if (this.yjsDocument === null) this.#peer.send(data);
     else {
@@ -104,6 +113,8 @@ export interface SocketLimits {
   /** Bytes the server may have queued for one socket before it closes it `client_too_slow`. */
   maxBufferedBytes: number;
   onTooSlow?: (buffered: number) => void;
+  /** Holds acknowledgements until their commit; absent: they go out as Hocuspocus sends them. */
+  acks?: AckGate;
 }
 
 /** How long a socket closed for not reading gets to read the close before it is cut. */
@@ -289,6 +300,8 @@ export interface SocketHooksOptions {
   /** Bytes one socket may be owed (queued, not yet taken by its client) before it is closed. */
   maxBufferedBytes: number;
   isAuthenticated: (request: Request) => boolean;
+  /** The node's acknowledgement gate (extensions/updates.ts). */
+  acks?: AckGate;
 }
 
 export function createSocketHooks(options: SocketHooksOptions): Partial<Hooks> {
@@ -311,6 +324,7 @@ export function createSocketHooks(options: SocketHooksOptions): Partial<Hooks> {
       const url = new URL(request.url);
       const yjsDocument = yjsDocumentName(url.pathname);
       const socket = new PeerSocket(peer, yjsDocument, {
+        ...(options.acks ? { acks: options.acks } : {}),
         maxBufferedBytes: options.maxBufferedBytes,
         onTooSlow: (buffered) => logger.warn({ peer: peer.id, buffered, code: 'client_too_slow' }, 'socket does not read what it is sent: closing it'),
       });

@@ -1,0 +1,169 @@
+/**
+ * The update path (server/extensions/updates.ts), driven in process: a server started in this
+ * process on real PostgreSQL, real HocuspocusProvider clients over a real socket, and probes on the
+ * server's own documents and log. No child processes.
+ */
+import type { beforeSyncPayload, Extension } from '@hocuspocus/server';
+import { OutgoingMessage } from '@hocuspocus/server';
+import pg from 'pg';
+import pino from 'pino';
+import * as Y from 'yjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startServer, type RunningServer } from '../server/app.ts';
+import { loadConfig } from '../server/config.ts';
+import { isSyncStatusFrame } from '../server/extensions/updates.ts';
+import { acknowledged, connectClient, waitFor } from './support/clients.ts';
+import { createDatabase } from './support/databases.ts';
+import { createActor, createImage, createSession, openPool } from './support/fixtures.ts';
+import { tempDir, TEST_SECRET } from './support/server-process.ts';
+
+const teardown: Array<() => Promise<void>> = [];
+const register = (fn: () => Promise<void>) => void teardown.unshift(fn);
+afterAll(async () => {
+  for (const fn of teardown) await fn().catch(() => {});
+});
+
+/** What a hook that runs after the update path saw of each client update. */
+interface Seen {
+  payloadStart: number[];
+  /** The document already held the edit's value when the later hook ran. */
+  applied: boolean;
+}
+
+describe('the update path, in process', () => {
+  let server: RunningServer;
+  let pool: pg.Pool;
+  let wsUrl: string;
+  let owner: { userId: string; token: string };
+  const seen: Seen[] = [];
+
+  beforeAll(async () => {
+    const database = await createDatabase('updpath');
+    register(database.drop);
+    server = await startServer(
+      loadConfig({
+        DATABASE_URL: database.url,
+        AUTH_JWT_SECRET: TEST_SECRET,
+        DATA_DIR: tempDir(register),
+        HOST: '127.0.0.1',
+        PORT: '0',
+        TRANSPORT: 'node',
+        AUTOSAVE_QUIET_MS: '0',
+        RENDER_WORKER: 'off',
+      }),
+      { logger: pino({ level: 'silent' }) },
+    );
+    register(() => server.close());
+    wsUrl = `${server.url.replace('http', 'ws')}/collab`;
+    // A probe after every other extension: what Hocuspocus itself is about to read.
+    const probe: Extension = {
+      extensionName: 'probe',
+      priority: -1_000,
+      beforeSync({ type, payload, document }: beforeSyncPayload) {
+        if (type === 2) seen.push({ payloadStart: [...payload.subarray(0, 2)], applied: document.getMap('probe').has('k') });
+        return Promise.resolve();
+      },
+    };
+    server.hocuspocus.configuration.extensions.push(probe);
+    pool = openPool(database.url, register);
+    owner = await createActor(pool, 'owner');
+  });
+
+  async function newSession(): Promise<string> {
+    const imageId = await createImage(pool, owner.userId);
+    return createSession(server.url, owner.token, imageId);
+  }
+
+  const rows = async (sessionId: string) =>
+    (await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM document_updates WHERE session_id = $1 AND kind = 'update'", [sessionId])).rows[0]!.n;
+
+  it('applies an edit once: later hooks find it applied and Hocuspocus is left the empty update; one log row', async () => {
+    const sessionId = await newSession();
+    const a = connectClient(wsUrl, sessionId, owner.token, register);
+    const b = connectClient(wsUrl, sessionId, owner.token, register);
+    await Promise.all([a.synced, b.synced]);
+    const before = await rows(sessionId);
+    const serverDoc = server.hocuspocus.documents.get(sessionId)!;
+    let updateEvents = 0;
+    serverDoc.on('update', () => (updateEvents += 1));
+    seen.length = 0;
+
+    a.doc.getMap('probe').set('k', 'v');
+    await acknowledged(a);
+    await waitFor(() => b.doc.getMap('probe').get('k') === 'v', { what: 'the edit at the other client' });
+
+    expect(seen).toEqual([{ payloadStart: [0, 0], applied: true }]);
+    expect(updateEvents).toBe(1);
+    expect(await rows(sessionId)).toBe(before + 1);
+  });
+
+  it('releases the acknowledgement with the commit: held while the log cannot commit, broadcast meanwhile', async () => {
+    const sessionId = await newSession();
+    const a = connectClient(wsUrl, sessionId, owner.token, register);
+    const b = connectClient(wsUrl, sessionId, owner.token, register);
+    await Promise.all([a.synced, b.synced]);
+    const locker = await pool.connect();
+    let locked = true;
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE document_updates IN SHARE ROW EXCLUSIVE MODE');
+      a.doc.getMap('probe').set('held', 1);
+      // The other client has it at once: only the acknowledgement waits.
+      await waitFor(() => b.doc.getMap('probe').get('held') === 1, { what: 'the edit broadcast while the commit is held' });
+      // The insert is waiting on the lock, so the acknowledgement must still be outstanding.
+      await waitFor(
+        async () =>
+          (await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")).rows[0]!.n > 0,
+        { what: 'the log insert waiting on the lock' },
+      );
+      expect(a.provider.hasUnsyncedChanges).toBe(true);
+      await locker.query('COMMIT');
+      locked = false;
+      await acknowledged(a);
+      const stored = await pool.query<{ payload: Buffer }>("SELECT payload FROM document_updates WHERE session_id = $1 ORDER BY seq", [sessionId]);
+      const doc = new Y.Doc();
+      for (const row of stored.rows) Y.applyUpdate(doc, row.payload);
+      expect(doc.getMap('probe').get('held')).toBe(1);
+    } finally {
+      if (locked) await locker.query('ROLLBACK').catch(() => {});
+      locker.release();
+    }
+  });
+
+  it('logs a change made on the server from the update event, and not one relayed from another node', async () => {
+    const sessionId = await newSession();
+    const a = connectClient(wsUrl, sessionId, owner.token, register);
+    await a.synced;
+    const before = await rows(sessionId);
+    const direct = await server.hocuspocus.openDirectConnection(sessionId, { userId: owner.userId });
+    try {
+      await direct.transact((document) => document.getMap('probe').set('server', true));
+      // Appended synchronously by the transaction: flushing now covers it.
+      await server.log.flushed();
+      expect(await rows(sessionId)).toBe(before + 1);
+      const relayed = new Y.Doc();
+      relayed.getMap('probe').set('relayed', true);
+      Y.applyUpdate(server.hocuspocus.documents.get(sessionId)!, Y.encodeStateAsUpdate(relayed), { source: 'redis' });
+      await server.log.flushed();
+      expect(await rows(sessionId)).toBe(before + 1);
+      await waitFor(() => a.doc.getMap('probe').get('relayed') === true, { what: 'the relayed change at the client' });
+    } finally {
+      await direct.disconnect();
+    }
+  });
+});
+
+describe('isSyncStatusFrame', () => {
+  it('recognises SyncStatus frames whatever the address length, and nothing else', () => {
+    for (const address of ['a', 'ses_0123456789abcdef', 'x'.repeat(200), `ses_1\0${'s'.repeat(300)}`]) {
+      expect(isSyncStatusFrame(new OutgoingMessage(address).writeSyncStatus(true).toUint8Array())).toBe(true);
+      expect(isSyncStatusFrame(new OutgoingMessage(address).writeSyncStatus(false).toUint8Array())).toBe(true);
+      expect(isSyncStatusFrame(new OutgoingMessage(address).createSyncMessage().writeUpdate(new Uint8Array([0, 0])).toUint8Array())).toBe(false);
+      expect(isSyncStatusFrame(new OutgoingMessage(address).writeStateless('{}').toUint8Array())).toBe(false);
+      const status = new OutgoingMessage(address).writeSyncStatus(true).toUint8Array();
+      expect(isSyncStatusFrame(status.subarray(0, status.length - 2))).toBe(false);
+    }
+    expect(isSyncStatusFrame(new Uint8Array([]))).toBe(false);
+    expect(isSyncStatusFrame(new Uint8Array([0x80, 0x80]))).toBe(false);
+  });
+});
