@@ -163,13 +163,30 @@ async function dropShadow(r: Raster, f: Extract<Filter, { type: 'drop-shadow' }>
   const dx = Math.round(f.offsetX * scale);
   const dy = Math.round(f.offsetY * scale);
   const sigma = (f.blur / 2) * scale;
-  const shadow = Buffer.alloc(r.data.length);
-  for (let i = 0; i < shadow.length; i += 4) {
-    shadow[i] = c.r; shadow[i + 1] = c.g; shadow[i + 2] = c.b;
-    shadow[i + 3] = Math.round((r.data[i + 3]! * c.a) / 255);
+  let s: Raster;
+  if (sigma >= 0.3 && sigma <= DIRECT_BLUR_SIGMA) {
+    // One colour: only the alpha needs blurring (the colour of a premultiplied blur of one
+    // colour is that colour), so the Gaussian runs on one band instead of four.
+    const alpha = Buffer.alloc(r.width * r.height);
+    for (let i = 0, j = 3; i < alpha.length; i++, j += 4) alpha[i] = Math.round((r.data[j]! * c.a) / 255);
+    const blurred = await sharp(alpha, { raw: { width: r.width, height: r.height, channels: 1 }, limitInputPixels: false })
+      .blur({ sigma, precision: 'float', minAmplitude: 0.01 })
+      .toColourspace('b-w') // one band out, as in
+      .raw()
+      .toBuffer();
+    const shadow = Buffer.alloc(r.data.length);
+    for (let i = 0, j = 0; j < blurred.length; i += 4, j++) {
+      shadow[i] = c.r; shadow[i + 1] = c.g; shadow[i + 2] = c.b; shadow[i + 3] = blurred[j]!;
+    }
+    s = { ...r, data: shadow };
+  } else {
+    const shadow = Buffer.alloc(r.data.length);
+    for (let i = 0; i < shadow.length; i += 4) {
+      shadow[i] = c.r; shadow[i + 1] = c.g; shadow[i + 2] = c.b;
+      shadow[i + 3] = Math.round((r.data[i + 3]! * c.a) / 255);
+    }
+    s = await blurRaster({ ...r, data: shadow }, sigma);
   }
-  let s: Raster = { ...r, data: shadow };
-  s = await blurRaster(s, sigma);
   // Shift the shadow by (dx, dy) inside the same box (the margin left room for it).
   const out = Buffer.alloc(r.data.length);
   const x0 = Math.max(0, dx), x1 = Math.min(r.width, r.width + dx);

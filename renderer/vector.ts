@@ -46,6 +46,127 @@ function pointBounds(points: readonly number[]): [number, number, number, number
   return [x0, y0, x1, y1];
 }
 
+const PATH_ARGS: Record<string, number> = { m: 2, l: 2, h: 1, v: 1, c: 6, s: 4, q: 4, t: 2, a: 7, z: 0 };
+
+/**
+ * A box holding everything an SVG path can paint (before its stroke): every end and control
+ * point (a Bézier curve lies inside the hull of its control points) and, for an arc, its
+ * ellipse around the arc's start (radii scaled up as SVG does when they cannot span the arc).
+ * undefined when the data does not read as a path; the caller then rasterises the whole clip. A
+ * path without bounds used to make every path layer a frame-sized raster.
+ */
+export function pathBounds(d: string): [number, number, number, number] | undefined {
+  const token = /\s*,?\s*([MmLlHhVvCcSsQqTtAaZz]|[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)/y;
+  const flag = /\s*,?\s*([01])/y;
+  let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+  const add = (x: number, y: number, r = 0) => {
+    x0 = Math.min(x0, x - r); y0 = Math.min(y0, y - r); x1 = Math.max(x1, x + r); y1 = Math.max(y1, y + r);
+  };
+  let cx = 0, cy = 0, sx = 0, sy = 0;
+  let ctrlX = 0, ctrlY = 0; // the last curve's second control point (for S/T reflection)
+  let command = '';
+  let pos = 0;
+  const rest = () => /^[\s,]*$/.test(d.slice(pos));
+  const number = (): number | undefined => {
+    token.lastIndex = pos;
+    const m = token.exec(d);
+    if (!m || /[A-Za-z]/.test(m[1]!)) return undefined;
+    pos = token.lastIndex;
+    return Number(m[1]);
+  };
+  while (!rest()) {
+    token.lastIndex = pos;
+    const m = token.exec(d);
+    if (!m) return undefined;
+    if (/^[A-Za-z]$/.test(m[1]!)) {
+      command = m[1]!;
+      pos = token.lastIndex;
+    } else if (command === '' || command === 'z' || command === 'Z') {
+      return undefined; // numbers with no command to take them
+    }
+    const lower = command.toLowerCase();
+    const relative = command !== command.toUpperCase();
+    if (lower === 'z') {
+      cx = sx; cy = sy; ctrlX = cx; ctrlY = cy;
+      continue;
+    }
+    const args: number[] = [];
+    for (let i = 0; i < PATH_ARGS[lower]!; i++) {
+      if (lower === 'a' && (i === 3 || i === 4)) {
+        flag.lastIndex = pos;
+        const f = flag.exec(d);
+        if (!f) return undefined;
+        pos = flag.lastIndex;
+        args.push(Number(f[1]));
+        continue;
+      }
+      const v = number();
+      if (v === undefined || !Number.isFinite(v)) return undefined;
+      args.push(v);
+    }
+    const ox = relative ? cx : 0, oy = relative ? cy : 0;
+    switch (lower) {
+      case 'm':
+        cx = ox + args[0]!; cy = oy + args[1]!; sx = cx; sy = cy; add(cx, cy);
+        command = relative ? 'l' : 'L'; // further pairs are line-tos
+        ctrlX = cx; ctrlY = cy;
+        break;
+      case 'l':
+        cx = ox + args[0]!; cy = oy + args[1]!; add(cx, cy); ctrlX = cx; ctrlY = cy;
+        break;
+      case 'h':
+        cx = ox + args[0]!; add(cx, cy); ctrlX = cx; ctrlY = cy;
+        break;
+      case 'v':
+        cy = oy + args[0]!; add(cx, cy); ctrlX = cx; ctrlY = cy;
+        break;
+      case 'c':
+        add(ox + args[0]!, oy + args[1]!); add(ox + args[2]!, oy + args[3]!);
+        ctrlX = ox + args[2]!; ctrlY = oy + args[3]!;
+        cx = ox + args[4]!; cy = oy + args[5]!; add(cx, cy);
+        break;
+      case 's':
+        add(2 * cx - ctrlX, 2 * cy - ctrlY); add(ox + args[0]!, oy + args[1]!);
+        ctrlX = ox + args[0]!; ctrlY = oy + args[1]!;
+        cx = ox + args[2]!; cy = oy + args[3]!; add(cx, cy);
+        break;
+      case 'q':
+        add(ox + args[0]!, oy + args[1]!);
+        ctrlX = ox + args[0]!; ctrlY = oy + args[1]!;
+        cx = ox + args[2]!; cy = oy + args[3]!; add(cx, cy);
+        break;
+      case 't': {
+        const qx = 2 * cx - ctrlX, qy = 2 * cy - ctrlY;
+        add(qx, qy);
+        ctrlX = qx; ctrlY = qy;
+        cx = ox + args[0]!; cy = oy + args[1]!; add(cx, cy);
+        break;
+      }
+      case 'a': {
+        let rx = Math.abs(args[0]!), ry = Math.abs(args[1]!);
+        const phi = (args[2]! * Math.PI) / 180;
+        const ex = ox + args[5]!, ey = oy + args[6]!;
+        if (rx > 0 && ry > 0) {
+          // SVG 1.1 F.6.6: radii too small for the arc are scaled up until they span it.
+          const hx = (cx - ex) / 2, hy = (cy - ey) / 2;
+          const xp = Math.cos(phi) * hx + Math.sin(phi) * hy;
+          const yp = -Math.sin(phi) * hx + Math.cos(phi) * hy;
+          const lambda = (xp * xp) / (rx * rx) + (yp * yp) / (ry * ry);
+          if (lambda > 1) {
+            rx *= Math.sqrt(lambda);
+            ry *= Math.sqrt(lambda);
+          }
+          // The ellipse passes through the start: all of it lies within its diameter of it.
+          add(cx, cy, 2 * Math.max(rx, ry));
+        }
+        cx = ex; cy = ey; add(cx, cy); ctrlX = cx; ctrlY = cy;
+        break;
+      }
+    }
+  }
+  return Number.isFinite(x0) ? [x0, y0, x1, y1] : undefined;
+}
+
 export interface VectorPiece {
   /** SVG elements in layer-local coordinates. */
   body: string;
@@ -90,7 +211,8 @@ export function shapeSvg(data: ShapeLayerData): VectorPiece | undefined {
     case 'path': {
       const d = data.path ?? '';
       if (!isSafePathData(d)) return undefined;
-      return { body: `<path d="${d}" ${fill} ${strokeAttrs} stroke-linejoin="miter"/>`, bounds: undefined, reach: 0 };
+      // Unknown bounds (a path we cannot read) rasterise the whole clip, as librsvg would paint it.
+      return { body: `<path d="${d}" ${fill} ${strokeAttrs} stroke-linejoin="miter"/>`, bounds: pathBounds(d), reach: sw * 4 };
     }
   }
 }

@@ -10,6 +10,7 @@ import { renderCanvas, RENDER_LIMITS } from '../renderer/index.ts';
 import { RenderPool } from '../renderer/pool.ts';
 import { DIRECT_BLUR_SIGMA, MAX_FILTER_MARGIN, filterMargin } from '../renderer/filters.ts';
 import { DEFAULT_LAYER_CACHE_BYTES, layerCacheStats, setLayerCacheBytes } from '../renderer/layer-cache.ts';
+import { pathBounds } from '../renderer/vector.ts';
 import { at, canvasOf, decode, layer, pixel, rect, testPhoto } from './support/render.ts';
 
 const noImages = async () => undefined;
@@ -178,6 +179,24 @@ describe('renderCanvas', () => {
     } finally {
       setLayerCacheBytes(DEFAULT_LAYER_CACHE_BYTES);
     }
+  });
+
+  it('rasterises a path over its own bounds, read from the path data', async () => {
+    expect(pathBounds('M50 0 L61 35 L98 35 L68 57 L79 91 L50 70 Z')).toEqual([50, 0, 98, 91]);
+    expect(pathBounds('m10 10 l5 5 5 5 h-20 v-30 z')).toEqual([0, -10, 20, 20]); // relative, implicit line-tos
+    expect(pathBounds('M0 0 Q 10 20 20 0 T 40 0')).toEqual([0, -20, 40, 20]); // T reflects the control point
+    expect(pathBounds('M0 0 A 1 1 0 0 1 10 0')).toEqual([-10, -10, 10, 10]); // radii scaled up to span the arc
+    expect(pathBounds('M0,0a10 10 0 1010 0')).toEqual([-20, -20, 20, 20]); // flags written without separators
+    expect(pathBounds('10 10')).toBeUndefined();
+    expect(pathBounds('M 0 0 L')).toBeUndefined();
+    // A small path on a large canvas: its raster is its box, not the frame (kept bytes show it).
+    const star = 'M50 0 L61 35 L98 35 L68 57 L79 91 L50 70 L21 91 L32 57 L2 35 L39 35 Z';
+    const canvas = canvasOf(1000, 1000, { s: layer({ type: 'shape', data: { shape: 'path', width: 100, height: 100, fill: '#00aa66', stroke: '#000000', strokeWidth: 2, path: star } }, { transform: at(400, 400) }) }, '#ffffff');
+    setLayerCacheBytes(DEFAULT_LAYER_CACHE_BYTES);
+    const { pixels } = await rendered(canvas, noImages);
+    expect(layerCacheStats().bytes).toBeLessThan(200 * 200 * 4);
+    expect(pixel(pixels, 450, 450)).toEqual([0, 170, 102, 255]);
+    expect(pixel(pixels, 300, 300)).toEqual([255, 255, 255, 255]);
   });
 
   it('sizes the output by width, height, fit and dpr, and renders a region', async () => {
