@@ -24,7 +24,7 @@ import { canvasSchema, readCanvas, type Canvas, type Layer } from '../shared/can
 import { errors, type ErrorCode } from '../shared/errors.ts';
 import { addLayer, layerIds, moveLayer, removeLayer, updateLayer, type LayerPatch, type NewLayer, type Placement } from '../shared/layers.ts';
 import type { AwarenessState } from '../shared/presence.ts';
-import type { AccessChangedMessage } from '../shared/protocol.ts';
+import { CloseCode, type AccessChangedMessage } from '../shared/protocol.ts';
 import type { VersionJson } from '../shared/versions.ts';
 
 export type ConnectionStatus = 'connecting' | 'connected' | 'disconnected';
@@ -137,12 +137,16 @@ export class CanvasClient {
       onUnsyncedChanges: () => this.#updateSaved(),
       onAuthenticated: () => {
         this.#canEdit = undefined; // a fresh authentication's scope is the truth again
+        this.#reannounce();
       },
       onAuthenticationFailed: ({ reason }: { reason: string }) =>
         this.#fail({ code: reason, message: knownMessage(reason), source: 'authentication' }),
       onClose: ({ event }: { event: { code: number; reason: string } }) => {
         // 1000/1001 without a reason are ordinary reconnects; a reason is one of our error codes.
-        if (event.reason) this.#fail({ code: event.reason, message: knownMessage(event.reason), source: 'close' });
+        // 1012 (a node draining for a restart) is an ordinary reconnect too: the provider is
+        // already reconnecting, through the load balancer, to another node.
+        if (event.reason && event.code !== CloseCode.ServiceRestart) this.#fail({ code: event.reason, message: knownMessage(event.reason), source: 'close' });
+        this.#forgetPeers();
       },
       onStateless: ({ payload }: { payload: string }) => this.#receive(payload),
       onAwarenessChange: () => this.#emit('peers', this.peers()),
@@ -327,6 +331,34 @@ export class CanvasClient {
   }
 
   // ------------------------------------------------------------------ internals
+
+  /**
+   * Presence across a reconnect (a restart drains the node, a node dies, the network blips), the
+   * two halves of y-websocket#122. y-protocols ignores a state whose clock equals the one it
+   * recorded when it removed that client, so without these every cursor would stay invisible for
+   * up to the provider's 15 s renewal after each reconnect:
+   *
+   * - Others removed this client's state at its last clock (its node closed the connection), and
+   *   the provider re-sends the state at that same clock: after authenticating, announce the
+   *   same state with the next clock, which is new everywhere.
+   * - The provider removed every other client's state when its socket closed, keeping their
+   *   clocks; the node then sends their current states at those same clocks: forget the clocks
+   *   of the clients removed, so their states are taken as new.
+   */
+  #forgetPeers(): void {
+    const awareness = this.provider.awareness;
+    if (!awareness) return;
+    // `meta` is y-protocols' public per-client clock table; only clients whose state is gone.
+    for (const clientId of [...awareness.meta.keys()]) {
+      if (clientId !== awareness.clientID && !awareness.getStates().has(clientId)) awareness.meta.delete(clientId);
+    }
+  }
+
+  #reannounce(): void {
+    const awareness = this.provider.awareness;
+    const state = awareness?.getLocalState();
+    if (awareness && state) awareness.setLocalState(state);
+  }
 
   #emit<K extends keyof Events>(event: K, value: Events[K]): void {
     for (const listener of this.#listeners.get(event) ?? []) (listener as Listener<K>)(value);

@@ -5,10 +5,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { Hocuspocus } from '@hocuspocus/server';
 import pino, { type Logger } from 'pino';
-import { COLLAB_PATH } from '../shared/protocol.ts';
+import { CloseCode, COLLAB_PATH } from '../shared/protocol.ts';
 import { connectPostgres, openEmbedded, type Database, type EmbeddedOptions } from '../persistence/db.ts';
 import { migrate } from '../persistence/migrate.ts';
 import { UpdateLog } from '../persistence/update-log.ts';
@@ -39,6 +40,7 @@ import { ThumbnailNotifier } from './thumbnails.ts';
 import { queueCounts } from '../persistence/repositories/renders.ts';
 import { listen, type TransportName } from './transport/index.ts';
 import { YJS_PREFIX } from './transport/y-websocket.ts';
+import { DrainState } from './drain.ts';
 
 export interface RunningServer {
   readonly port: number;
@@ -53,7 +55,12 @@ export interface RunningServer {
   readonly logger: Logger;
   /** Image bytes, thumbnails, cached renders (BLOB_STORE: files under DATA_DIR, or S3). */
   readonly blobs: BlobStore;
-  /** Stops accepting, stores every document, closes the database. Safe to call twice. */
+  /**
+   * Drains and stops (server/drain.ts): `/readyz` 503 and new WebSockets refused, after
+   * `DRAIN_DELAY_MS` the listener closed, acknowledgements out, every socket closed with 1012
+   * `shutting_down`, every document stored, presence rows and Redis claims released, the log
+   * committed, the database closed. Safe to call twice.
+   */
   close(): Promise<void>;
 }
 
@@ -254,7 +261,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     });
     await renderWorker.start();
   }
-  const http = createHttpApp({ db, tokens, signer, renders, thumbnailSize: config.THUMBNAIL_SIZES[0]!, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId, metrics, versions: snapshots, images, ...(redis ? { redis } : {}) });
+  const drain = new DrainState();
+  const http = createHttpApp({ drain, db, tokens, signer, renders, thumbnailSize: config.THUMBNAIL_SIZES[0]!, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId, metrics, versions: snapshots, images, ...(redis ? { redis } : {}) });
   /** Stops everything started above, in order: the one list for a failed start and for close(). */
   const release = async () => {
     await renderWorker?.stop();
@@ -274,7 +282,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     {
       fetch: (request) => http.fetch(request),
       socketHooks: ({ copyMessages }) =>
-        createSocketHooks({
+        drain.guardUpgrades(createSocketHooks({
           hocuspocus,
           acks,
           logger,
@@ -283,7 +291,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
           authTimeoutMs: config.AUTH_TIMEOUT_MS,
           maxBufferedBytes: config.MAX_BUFFERED_BYTES,
           isAuthenticated: (request) => auth.authenticated.has(request),
-        }),
+        })),
       wsPaths: [COLLAB_PATH, YJS_PREFIX],
       maxMessageBytes: config.MAX_MESSAGE_BYTES,
       maxBufferedBytes: config.MAX_BUFFERED_BYTES,
@@ -314,15 +322,26 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
-      await listening.close();
+      drain.begin();
+      const connections = hocuspocus.getConnectionsCount();
+      const documents = hocuspocus.getDocumentsCount();
+      logger.info({ connections, documents, delayMs: config.DRAIN_DELAY_MS }, 'draining: /readyz answers 503, new WebSockets are refused');
+      if (config.DRAIN_DELAY_MS > 0) await sleep(config.DRAIN_DELAY_MS);
+      await listening.stopAccepting();
+      // The acknowledgements of what this node received go out before its sockets close. Bounded:
+      // with PostgreSQL unreachable the clients keep those edits and send them to the next node.
+      await Promise.race([log.flushed(), sleep(5_000)]);
+      await listening.close({ code: CloseCode.ServiceRestart, reason: 'shutting_down' });
       // Closing the sockets makes Hocuspocus store and unload each document; wait for that,
       // then for the log to commit everything it holds.
       const deadline = Date.now() + 10_000;
       while (hocuspocus.getDocumentsCount() > 0 && Date.now() < deadline) {
         hocuspocus.flushPendingStores();
-        await new Promise((resolve) => setTimeout(resolve, 20));
+        await sleep(20);
       }
+      const unloaded = hocuspocus.getDocumentsCount() === 0;
       await release();
+      logger.info({ connections, documents, unloaded, ms: drain.elapsedMs }, 'drained: every document stored, presence and claims released');
     })());
 
   const host = config.HOST.includes(':') ? `[${config.HOST}]` : config.HOST;

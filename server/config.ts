@@ -26,6 +26,11 @@ const schema = z
       .default('imageflow'),
     /** How often each node exchanges state vectors of its loaded documents through Redis, in ms. */
     REDIS_SYNC_INTERVAL_MS: z.coerce.number().int().min(100).max(60_000).default(2_000),
+    /**
+     * On SIGTERM, how long `/readyz` answers 503 (and new WebSockets are refused) before the
+     * listener closes, in ms: a load balancer's health-check interval × its fall count.
+     */
+    DRAIN_DELAY_MS: z.coerce.number().int().min(0).max(300_000).default(0),
     /** Presence heartbeat of this node in node_presence, in ms; rows older than three beats are swept. */
     PRESENCE_HEARTBEAT_MS: z.coerce.number().int().min(100).max(300_000).default(10_000),
     AUTH_JWT_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),

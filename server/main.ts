@@ -1,6 +1,6 @@
 /**
  * Entry point of `npm start`: reads the environment once, starts the server, prints how to
- * connect, and on SIGTERM/SIGINT stores every document before exiting. A start-up failure an
+ * connect, and on SIGTERM/SIGINT drains (server/drain.ts) and exits 0. A start-up failure an
  * operator can fix (configuration, database, port, DATA_DIR in use) is one line and exit code 1.
  */
 import { loadConfig, type Config } from './config.ts';
@@ -65,7 +65,7 @@ let stopping = false;
 const stop = (signal: string) => {
   if (stopping) return;
   stopping = true;
-  logger.info({ signal }, 'shutting down: storing every document');
+  logger.info({ signal }, 'shutting down: draining');
   server.close().then(
     () => process.exit(0),
     (error: unknown) => {

@@ -42,6 +42,7 @@ export const errors = {
   rate_limited: { status: 429, closeCode: 1008, message: 'Too many messages or bytes in too short a time.' },
   authentication_timeout: { status: 401, closeCode: 4408, message: 'The connection did not authenticate in time.' },
   not_ready: { status: 503, closeCode: 1013, message: 'The server cannot serve this right now; a dependency is unavailable.' },
+  shutting_down: { status: 503, closeCode: 1012, message: 'This node is restarting: reconnect, and the load balancer sends you to another node.' },
   invalid_render_options: { status: 400, message: 'The render parameters (size, fit, format, quality, region) are not valid.' },
   render_too_large: { status: 413, message: 'The render would exceed the output pixel or canvas complexity limits.' },
   render_timeout: { status: 503, message: 'The render took longer than allowed and was stopped.' },

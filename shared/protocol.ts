@@ -4,6 +4,12 @@ export const CloseCode = {
   GoingAway: 1001,
   MessageTooBig: 1009,
   InternalError: 1011,
+  /**
+   * RFC 6455's "Service Restart": the node is draining (SIGTERM). Every client we know reconnects
+   * on it — HocuspocusProvider on any code, y-websocket on anything outside 4400–4499 — and the
+   * typed client does not report it as an error.
+   */
+  ServiceRestart: 1012,
   ResetConnection: 4205,
   /** A refused document's content, for y-websocket clients (4400–4499 are final there). */
   InvalidUpdate: 4400,

@@ -15,7 +15,7 @@ describe('error registry', () => {
       expect(entry.status).toBeGreaterThanOrEqual(400);
       expect(entry.status).toBeLessThan(600);
       expect(entry.message).toMatch(/^[A-Z].*\.$/);
-      if ('closeCode' in entry) expect([1003, 1007, 1008, 1009, 1013, 4400, 4401, 4403, 4404, 4408, 4410, 4413, 4429]).toContain(entry.closeCode);
+      if ('closeCode' in entry) expect([1003, 1007, 1008, 1009, 1012, 1013, 4400, 4401, 4403, 4404, 4408, 4410, 4413, 4429]).toContain(entry.closeCode);
     }
   });
 

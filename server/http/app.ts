@@ -49,6 +49,8 @@ export interface HttpDeps {
   versions: VersionService;
   /** Image ingest and files (server/http/images.ts); absent in apps built without a blob store. */
   images?: ImageRouteDeps;
+  /** Set while the node drains (server/drain.ts): `/readyz` then answers 503 `draining`. */
+  drain?: { readonly draining: boolean };
   /** Cross-node fan-out (only with REDIS_URL): its reachability is part of `/readyz`. */
   redis?: { healthy(): boolean };
 }
@@ -128,6 +130,8 @@ export function createHttpApp(deps: HttpDeps): Hono<Env> {
   );
 
   app.get('/readyz', async (c) => {
+    // Draining first: a load balancer polling this stops routing here before the listener closes.
+    if (deps.drain?.draining) return c.json({ status: 'draining', checks: { draining: true } }, 503);
     const database = await deps.db.ping(2_000);
     const updateLog = deps.log.healthy;
     const ready = database && updateLog;

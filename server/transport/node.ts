@@ -35,15 +35,25 @@ export async function listenNode(handlers: TransportHandlers, host: string, port
   });
   const actualPort = (server.address() as AddressInfo).port;
 
+  let stopped: Promise<void> | undefined;
+  /** `server.close()` stops the listener at once but calls back only when every connection ended. */
+  let ended: Promise<void> | undefined;
+  const stopAccepting = () =>
+    (stopped ??= new Promise<void>((resolve) => {
+      ended = new Promise<void>((done) => server.close(() => done()));
+      // Node ≥ 19 closes idle keep-alive connections in close(); busy ones end after their response.
+      server.closeIdleConnections();
+      resolve();
+    }));
   return {
     transport: 'node',
     port: actualPort,
-    close: () =>
-      new Promise<void>((resolve) => {
-        void ws.close(1001, 'server shutting down').finally(() => {
-          server.close(() => resolve());
-          server.closeAllConnections();
-        });
-      }),
+    stopAccepting,
+    close: async ({ code, reason }) => {
+      await stopAccepting();
+      await ws.close(code, reason);
+      server.closeAllConnections();
+      await ended;
+    },
   };
 }

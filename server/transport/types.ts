@@ -15,11 +15,23 @@ export interface TransportHandlers {
   maxBodyBytes: number;
 }
 
+/** How the server closes the WebSockets still open when it stops. */
+export interface SocketClose {
+  code: number;
+  reason: string;
+}
+
 export interface Listening {
   readonly transport: TransportName;
   readonly port: number;
-  /** Stops accepting, closes open sockets, resolves when the listener is gone. */
-  close(): Promise<void>;
+  /**
+   * Closes the listening socket: new connections are refused by the kernel, open ones (WebSockets,
+   * HTTP requests in flight) carry on; idle keep-alive HTTP connections are closed. Resolves once
+   * the port is released. Safe to call twice.
+   */
+  stopAccepting(): Promise<void>;
+  /** Stops accepting, closes the open sockets with `close`, resolves when every connection is gone. */
+  close(close: SocketClose): Promise<void>;
 }
 
 /** True when `path` is one of `wsPaths` (exact) or under one ending in `/`. */

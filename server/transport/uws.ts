@@ -71,13 +71,24 @@ export async function listenUws(uws: UwsModule, handlers: TransportHandlers, hos
     });
   });
   const actualPort = uws.us_socket_local_port(token as unknown as UWS.us_socket);
+  let listenerClosed = false;
 
   return {
     transport: 'uws',
     port: actualPort,
-    close: async () => {
-      uws.us_listen_socket_close(token);
-      await ws.close(1001, 'server shutting down');
+    stopAccepting: () => {
+      if (!listenerClosed) {
+        listenerClosed = true;
+        uws.us_listen_socket_close(token);
+      }
+      return Promise.resolve();
+    },
+    close: async ({ code, reason }) => {
+      if (!listenerClosed) {
+        listenerClosed = true;
+        uws.us_listen_socket_close(token);
+      }
+      await ws.close(code, reason);
       app.close();
     },
   };
