@@ -330,7 +330,9 @@ export async function startServer(config: Config, options: { logger?: Logger } =
       await listening.stopAccepting();
       // The acknowledgements of what this node received go out before its sockets close. Bounded:
       // with PostgreSQL unreachable the clients keep those edits and send them to the next node.
-      await Promise.race([log.flushed(), sleep(5_000)]);
+      const bounded = new AbortController();
+      await Promise.race([log.flushed(), sleep(5_000, undefined, { signal: bounded.signal }).catch(() => {})]);
+      bounded.abort();
       await listening.close({ code: CloseCode.ServiceRestart, reason: 'shutting_down' });
       // Closing the sockets makes Hocuspocus store and unload each document; wait for that,
       // then for the log to commit everything it holds.
