@@ -25,7 +25,7 @@ import { cropRaster, padRaster, rasterBox, type Raster } from './raster.ts';
 import { bytesHash, cachedLayer, keepLayer, layerKey } from './layer-cache.ts';
 import { rasterizeText } from './text.ts';
 import type { Fit, ImageSource, OutputFormat, RenderCanvas, RenderOptions, RenderResult } from './types.ts';
-import { drawingSvg, rasterizeVector, shapeSvg } from './vector.ts';
+import { rasterizeDrawing, rasterizeVector, shapeSvg } from './vector.ts';
 
 export type { Fit, ImageSource, OutputFormat, RenderCanvas, RenderOptions, RenderResult } from './types.ts';
 
@@ -194,10 +194,8 @@ async function rasterizeLayer(layer: Exclude<Layer, { type: 'adjustment' }>, m: 
       const piece = shapeSvg(layer.data);
       return piece ? rasterizeVector(piece, m, clip) : undefined;
     }
-    case 'drawing': {
-      const piece = drawingSvg(layer.data);
-      return piece ? rasterizeVector(piece, m, clip) : undefined;
-    }
+    case 'drawing':
+      return rasterizeDrawing(layer.data, m, clip);
   }
 }
 

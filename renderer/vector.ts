@@ -9,8 +9,9 @@
 import sharp from 'sharp';
 import type { DrawingLayerData, ShapeLayerData } from '../shared/canvas.ts';
 import { hex6, parseColor, type Rgba } from '../shared/color.ts';
-import { intersect, transformedBox, type Box, type Matrix } from './geometry.ts';
-import type { Raster } from './raster.ts';
+import { overInto } from './blend.ts';
+import { grow, intersect, meanScale, transformedBox, type Box, type Matrix } from './geometry.ts';
+import { emptyRaster, type Raster } from './raster.ts';
 
 const PATH_DATA = /^[MmLlHhVvCcSsQqTtAaZz0-9eE+\-.,\s]*$/;
 
@@ -274,20 +275,104 @@ function pathData(points: readonly number[]): string {
   return d;
 }
 
-/** Rasterises a vector piece with matrix `m` (local → working frame) inside `clip`. */
-export async function rasterizeVector(piece: VectorPiece, m: Matrix, clip: Box): Promise<Raster | undefined> {
-  let box: Box | undefined = clip;
-  if (piece.bounds) {
-    const [x0, y0, x1, y1] = piece.bounds;
-    box = intersect(transformedBox(m, x0 - piece.reach, y0 - piece.reach, x1 + piece.reach, y1 + piece.reach, 1), clip);
-  }
-  if (!box) return undefined;
+/** The box a piece paints inside `clip` (its bounds through `m`, plus its reach), or the clip. */
+function pieceBox(piece: VectorPiece, m: Matrix, clip: Box): Box | undefined {
+  if (!piece.bounds) return clip;
+  const [x0, y0, x1, y1] = piece.bounds;
+  return intersect(transformedBox(m, x0 - piece.reach, y0 - piece.reach, x1 + piece.reach, y1 + piece.reach, 1), clip);
+}
+
+/** librsvg renders `body` (local coordinates, matrix `m`) over `box` of the working frame. */
+async function svgInBox(body: string, m: Matrix, box: Box): Promise<Raster> {
   const svg =
     `<svg xmlns="http://www.w3.org/2000/svg" width="${box.width}" height="${box.height}" viewBox="${box.left} ${box.top} ${box.width} ${box.height}">` +
-    `<g transform="matrix(${m.map(n).join(' ')})">${piece.body}</g></svg>`;
+    `<g transform="matrix(${m.map(n).join(' ')})">${body}</g></svg>`;
   const { data, info } = await sharp(Buffer.from(svg), { density: 72, limitInputPixels: false })
     .ensureAlpha()
     .raw()
     .toBuffer({ resolveWithObject: true });
   return { data, width: info.width, height: info.height, left: box.left, top: box.top };
+}
+
+/** Rasterises a vector piece with matrix `m` (local → working frame) inside `clip`. */
+export async function rasterizeVector(piece: VectorPiece, m: Matrix, clip: Box): Promise<Raster | undefined> {
+  const box = pieceBox(piece, m, clip);
+  return box ? svgInBox(piece.body, m, box) : undefined;
+}
+
+type Stroke = DrawingLayerData['strokes'][number];
+
+/**
+ * A drawing layer. Without brush strokes: one SVG, librsvg does everything. With them, librsvg's
+ * feGaussianBlur measured ≈ 200 ns per pixel of the layer's box whatever σ (30 ms for one brush
+ * stroke of the bench canvas, per stroke), so the strokes are taken in order instead: runs of pen
+ * and marker strokes as one SVG each, each brush stroke drawn without the filter and its alpha
+ * blurred by libvips (a true Gaussian, σ = width / 6 in the layer's scale; one colour, so one
+ * band), each composited over what came before; an eraser takes its coverage × its opacity off
+ * the alpha of everything before it (what the SVG's luminance mask did).
+ */
+export async function rasterizeDrawing(data: DrawingLayerData, m: Matrix, clip: Box): Promise<Raster | undefined> {
+  const whole = drawingSvg(data);
+  if (!whole) return undefined;
+  const paints = (s: Stroke) => s.points.length >= 2 && parseColor(s.color).a > 0;
+  if (!data.strokes.some((s) => s.tool === 'brush' && paints(s))) return rasterizeVector(whole, m, clip);
+  const box = pieceBox(whole, m, clip);
+  if (!box) return undefined;
+  const acc = emptyRaster(box);
+  const over = (r: Raster) => overInto(acc.data, box.width, box.height, { ...r, left: r.left - box.left, top: r.top - box.top });
+  let run: Stroke[] = [];
+  const flush = async () => {
+    const piece = run.length > 0 ? drawingSvg({ strokes: run }) : undefined;
+    run = [];
+    if (piece) over(await svgInBox(piece.body, m, box));
+  };
+  const scale = meanScale(m);
+  for (const stroke of data.strokes) {
+    if (stroke.points.length < 2) continue;
+    if (stroke.tool === 'pen' || stroke.tool === 'marker') {
+      run.push(stroke);
+      continue;
+    }
+    await flush();
+    if (stroke.tool === 'eraser') {
+      const opacity = stroke.opacity ?? TOOL_OPACITY.eraser;
+      // The mask's grey was round(255 · (1 − opacity)): the same share erased here.
+      const share = (255 - Math.round(255 * (1 - opacity))) / 255;
+      if (share <= 0) continue;
+      const path = `<path d="${pathData(stroke.points)}" fill="none" stroke="#000000" stroke-width="${n(stroke.width)}" stroke-linecap="round" stroke-linejoin="round"/>`;
+      const cover = (await svgInBox(path, m, box)).data;
+      const a = acc.data;
+      for (let i = 3; i < a.length; i += 4) if (cover[i] !== 0 && a[i] !== 0) a[i] = Math.round(a[i]! * (1 - (cover[i]! / 255) * share));
+      continue;
+    }
+    if (!paints(stroke)) continue;
+    // brush: the stroke as a pen would draw it, its alpha blurred (room around it for the blur).
+    const sigma = (stroke.width / 6) * scale;
+    const room = grow(box, Math.ceil(3 * sigma) + 1);
+    const pen = drawingSvg({ strokes: [{ ...stroke, tool: 'pen', opacity: stroke.opacity ?? TOOL_OPACITY.brush }] });
+    if (!pen) continue;
+    const drawn = await svgInBox(pen.body, m, room);
+    const alpha = Buffer.alloc(room.width * room.height);
+    for (let i = 0, j = 3; i < alpha.length; i++, j += 4) alpha[i] = drawn.data[j]!;
+    const blurred =
+      sigma < 0.3
+        ? alpha
+        : await sharp(alpha, { raw: { width: room.width, height: room.height, channels: 1 }, limitInputPixels: false })
+            .blur({ sigma, precision: 'float', minAmplitude: 0.01 })
+            .toColourspace('b-w')
+            .raw()
+            .toBuffer();
+    const c = parseColor(stroke.color);
+    const soft = emptyRaster(box);
+    const d = soft.data;
+    const dx = box.left - room.left, dy = box.top - room.top;
+    for (let y = 0; y < box.height; y++) {
+      for (let x = 0, j = (y + dy) * room.width + dx, i = y * box.width * 4; x < box.width; x++, j++, i += 4) {
+        d[i] = c.r; d[i + 1] = c.g; d[i + 2] = c.b; d[i + 3] = blurred[j]!;
+      }
+    }
+    over(soft);
+  }
+  await flush();
+  return acc;
 }

@@ -153,6 +153,8 @@ describe('layer geometry against a supersampled rasteriser', () => {
       { tool: 'pen', color: '#ff0000', width: 3, opacity: 0.6, points: [10, 50, 90, 50] },
       { tool: 'eraser', color: '#000000', width: 8, points: [50, 0, 50, 64] },
     ] } }), 0.25, 0.03],
+    ['brush stroke', layer({ type: 'drawing', data: { strokes: [{ tool: 'brush', color: '#c80050', width: 12, points: [10, 20, 50, 45, 90, 30] }] } }), 0.2, 0.02],
+    ['brush stroke, rotated and scaled 0.6', layer({ type: 'drawing', data: { strokes: [{ tool: 'brush', color: '#0050c8', width: 14, opacity: 0.8, points: [10, 20, 80, 45, 140, 30] }] } }, { transform: [0.52, 0.3, -0.3, 0.52, 20, 0] }), 0.2, 0.02],
     ['image, integer offset, crop and flip', image('img_alpha', { transform: at(7, 9) }, { crop: { x: 8, y: 4, width: 40, height: 30 }, flipX: true, flipY: true }), 0.1, 0.0001],
     ['image, rotated and scaled 1.3', image('img_photo', { transform: [1.18, 0.55, -0.55, 1.18, 40, -10] }), 0.3, 0.02],
     ['image, scaled 1.5', image('img_photo', { transform: [1.5, 0, 0, 1.5, 3, 2] }), 1.5, 0.05],

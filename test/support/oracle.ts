@@ -314,6 +314,12 @@ function magnifiedImage(layer: Extract<Layer, { type: 'image' }>, width: number,
 /** A layer's pixels before filters/opacity: premultiplied, averaged over n×n samples per pixel. */
 export function rasterizeLayer(layer: Exclude<Layer, { type: 'adjustment' | 'text' }>, width: number, height: number, images: Map<string, Rgba8>, n = 8): FloatImage {
   const m = layer.transform;
+  if (layer.type === 'drawing' && layer.data.strokes.length === 1 && layer.data.strokes[0]!.tool === 'brush') {
+    // A brush stroke: the pen's stroke, blurred by a Gaussian of σ = width / 6 (in layer units).
+    const stroke = layer.data.strokes[0]!;
+    const pen = rasterizeLayer({ ...layer, data: { strokes: [{ ...stroke, tool: 'pen' }] } }, width, height, images, n);
+    return gaussianBlur(pen, (stroke.width / 6) * Math.sqrt(Math.abs(m[0] * m[3] - m[1] * m[2])));
+  }
   if (layer.type === 'image' && Math.sqrt(Math.abs(m[0] * m[3] - m[1] * m[2])) > 1 + 1e-9) return magnifiedImage(layer, width, height, images, n);
   const out = newImage(width, height);
   const painter = layer.type === 'shape' ? shapePainter(layer) : layer.type === 'drawing' ? penPainter(layer) : imagePainter(layer, images);
