@@ -16,6 +16,7 @@ import { UpdateLog } from '../persistence/update-log.ts';
 import { TokenService } from './auth/tokens.ts';
 import { UrlSigner } from './signed-urls.ts';
 import { AccessFeed } from './auth/access-feed.ts';
+import { createAccessSource } from './auth/access-cache.ts';
 import { AccessWatch } from './auth/access-watch.ts';
 import type { Config } from './config.ts';
 import { AuthExtension } from './extensions/auth.ts';
@@ -126,20 +127,30 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     },
   });
 
-  // Access changes made anywhere (any node, SQL by hand) act on this node's open connections.
-  const accessWatch = new AccessWatch({ db, logger, recheckMs: config.ACCESS_RECHECK_MS });
+  // Access changes made anywhere (any node, SQL by hand) act on this node's open connections, and
+  // drop what the access cache holds about them first (server/auth/access-cache.ts).
+  let feedListening = () => false;
+  const access = createAccessSource(db, { ttlMs: config.ACCESS_RECHECK_MS, listening: () => feedListening() });
+  const accessWatch = new AccessWatch({ source: access.fresh, logger, recheckMs: config.ACCESS_RECHECK_MS });
   const accessFeed = new AccessFeed({
     db,
     nodeId,
     logger,
     handlers: {
-      onChange: (change) => void accessWatch.onChange(change).catch((err: unknown) => logger.error({ err }, 'access change not applied')),
-      onResync: (reason) => void accessWatch.recheckAll(reason).catch((err: unknown) => logger.error({ err }, 'access re-check failed')),
+      onChange: (change) => {
+        access.invalidate(change);
+        void accessWatch.onChange(change).catch((err: unknown) => logger.error({ err }, 'access change not applied'));
+      },
+      onResync: (reason) => {
+        access.clear();
+        void accessWatch.recheckAll(reason).catch((err: unknown) => logger.error({ err }, 'access re-check failed'));
+      },
     },
   });
+  feedListening = () => accessFeed.listening;
   await accessFeed.start();
   accessWatch.start();
-  const auth = new AuthExtension(db, tokens, logger, accessWatch);
+  const auth = new AuthExtension(access.cached, tokens, logger, accessWatch);
   const presence = new PresenceExtension({ db, nodeId, logger, heartbeatMs: config.PRESENCE_HEARTBEAT_MS });
   await presence.start();
   // Only with REDIS_URL: otherwise a single node, and nothing Redis-related runs.
@@ -212,7 +223,14 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     logBacklog: () => log.backlog,
     logHealthy: () => log.healthy,
     updatesRefused: () => guard.rejected,
-    access: { feedListening: () => accessFeed.listening, feedConnects: () => accessFeed.connects, applied: () => accessWatch.applied, checks: () => accessWatch.checks },
+    access: {
+      feedListening: () => accessFeed.listening,
+      feedConnects: () => accessFeed.connects,
+      applied: () => accessWatch.applied,
+      checks: () => accessWatch.checks,
+      changes: () => accessFeed.changes,
+      ...(access.cache ? { cache: { hits: () => access.cache!.hits, misses: () => access.cache!.misses } } : {}),
+    },
     awarenessOverflows: () => awareness.overflows,
     ...(redis
       ? {
@@ -262,7 +280,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     await renderWorker.start();
   }
   const drain = new DrainState();
-  const http = createHttpApp({ drain, db, tokens, signer, renders, thumbnailSize: config.THUMBNAIL_SIZES[0]!, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId, metrics, versions: snapshots, images, ...(redis ? { redis } : {}) });
+  const http = createHttpApp({ drain, db, access, tokens, signer, renders, thumbnailSize: config.THUMBNAIL_SIZES[0]!, log, hocuspocus, logger, maxBodyBytes: config.MAX_MESSAGE_BYTES, nodeId, metrics, versions: snapshots, images, ...(redis ? { redis } : {}) });
   /** Stops everything started above, in order: the one list for a failed start and for close(). */
   const release = async () => {
     await renderWorker?.stop();

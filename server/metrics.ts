@@ -21,6 +21,10 @@ export interface MetricSources {
     feedConnects: () => number;
     applied: () => number;
     checks: () => number;
+    /** Changes the feed delivered. */
+    changes: () => number;
+    /** The access cache's reads (server/auth/access-cache.ts); absent on PGlite, which has none. */
+    cache?: { hits: () => number; misses: () => number };
   };
   /** With REDIS_URL only. */
   redis?: {
@@ -184,6 +188,12 @@ export class Metrics {
       gauge('imageflow_access_feed_connects_total', 'Times the access feed started listening (start-up, then each reconnect, after which every connection is re-checked).', access.feedConnects);
       gauge('imageflow_access_checks_total', 'Access re-checks of open connections the database answered (one per session, user and login session).', access.checks);
       gauge('imageflow_access_changes_applied_total', 'Open connections closed or flipped read-only/read-write by an access re-check.', access.applied);
+      gauge('imageflow_access_changes_heard_total', 'Access changes the feed delivered to this node (each drops what the access cache holds about it).', access.changes);
+      const cache = access.cache;
+      if (cache) {
+        gauge('imageflow_access_cache_hits_total', 'Reads of users, login sessions and session access rows answered by the access cache.', cache.hits);
+        gauge('imageflow_access_cache_misses_total', 'Reads of users, login sessions and session access rows that went to the database (re-checks always do).', cache.misses);
+      }
     }
     const redis = sources.redis;
     if (!redis) return;

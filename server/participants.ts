@@ -21,11 +21,14 @@ import {
 } from '../persistence/repositories/participants.ts';
 import { getSession, type SessionRow } from '../persistence/repositories/sessions.ts';
 import { getUser } from '../persistence/repositories/users.ts';
+import type { AccessChange } from '../persistence/repositories/access-changes.ts';
 import { applyAccessChange } from './extensions/auth.ts';
 
 interface Deps {
   db: Database;
   hocuspocus: Hocuspocus;
+  /** Drops the cached access row this node just changed (the feed's notification follows). */
+  access?: { invalidate(change: AccessChange): void };
 }
 
 /** What a new participant may do when the invitation does not say. */
@@ -61,6 +64,7 @@ export async function inviteParticipant(
     if ((error as { code?: string }).code !== '23505') throw error;
     row = await upsertParticipant(deps.db, sessionId, input.userId, permissions, CURSOR_PALETTE);
   }
+  deps.access?.invalidate({ kind: 'participant', sessionId, userId: input.userId });
   // The role follows the permissions as stored after the merge, not the request's fields.
   applyAccessChange(deps.hocuspocus, sessionId, input.userId, row.permissions.canEdit === true ? 'editor' : 'viewer');
   return row;
@@ -73,6 +77,7 @@ export async function removeSessionParticipant(deps: Deps, sessionId: string, ac
   if (userId === session.owner_id) throw new AppError('owner_not_removable');
   const removed = await removeParticipant(deps.db, sessionId, userId);
   if (!removed) throw new AppError('participant_not_found');
+  deps.access?.invalidate({ kind: 'participant', sessionId, userId });
   applyAccessChange(deps.hocuspocus, sessionId, userId, null, 'participant_removed');
 }
 

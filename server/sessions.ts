@@ -9,6 +9,7 @@ import { newLayerId, newSessionId } from '../shared/ids.ts';
 import { CloseCode } from '../shared/protocol.ts';
 import type { Database } from '../persistence/db.ts';
 import type { UpdateLog } from '../persistence/update-log.ts';
+import type { AccessChange } from '../persistence/repositories/access-changes.ts';
 import { appendSnapshot } from '../persistence/repositories/documents.ts';
 import { isBranchOfOthers } from '../persistence/repositories/versions.ts';
 import { assertCanvasImagesVisible } from './image-access.ts';
@@ -96,7 +97,7 @@ export async function createSession(db: Database, userId: string, input: CreateS
  * connection to it and waits until everything they sent is stored.
  */
 export async function endSession(
-  deps: { db: Database; hocuspocus: Hocuspocus; log: UpdateLog },
+  deps: { db: Database; hocuspocus: Hocuspocus; log: UpdateLog; access?: { invalidate(change: AccessChange): void } },
   sessionId: string,
   userId: string,
 ): Promise<SessionRow> {
@@ -104,6 +105,8 @@ export async function endSession(
   if (!session) throw new AppError('session_not_found');
   if (session.owner_id !== userId) throw new AppError('not_session_owner');
   const ended = (await endSessionRow(deps.db, sessionId))!;
+  // A reconnect to this node is refused at once, not only once the notification is back.
+  deps.access?.invalidate({ kind: 'session', sessionId });
   closeDocumentConnections(deps.hocuspocus, sessionId, { code: CloseCode.SessionGone, reason: 'session_ended' });
   await deps.log.flushed();
   return ended;

@@ -387,7 +387,7 @@ describe('embedded PGlite', () => {
       await tx.query('UPDATE users SET is_active = TRUE WHERE user_id = $1', [userId]);
       throw new Error('roll back');
     }).catch(() => {});
-    await db.query('UPDATE users SET display_name = $2 WHERE user_id = $1', [userId, 'renamed']);
+    await db.query('UPDATE users SET last_login_at = now() WHERE user_id = $1', [userId]);
     await db.query('UPDATE users SET is_active = TRUE WHERE user_id = $1', [userId]);
     await waitFor(() => changes.filter((c) => c.kind === 'user').length >= 2, { what: 'second user change' });
     expect(changes.filter((c) => c.kind === 'user')).toHaveLength(2);

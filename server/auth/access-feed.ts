@@ -50,6 +50,8 @@ export class AccessFeed {
   #disposeNotifications: (() => void) | undefined;
   /** Times the feed started listening (the first one is start-up, every later one a reconnect). */
   connects = 0;
+  /** Changes delivered to `onChange`. */
+  changes = 0;
 
   constructor(options: AccessFeedOptions) {
     this.#opts = options;
@@ -92,6 +94,7 @@ export class AccessFeed {
       this.#opts.logger.warn({ payload }, 'access feed: unreadable notification ignored');
       return;
     }
+    this.changes += 1;
     this.#opts.handlers.onChange(change);
   }
 

@@ -36,7 +36,7 @@ import type { Connection } from '@hocuspocus/server';
 import type { Logger } from 'pino';
 import { AppError } from '../../shared/errors.ts';
 import { CloseCode } from '../../shared/protocol.ts';
-import type { Database } from '../../persistence/db.ts';
+import type { AccessSource } from './access-cache.ts';
 import type { AccessChange } from '../../persistence/repositories/access-changes.ts';
 import { resolveRole, type Role } from './access.ts';
 import type { Claims } from './tokens.ts';
@@ -97,7 +97,8 @@ export function closeEventFor(error: AppError): CloseEvent {
 }
 
 export interface AccessWatchOptions {
-  db: Database;
+  /** Where re-checks read: the database itself, never a cache (`AccessSources.fresh`). */
+  source: AccessSource;
   logger: Logger;
   /** Longest a connection is served without a fresh check, in ms (ACCESS_RECHECK_MS). */
   recheckMs: number;
@@ -288,7 +289,7 @@ export class AccessWatch {
   async #evaluate(claims: Claims, sessionId: string): Promise<Outcome> {
     if (claims.exp * 1000 <= Date.now()) return { kind: 'refused', event: { code: CloseCode.Unauthorized, reason: 'token_expired' } };
     try {
-      const { role, session, loginExpiresInMs } = await resolveRole(this.#opts.db, claims, sessionId);
+      const { role, session, loginExpiresInMs } = await resolveRole(this.#opts.source, claims, sessionId);
       return { kind: 'allowed', role, expiresInMs: session.expires_in_ms, loginExpiresInMs };
     } catch (error) {
       if (error instanceof AppError) return { kind: 'refused', event: closeEventFor(error) };

@@ -25,7 +25,7 @@ import { isId } from '../../shared/ids.ts';
 import { colorFor } from '../../shared/presence.ts';
 import { CloseCode } from '../../shared/protocol.ts';
 import type { Logger } from 'pino';
-import type { Database } from '../../persistence/db.ts';
+import type { AccessSource } from '../auth/access-cache.ts';
 import { resolveRole, type Role } from '../auth/access.ts';
 import { deadlineEvent, setConnectionRole, type AccessContext, type AccessWatch, type CloseEvent } from '../auth/access-watch.ts';
 import type { TokenService } from '../auth/tokens.ts';
@@ -50,7 +50,8 @@ const MAX_TIMER_MS = 2_147_483_647;
 export class AuthExtension implements Extension {
   extensionName = 'auth';
   priority = 1000;
-  readonly #db: Database;
+  /** The access cache (server/auth/access-cache.ts): no database round trip for a known answer. */
+  readonly #access: AccessSource;
   readonly #tokens: TokenService;
   /** Requests (one per socket) that authenticated at least one document. */
   readonly authenticated = new WeakSet<Request>();
@@ -58,8 +59,8 @@ export class AuthExtension implements Extension {
   readonly #logger: Logger | undefined;
   readonly #watch: AccessWatch | undefined;
 
-  constructor(db: Database, tokens: TokenService, logger?: Logger, watch?: AccessWatch) {
-    this.#db = db;
+  constructor(access: AccessSource, tokens: TokenService, logger?: Logger, watch?: AccessWatch) {
+    this.#access = access;
     this.#tokens = tokens;
     this.#logger = logger;
     this.#watch = watch;
@@ -72,7 +73,7 @@ export class AuthExtension implements Extension {
       // Read before the access: a change notified while the query runs makes `connected` re-check.
       const accessEpoch = this.#watch?.epoch ?? 0;
       const readAt = Date.now();
-      const { role, session, user, loginExpiresInMs } = await resolveRole(this.#db, claims, documentName);
+      const { role, session, user, loginExpiresInMs } = await resolveRole(this.#access, claims, documentName);
       connectionConfig.readOnly = role === 'viewer';
       this.authenticated.add(request);
       return {

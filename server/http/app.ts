@@ -14,6 +14,7 @@ import type { Database } from '../../persistence/db.ts';
 import type { UpdateLog } from '../../persistence/update-log.ts';
 import type { SessionRow } from '../../persistence/repositories/sessions.ts';
 import { authenticate } from '../auth/access.ts';
+import type { AccessSources } from '../auth/access-cache.ts';
 import type { Claims, TokenService } from '../auth/tokens.ts';
 import { UrlSigner } from '../signed-urls.ts';
 import type { Metrics } from '../metrics.ts';
@@ -32,6 +33,11 @@ export { readJson, type Env };
 
 export interface HttpDeps {
   db: Database;
+  /**
+   * The token's user and login session, cached (server/auth/access-cache.ts); this node's own
+   * access changes drop what they name through `invalidate` before they answer.
+   */
+  access: AccessSources;
   tokens: TokenService;
   /** Signed URLs (server/signed-urls.ts): accepted instead of the Bearer token where a URL carries `sig`. */
   signer: UrlSigner;
@@ -159,7 +165,7 @@ export function createHttpApp(deps: HttpDeps): Hono<Env> {
       const match = /^Bearer\s+(\S+)$/i.exec(header);
       claims = await deps.tokens.verify(match?.[1]);
     }
-    await authenticate(deps.db, claims);
+    await authenticate(deps.access.cached, claims);
     c.set('claims', claims);
     await next();
   });
