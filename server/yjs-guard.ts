@@ -21,7 +21,7 @@ export class UpdateRejected extends Error {
   override name = 'UpdateRejected';
 }
 
-/** What the main thread posts to the worker. */
+/** One candidate update, as the main thread posts it to the worker (in a `GuardBatch`). */
 export interface GuardJob {
   id: number;
   bytes: Uint8Array;
@@ -31,13 +31,29 @@ export interface GuardJob {
   snapshot?: Uint8Array | undefined;
 }
 
-/** What the worker posts back. */
-export type GuardReply =
-  | { ready: true }
-  /** `cpuMicros`: the worker thread's CPU time when it started the job (the clock `worker.cpuUsage()` reads). */
-  | { id: number; started: true; cpuMicros: number }
+/** What the main thread posts: every job that queued up while the worker was busy, in order. */
+export interface GuardBatch {
+  jobs: GuardJob[];
+}
+
+/** The worker's answer to one job. `cpuMicros`: the CPU time the job took, in µs. */
+export type GuardVerdict =
   | { id: number; ok: true; contained: boolean | null; cpuMicros: number }
   | { id: number; ok: false; error: string; cpuMicros: number };
+
+/** What the worker posts back: the verdicts of one batch, in order, once the batch is done. */
+export interface GuardReply {
+  verdicts: GuardVerdict[];
+}
+
+/**
+ * Memory the worker writes and the main thread reads without a message: which job runs now and
+ * the worker's CPU clock when it started it (µs, the clock `worker.cpuUsage()` reads). The worker
+ * stores the clock first, then the id (`Atomics.store`), so a reader that sees the id sees its clock.
+ */
+export const RUNNING_ID = 0; // Int32 index
+export const RUNNING_CPU = 1; // Float64 index (byte offset 8)
+export const SHARED_BYTES = 16;
 
 export interface CheckOptions {
   /** The document's state vector (`Y.encodeStateVector`): an update needing state it lacks is refused. */
@@ -71,22 +87,34 @@ interface Job {
   budgetMs: number;
   resolve: (verdict: Verdict) => void;
   reject: (error: Error) => void;
+  /** When the main thread first knew this job was running (its batch was posted, or a check saw it). */
   startedAt: number | null;
-  /** The worker's CPU time when it started this job, in ms. */
-  cpuAtStart: number;
 }
 
 const MiB = 1024 * 1024;
 
+/**
+ * The main thread's side. Messages are few: while the worker is busy, new jobs wait here and go
+ * out together as the next batch once the current batch's verdicts arrive (one message each way
+ * per batch, not three per update); an idle worker gets a job at once. The CPU budget of the job
+ * running now is watched through shared memory (which job, and the worker's CPU clock when it
+ * started it), so no per-job "started" message is needed either.
+ */
 export class UpdateGuard {
   readonly #opts: Required<UpdateGuardOptions>;
   #worker: Worker | null = null;
-  readonly #queue: Job[] = [];
+  /** Jobs posted to the worker and not yet answered, in order. */
+  #inFlight: Job[] = [];
+  /** Jobs waiting for the next batch. */
+  #outbox: Job[] = [];
+  #shared = new SharedArrayBuffer(SHARED_BYTES);
   #nextId = 1;
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
   /** Updates refused so far (metrics and tests). */
   rejected = 0;
+  /** Batches posted so far (tests, bench). */
+  batches = 0;
 
   constructor(options: UpdateGuardOptions) {
     this.#opts = { budgetMsPerMiB: 0, maxHeapMb: 128, wallFactor: 20, minWallMs: 5_000, ...options };
@@ -103,77 +131,107 @@ export class UpdateGuard {
     return new Promise<Verdict>((resolve, reject) => {
       const id = this.#nextId++;
       const message: GuardJob = { id, bytes, stateVector: options.stateVector, snapshot: options.snapshot };
-      const job: Job = { id, message, budgetMs: this.budgetFor(bytes.byteLength), resolve, reject, startedAt: null, cpuAtStart: 0 };
-      this.#queue.push(job);
-      this.#ensureWorker().postMessage(message);
+      this.#outbox.push({ id, message, budgetMs: this.budgetFor(bytes.byteLength), resolve, reject, startedAt: null });
+      if (this.#inFlight.length === 0) this.#post();
     });
   }
 
   async close(): Promise<void> {
     this.#closed = true;
     this.#clearTimer();
-    for (const job of this.#queue.splice(0)) job.reject(new UpdateRejected('update guard closed'));
+    for (const job of [...this.#inFlight.splice(0), ...this.#outbox.splice(0)]) job.reject(new UpdateRejected('update guard closed'));
     const worker = this.#worker;
     this.#worker = null;
     await worker?.terminate();
   }
 
+  /** Posts the outbox as one batch and watches its first job. */
+  #post(): void {
+    if (this.#outbox.length === 0) return;
+    const worker = this.#ensureWorker();
+    this.#inFlight = this.#outbox;
+    this.#outbox = [];
+    this.batches += 1;
+    const head = this.#inFlight[0]!;
+    head.startedAt = performance.now();
+    worker.postMessage({ jobs: this.#inFlight.map((job) => job.message) } satisfies GuardBatch);
+    this.#arm(worker, head.budgetMs);
+  }
+
   #ensureWorker(): Worker {
     if (this.#worker) return this.#worker;
+    const ids = new Int32Array(this.#shared);
+    Atomics.store(ids, RUNNING_ID, 0);
     const worker = new Worker(new URL('./yjs-guard-worker.ts', import.meta.url), {
+      workerData: { shared: this.#shared },
       resourceLimits: { maxOldGenerationSizeMb: this.#opts.maxHeapMb, maxYoungGenerationSizeMb: 32 },
     });
     worker.unref();
-    worker.on('message', (msg: GuardReply) => this.#onMessage(worker, msg));
+    worker.on('message', (msg: GuardReply) => this.#onReply(worker, msg));
     worker.on('error', (error) => this.#fail(worker, `the update broke the decoder: ${error.message}`));
     worker.on('exit', () => this.#fail(worker, 'the decoder exited'));
     this.#worker = worker;
     return worker;
   }
 
-  #onMessage(worker: Worker, msg: GuardReply): void {
-    if (worker !== this.#worker || 'ready' in msg) return;
-    const job = this.#queue[0];
-    if (!job || job.id !== msg.id) return;
-    if ('started' in msg) {
-      job.startedAt = performance.now();
-      job.cpuAtStart = msg.cpuMicros / 1000;
-      this.#arm(worker, job, job.budgetMs);
-      return;
-    }
-    this.#queue.shift();
+  #onReply(worker: Worker, msg: GuardReply): void {
+    if (worker !== this.#worker) return;
     this.#clearTimer();
-    const cpuMs = msg.cpuMicros / 1000;
-    if (msg.ok && cpuMs <= job.budgetMs) job.resolve({ contained: msg.contained, cpuMs });
-    else {
-      this.rejected += 1;
-      job.reject(
-        new UpdateRejected(msg.ok ? `decoding took ${cpuMs.toFixed(0)} ms of CPU, over its ${job.budgetMs.toFixed(0)} ms budget` : `Yjs refused the update: ${msg.error}`),
-      );
+    for (const verdict of msg.verdicts) {
+      const job = this.#inFlight[0];
+      if (!job || job.id !== verdict.id) continue;
+      this.#inFlight.shift();
+      const cpuMs = verdict.cpuMicros / 1000;
+      if (verdict.ok && cpuMs <= job.budgetMs) job.resolve({ contained: verdict.contained, cpuMs });
+      else {
+        this.rejected += 1;
+        job.reject(
+          new UpdateRejected(
+            verdict.ok ? `decoding took ${cpuMs.toFixed(0)} ms of CPU, over its ${job.budgetMs.toFixed(0)} ms budget` : `Yjs refused the update: ${verdict.error}`,
+          ),
+        );
+      }
     }
+    if (this.#inFlight.length === 0) this.#post();
+  }
+
+  /** The job running in the worker now, and the worker's CPU clock (ms) when it started it. */
+  #running(): { job: Job; cpuAtStart: number } | null {
+    const id = Atomics.load(new Int32Array(this.#shared), RUNNING_ID);
+    const job = this.#inFlight.find((j) => j.id === id);
+    if (!job) return null;
+    return { job, cpuAtStart: new Float64Array(this.#shared)[RUNNING_CPU]! / 1000 };
   }
 
   /**
-   * Checks the head job's CPU time after `delayMs`: a thread cannot use more CPU than wall time,
-   * so the budget cannot be spent before then. Over it: the worker is stopped. Under it (the
-   * machine is busy and the worker got less than all of that time): check again later, until
-   * the wall-clock cap.
+   * Checks the running job's CPU time after `delayMs`: a thread cannot use more CPU than wall time,
+   * so a budget cannot be spent before then. Over it: the worker is stopped and that job refused.
+   * Under it (the machine is busy, or an earlier job of the batch ran first): check again later,
+   * until the wall-clock cap.
    */
-  #arm(worker: Worker, job: Job, delayMs: number): void {
+  #arm(worker: Worker, delayMs: number): void {
     this.#clearTimer();
     this.#timer = setTimeout(() => {
       this.#timer = null;
-      if (worker !== this.#worker || this.#queue[0] !== job) return;
-      const wallMs = performance.now() - (job.startedAt ?? 0);
+      if (worker !== this.#worker || this.#inFlight.length === 0) return;
       void this.#cpuOf(worker).then((cpuMs) => {
-        if (worker !== this.#worker || this.#queue[0] !== job) return; // answered meanwhile
-        if (cpuMs !== null && cpuMs - job.cpuAtStart > job.budgetMs) {
-          this.#fail(worker, `decoding took more than its ${job.budgetMs.toFixed(0)} ms CPU budget`);
+        if (worker !== this.#worker || this.#inFlight.length === 0) return; // answered meanwhile
+        const running = this.#running();
+        if (!running) {
+          // Between jobs, or the batch is done and its reply is on its way.
+          this.#arm(worker, 5);
+          return;
+        }
+        const { job, cpuAtStart } = running;
+        job.startedAt ??= performance.now();
+        const used = cpuMs === null ? 0 : cpuMs - cpuAtStart;
+        const wallMs = performance.now() - job.startedAt;
+        if (used > job.budgetMs) {
+          this.#fail(worker, `decoding took more than its ${job.budgetMs.toFixed(0)} ms CPU budget`, job);
         } else if (wallMs > Math.max(this.#opts.minWallMs, this.#opts.wallFactor * job.budgetMs)) {
-          this.#fail(worker, `decoding took longer than ${wallMs.toFixed(0)} ms of wall-clock time`);
+          this.#fail(worker, `decoding took longer than ${wallMs.toFixed(0)} ms of wall-clock time`, job);
         } else {
-          const used = cpuMs === null ? 0 : cpuMs - job.cpuAtStart;
-          this.#arm(worker, job, Math.max(5, job.budgetMs - used));
+          this.#arm(worker, Math.max(5, job.budgetMs - used));
         }
       });
     }, delayMs);
@@ -194,22 +252,23 @@ export class UpdateGuard {
     this.#timer = null;
   }
 
-  /** The head job is the culprit: refuse it, replace the worker, resubmit the rest. */
-  #fail(worker: Worker, reason: string): void {
+  /**
+   * The running job (or `culprit`) is refused; the worker is replaced and every other job not yet
+   * answered (earlier ones of the batch whose verdicts died with the worker included) is checked
+   * again by the new one.
+   */
+  #fail(worker: Worker, reason: string, culprit: Job | null = this.#running()?.job ?? this.#inFlight[0] ?? null): void {
     if (worker !== this.#worker) return;
     this.#worker = null;
     void worker.terminate();
     this.#clearTimer();
-    const culprit = this.#queue.shift();
     if (culprit) {
       this.rejected += 1;
       culprit.reject(new UpdateRejected(reason));
     }
-    if (this.#closed || this.#queue.length === 0) return;
-    const fresh = this.#ensureWorker();
-    for (const job of this.#queue) {
-      job.startedAt = null;
-      fresh.postMessage(job.message);
-    }
+    this.#outbox = [...this.#inFlight.filter((job) => job !== culprit), ...this.#outbox];
+    this.#inFlight = [];
+    for (const job of this.#outbox) job.startedAt = null;
+    if (!this.#closed) this.#post();
   }
 }
