@@ -11,7 +11,7 @@
  *   npm run bench -- --results FILE   write the sections there instead of bench/RESULTS.md
  *   npm run bench -- --only cross-node --check   do two nodes of each server exchange edits?
  *
- * Scenarios (default full: all but images; --quick: the table's and profile):
+ * Scenarios (default full: all but the media ones; --quick: the table's and profile):
  * - table scenarios, per round and server, on one freshly started server process:
  *   `connections` (memory per idle authenticated connection, accept rate), `fanout` (server CPU
  *   per delivery, delivery p99), `ack-rate` (durable acknowledgements at p99 < 25 ms),
@@ -20,19 +20,21 @@
  * - `collab`: acknowledgement latency, kill -9 durability, acknowledgement while the commit is
  *   held, memory and fan-out at the first bench's size (one round);
  * - `cross-node`: two nodes of each server on one Redis; `versions`: version snapshots and trees;
- * - `images`: runs bench/images.ts (its own script, its own section).
+ * - media (`--only media` = all three): `render` (the 20-layer 1080p canvas in-process, beside
+ *   sharp alone compositing one of the same size), `images` (resize by URL over HTTP beside sharp
+ *   alone in-process, cached variants, 12 MP ingest), `renders` (editing delivery p99 alone and
+ *   while renders, thumbnails and ingests run at full speed).
  *
  * Servers: BENCH_TARGETS=stock,ours-node,ours-uws (the default; uws where uWebSockets.js can be
  * started). BENCH_DATABASE_URL is the admin database (default postgres://root@127.0.0.1:5432/test),
  * one throw-away database per run. BENCH_SERVER_NODE_OPTIONS is passed to every server.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { nodeBin, repoRoot, uwsLauncher } from '../test/support/uws-runtime.ts';
+import { repoRoot, uwsLauncher } from '../test/support/uws-runtime.ts';
 import type { ServerChild } from './lib/child.ts';
 import { summarizeProfile, type ProfileSummary } from './lib/cpuprofile.ts';
 import { commitSettings, createBenchDatabase, type BenchDatabase } from './lib/database.ts';
@@ -50,6 +52,9 @@ import { COLLAB_SIZES, runCollab } from './scenarios/collab.ts';
 import { runConnections, type ConnectionsOptions } from './scenarios/connections.ts';
 import { abortCrossNode, runCrossNode } from './scenarios/cross-node.ts';
 import { runFanout, type FanoutOptions } from './scenarios/fanout.ts';
+import { runImages } from './scenarios/images.ts';
+import { runRender } from './scenarios/render.ts';
+import { runRenders } from './scenarios/renders.ts';
 import { runVersions } from './scenarios/versions.ts';
 
 type Size = 'full' | 'quick' | 'tiny';
@@ -90,13 +95,14 @@ const SIZES: Record<Size, Sizes> = {
     ackRate: { clients: 4, loadgens: 1, rates: [40, 80], p99BoundMs: 25, warmupMs: 100, windowMs: 300, drainMs: 1_000 },
     coldLoad: { updates: 300, loads: 1 },
     profileFanout: { documents: 2, clientsPerDocument: 3, writersPerDocument: 1, editsPerSecondPerClient: 20, warmupMs: 200, windowMs: 500, drainMs: 1_000 },
-    watchdogMs: 3 * 60_000,
+    watchdogMs: 5 * 60_000,
   },
 };
 
 const TABLE = ['connections', 'fanout', 'ack-rate', 'cold-load'] as const;
 type TableScenario = (typeof TABLE)[number];
-const ALL = [...TABLE, 'profile', 'collab', 'versions', 'cross-node', 'images'] as const;
+const MEDIA = ['render', 'images', 'renders'] as const;
+const ALL = [...TABLE, 'profile', 'collab', 'versions', 'cross-node', ...MEDIA] as const;
 type Scenario = (typeof ALL)[number];
 
 const { values: args } = parseArgs({
@@ -123,13 +129,14 @@ function selected(): Set<Scenario> {
     const out = new Set<Scenario>();
     for (const n of names) {
       if (n === 'table') TABLE.forEach((t) => out.add(t));
+      else if (n === 'media') MEDIA.forEach((t) => out.add(t));
       else if ((ALL as readonly string[]).includes(n)) out.add(n as Scenario);
-      else throw new Error(`unknown scenario ${JSON.stringify(n)}; known: table, ${ALL.join(', ')}`);
+      else throw new Error(`unknown scenario ${JSON.stringify(n)}; known: table, media, ${ALL.join(', ')}`);
     }
     return out;
   }
   if (size === 'quick') return new Set<Scenario>([...TABLE, 'profile']);
-  return new Set<Scenario>(ALL.filter((s) => s !== 'images'));
+  return new Set<Scenario>(ALL.filter((s) => !(MEDIA as readonly string[]).includes(s)));
 }
 
 const live = new Set<ServerChild>();
@@ -278,7 +285,8 @@ async function main(): Promise<void> {
   const consoleParts: string[] = [];
   let failed = false;
 
-  const needsDb = [...which].some((s) => s !== 'cross-node' && s !== 'versions' && s !== 'images');
+  const ownDb: readonly Scenario[] = ['cross-node', 'versions', ...MEDIA];
+  const needsDb = [...which].some((s) => !ownDb.includes(s));
   const db = needsDb ? await createBenchDatabase() : undefined;
   dropDatabase = db?.drop;
   try {
@@ -334,10 +342,21 @@ async function main(): Promise<void> {
       consoleParts.push(`cross-node FAILED: ${error instanceof Error ? error.message : String(error)}`);
     }
   }
-  if (which.has('images')) {
-    log('images (bench/images.ts)');
-    const r = spawnSync(nodeBin, [join(repoRoot, 'bench/images.ts')], { cwd: repoRoot, stdio: 'inherit' });
-    if (r.status !== 0) failed = true;
+  // The media scenarios: each with its own servers and database (render needs neither).
+  const media: Array<[Scenario, () => Promise<string>]> = [
+    ['render', () => runRender({ size, resultsFile, command, section: `render${suffix}` })],
+    ['images', () => runImages({ size, resultsFile, command, section: `images${suffix}` })],
+    ['renders', () => runRenders({ size, resultsFile, command, section: `renders${suffix}` })],
+  ];
+  for (const [name, run] of media) {
+    if (!which.has(name)) continue;
+    log(name);
+    try {
+      consoleParts.push(await run());
+    } catch (error) {
+      failed = true;
+      consoleParts.push(`${name} FAILED: ${error instanceof Error ? error.message : String(error)}`);
+    }
   }
   process.stdout.write(`${consoleParts.join('\n\n')}\n\nwritten: ${resultsFile} (${((Date.now() - startedAt.getTime()) / 1000).toFixed(0)} s)\n`);
   if (failed) process.exitCode = 1;

@@ -1,9 +1,9 @@
 /**
- * The bench harness cannot rot: `bench/run.ts --tiny` runs every scenario (but the image one,
- * which has its own script) against stock Hocuspocus and ours on the node transport, at a size
- * that only proves each step works, and writes its sections to a temporary results file. Speed is
- * not checked here — only that every figure of the efficiency table was measured for both servers
- * and each section was written. bench/RESULTS.md is not touched.
+ * The bench harness cannot rot: `bench/run.ts --tiny` runs every scenario against stock
+ * Hocuspocus and ours on the node transport (the media ones against ours and their in-process
+ * peers), at a size that only proves each step works, and writes its sections to a temporary
+ * results file. Speed is not checked here — only that every figure was measured and each section
+ * was written. bench/RESULTS.md is not touched.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -87,5 +87,19 @@ describe('bench harness at a tiny size', () => {
     expect(row(section(file, 'collab'), 'ours (node)').length).toBeGreaterThan(3);
     expect(section(file, 'versions')).toContain('### 2. Version tree of 40 versions');
     expect(row(section(file, 'cross-node'), 'ours (node)')[1]).toMatch(/^[\d.]+$/);
+  });
+
+  it('runs the media scenarios: render beside sharp alone, images beside sharp in-process, renders beside editing', { timeout: 300_000 }, async () => {
+    const file = join(dir, 'media.md');
+    const { code, output } = await bench(['--tiny', '--only', 'render,images,renders', '--results', file], { BENCH_TARGETS: 'ours-node' });
+    expect(code, output.slice(-3_000)).toBe(0);
+    const render = section(file, 'render-tiny');
+    for (const label of ['full, PNG', 'full, PNG, cold', 'thumbnail 320 px, WebP', 'thumbnail 320 px, WebP, cold']) expect(row(render, label)[1], label).toMatch(/^[\d,.]+$/);
+    expect(render).toMatch(/full PNG cold [\d.]+× the peer's wall p50/);
+    const images = section(file, 'images-tiny');
+    expect(row(images, 'resize miss, 2 in flight')[1]).toMatch(/^[\d,.]+$/);
+    expect(images).toMatch(/ours reached \*\*\d+ %\*\* of the peer's rate/);
+    expect(row(images, 'cached variant, 4 in flight')[6]).toMatch(/^200×\d+$/);
+    expect(section(file, 'renders-tiny')).toMatch(/Delivery p99 with the render load: [\d.]+× the p99 alone/);
   });
 });

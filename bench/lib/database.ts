@@ -49,10 +49,16 @@ export async function createBenchDatabase(): Promise<BenchDatabase> {
   };
 }
 
-/** A user owning one private image: what `POST /api/sessions` needs. */
-export async function createOwnerWithImage(db: pg.Pool): Promise<{ userId: string; imageId: string }> {
+/** A user (the images bench uploads as one). */
+export async function createUser(db: pg.Pool): Promise<string> {
   const userId = newUserId();
   await insertUser(db, { userId, username: `bench_${userId.slice(4)}`, email: `${userId}@example.invalid`, displayName: 'bench' });
+  return userId;
+}
+
+/** A user owning one private image: what `POST /api/sessions` needs. */
+export async function createOwnerWithImage(db: pg.Pool): Promise<{ userId: string; imageId: string }> {
+  const userId = await createUser(db);
   const imageId = newImageId();
   await insertImage(db, {
     imageId,

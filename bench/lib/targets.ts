@@ -11,7 +11,7 @@ import { TokenService } from '../../server/auth/tokens.ts';
 import { COLLAB_PATH } from '../../shared/protocol.ts';
 import { nodeBin, repoRoot } from '../../test/support/uws-runtime.ts';
 import { spawnServer, type ServerChild } from './child.ts';
-import { createOwnerWithImage, type BenchDatabase } from './database.ts';
+import { createOwnerWithImage, createUser, type BenchDatabase } from './database.ts';
 
 export interface Target {
   /** 'stock', 'ours-node', 'ours-uws'. */
@@ -51,6 +51,17 @@ function baseEnv(): Record<string, string> {
     HOME: process.env.HOME ?? '/tmp',
     ...(options ? { NODE_OPTIONS: options } : {}),
   };
+}
+
+/** A token for `userId` that every one of our targets of this run accepts. */
+export function benchToken(userId: string): Promise<string> {
+  return new TokenService(BENCH_SECRET).sign(userId, { expiresInSeconds: 3600 });
+}
+
+/** A new user of the bench database and its token (once a server has migrated the database). */
+export async function benchUser(db: BenchDatabase): Promise<{ userId: string; token: string }> {
+  const userId = await createUser(db.pool);
+  return { userId, token: await benchToken(userId) };
 }
 
 export function stockTarget(db: BenchDatabase, options: TargetOptions = {}): Target {

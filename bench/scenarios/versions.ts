@@ -14,22 +14,17 @@
  *
  * Writes its section of bench/RESULTS.md (between `<!-- bench:versions:start/end -->`).
  */
-import { execFileSync } from 'node:child_process';
 import { availableParallelism, cpus } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { TokenService } from '../../server/auth/tokens.ts';
 import { readCanvas } from '../../shared/canvas.ts';
 import { addLayer, type NewLayer } from '../../shared/layers.ts';
 import { versionTree } from '../../persistence/repositories/versions.ts';
-import { spawnServer } from '../lib/child.ts';
 import { allAcknowledged, connect, withTimeout } from '../lib/clients.ts';
 import { createBenchDatabase, createOwnerWithImage } from '../lib/database.ts';
+import { sequential, timed } from '../lib/load.ts';
+import { gitFacts } from '../lib/machine.ts';
 import { writeSection } from '../lib/results-file.ts';
 import { summarize, fmt, type Summary } from '../lib/stats.ts';
-
-const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
-const SECRET = 'bench-secret-bench-secret-bench-secret-0123';
+import { benchToken, oursTarget } from '../lib/targets.ts';
 /** The sizes of one run; `full` is the published one (the harness's `--quick` and `--tiny` shrink it). */
 export const VERSIONS_SIZES = {
   full: { layers: 200, snapshotRuns: 40, treeVersions: 1_000, treeBranches: 40, treeRuns: 30 },
@@ -90,12 +85,6 @@ async function post(url: string, token: string, body: unknown): Promise<{ status
   return { status: res.status, json: await res.json() };
 }
 
-async function timed<T>(fn: () => Promise<T>): Promise<{ ms: number; value: T }> {
-  const started = performance.now();
-  const value = await fn();
-  return { ms: performance.now() - started, value };
-}
-
 const row = (label: string, s: Summary, extra = '') => `| ${label} | ${s.n} | ${fmt(s.p50)} | ${fmt(s.mean)} | ${fmt(s.p99)} | ${fmt(s.max)} |${extra}`;
 
 export interface VersionsRun {
@@ -120,29 +109,17 @@ async function versions({ resultsFile, command }: VersionsRun): Promise<string> 
   const random = rng(seed);
   process.stderr.write(`[bench] versions: seed ${seed}\n`);
   const database = await createBenchDatabase();
-  const server = await spawnServer({
-    label: 'ours',
-    command: [join(repoRoot, 'node_modules/.bin/node'), join(repoRoot, 'server/main.ts')],
+  const target = oursTarget(database, 'node', [], {
     env: {
-      PATH: process.env.PATH ?? '/usr/bin:/bin',
-      PORT: '0',
-      HOST: '127.0.0.1',
-      TRANSPORT: 'node',
-      DATABASE_URL: database.url,
-      AUTH_JWT_SECRET: SECRET,
-      LOG_LEVEL: 'info',
       AUTOSAVE_QUIET_MS: '0',
       // The bench saves hundreds of versions as one user: measure saving, not the per-user limit.
       RATE_LIMIT_VERSION_SAVES: '1000000',
-      ...(process.env.BENCH_SERVER_NODE_OPTIONS ? { NODE_OPTIONS: process.env.BENCH_SERVER_NODE_OPTIONS } : {}),
     },
-    cwd: repoRoot,
-    wsPath: '/collab',
   });
-  const tokens = new TokenService(SECRET);
+  const server = await target.start();
   try {
     const { userId, imageId } = await createOwnerWithImage(database.pool);
-    const token = await tokens.sign(userId, { expiresInSeconds: 3600 });
+    const token = await benchToken(userId);
     const newSession = async (extra: Record<string, unknown> = {}) => {
       const res = await post(`${server.httpUrl}/api/sessions`, token, { imageId, ...extra });
       if (res.status !== 201) throw new Error(`session: ${res.status} ${JSON.stringify(res.json)}`);
@@ -161,14 +138,11 @@ async function versions({ resultsFile, command }: VersionsRun): Promise<string> 
     for (let i = 0; i < LAYERS - 1; i++) addLayer(client.doc, benchLayer(i, imageId, random)); // + the original = 200
     await withTimeout(allAcknowledged(client.provider), 30_000, 'acknowledgement of 200 layers');
     const canvasBytes = Buffer.byteLength(JSON.stringify(readCanvas(client.doc)));
-    for (let i = 0; i < 3; i++) await saveVersion(sessionId); // warm-up
-    const loaded: number[] = [];
-    for (let i = 0; i < SNAPSHOT_RUNS; i++) loaded.push((await timed(() => saveVersion(sessionId))).ms);
+    const loaded = await sequential(SNAPSHOT_RUNS, () => saveVersion(sessionId), 3);
     client.destroy();
     // No client: the document unloads once its last connection is gone; the next save reads the log.
     await new Promise((resolve) => setTimeout(resolve, 500));
-    const fromLog: number[] = [];
-    for (let i = 0; i < SNAPSHOT_RUNS; i++) fromLog.push((await timed(() => saveVersion(sessionId))).ms);
+    const fromLog = await sequential(SNAPSHOT_RUNS, () => saveVersion(sessionId));
     const { rows: written } = await database.pool.query<{ versions: number; layers: number }>(
       `SELECT count(DISTINCT v.version_id)::int AS versions, count(*)::int AS layers
        FROM image_versions v JOIN canvas_layers l USING (version_id) WHERE v.session_id = $1`,
@@ -177,7 +151,7 @@ async function versions({ resultsFile, command }: VersionsRun): Promise<string> 
 
     // ---- 2. a version tree of 1,000 versions ------------------------------------------------
     const tree = await createOwnerWithImage(database.pool);
-    const treeToken = await tokens.sign(tree.userId, { expiresInSeconds: 3600 });
+    const treeToken = await benchToken(tree.userId);
     const treePost = (path: string, body: unknown) => post(`${server.httpUrl}${path}`, treeToken, body);
     const created: string[] = [];
     const buildStarted = performance.now();
@@ -212,10 +186,7 @@ async function versions({ resultsFile, command }: VersionsRun): Promise<string> 
         count = value.versions.length;
         depth = Math.max(...value.versions.map((v) => v.depth));
       }
-      for (let i = 0; i < TREE_RUNS + 3; i++) {
-        const { ms } = await timed(() => versionTree(database.pool, tree.imageId));
-        if (i >= 3) query.push(ms);
-      }
+      query.push(...(await sequential(TREE_RUNS, () => versionTree(database.pool, tree.imageId), 3)));
       return { http: summarize(http), query: summarize(query) };
     };
     // Right after the bulk insert the table has no planner statistics yet (autovacuum analyzes
@@ -227,22 +198,13 @@ async function versions({ resultsFile, command }: VersionsRun): Promise<string> 
 
     // ---- report -----------------------------------------------------------------------------
     const { rows: settings } = await database.pool.query<{ v: string }>(`SELECT current_setting('server_version') AS v`);
-    const git = (() => {
-      try {
-        const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repoRoot, encoding: 'utf8' }).trim();
-        const dirty = execFileSync('git', ['status', '--porcelain'], { cwd: repoRoot, encoding: 'utf8' }).split('\n').filter(Boolean).length;
-        return `commit ${sha}${dirty ? ` + ${dirty} uncommitted file(s) in the working tree` : ''}`;
-      } catch {
-        return 'git unavailable';
-      }
-    })();
     const body = [
       '## Versions: snapshot a 200-layer canvas, load a 1,000-version tree',
       '',
       `- Command: \`${command}\` (scenario versions of bench/run.ts; fresh PostgreSQL database; our server as a child process, node transport, \`AUTOSAVE_QUIET_MS=0\`)`,
       `- Date: ${new Date().toISOString()} (took ${Math.round((Date.now() - started) / 1000)} s); seed ${seed} (\`BENCH_SEED=${seed}\` repeats the tree's shape)`,
       `- Machine: \`nproc\` = ${availableParallelism()} (${cpus()[0]?.model ?? '?'}), Node ${process.version}, PostgreSQL ${settings[0]?.v ?? '?'} on loopback; server, client and PostgreSQL share these cores`,
-      `- Code: ${git}`,
+      `- Code: ${gitFacts()}`,
       '- Wall time seen by the HTTP client, in ms: request → response, including the server reading and validating the canvas and committing the transaction.',
       '',
       `### 1. Snapshot of a ${LAYERS}-layer canvas (${(canvasBytes / 1024).toFixed(0)} KiB of canvas JSON; all five layer types)`,
@@ -273,6 +235,7 @@ async function versions({ resultsFile, command }: VersionsRun): Promise<string> 
     return body;
   } finally {
     await server.stop();
+    target.cleanup();
     await database.drop();
   }
 }

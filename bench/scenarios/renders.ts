@@ -1,5 +1,5 @@
 /**
- * Renders beside live editing: `node_modules/.bin/node bench/renders.ts`
+ * Renders beside live editing, a scenario of bench/run.ts (`npm run bench -- --only renders`).
  *
  * Target (the renderer issue): while renders and ingests run at full speed, the WebSocket
  * delivery p99 of a concurrent editing load rises by at most 20 %.
@@ -15,66 +15,35 @@
  *    per-session save limit), and (c) image ingests
  *    (`POST /api/images`, a 2K JPEG each time with different bytes) all run.
  * Reported: delivery p50/p99 in both, the p99 ratio against the 1.20 target, and what the render
- * and ingest loads achieved meanwhile.
- *
- * The load generator shares the machine (2 cores, shared with other work): numbers are
- * indicative. Writes its section of bench/RESULTS.md (`bench:renders`).
+ * and ingest loads achieved meanwhile. Writes its section of bench/RESULTS.md.
  */
 import { availableParallelism, cpus } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
-import { photoJpeg } from '../test/support/images.ts';
-import type { ServerChild } from './lib/child.ts';
-import { connectMany } from './lib/clients.ts';
-import { createBenchDatabase } from './lib/database.ts';
-import { gitFacts } from './lib/machine.ts';
-import { busyCores } from './lib/procfs.ts';
-import { writeSection } from './lib/results-file.ts';
-import { fmt, summarize, type Summary } from './lib/stats.ts';
-import { oursTarget } from './lib/targets.ts';
-import { runFanout, type FanoutOptions, type FanoutResult } from './scenarios/fanout.ts';
+import { photoJpeg } from '../../test/support/images.ts';
+import type { ServerChild } from '../lib/child.ts';
+import { connectMany } from '../lib/clients.ts';
+import { createBenchDatabase } from '../lib/database.ts';
+import { closedLoop } from '../lib/load.ts';
+import { gitFacts } from '../lib/machine.ts';
+import { busyCores } from '../lib/procfs.ts';
+import { writeSection } from '../lib/results-file.ts';
+import { fmt } from '../lib/stats.ts';
+import { oursTarget } from '../lib/targets.ts';
+import { runFanout, type FanoutOptions, type FanoutResult } from './fanout.ts';
 
-const repoRoot = fileURLToPath(new URL('..', import.meta.url));
-const quick = process.argv.includes('--quick');
-const FANOUT: FanoutOptions = quick
-  ? { documents: 5, clientsPerDocument: 5, editsPerSecondPerClient: 4, warmupMs: 2_000, windowMs: 8_000, drainMs: 5_000 }
-  : { documents: 10, clientsPerDocument: 5, editsPerSecondPerClient: 4, warmupMs: 3_000, windowMs: 20_000, drainMs: 10_000 };
+/** The editing load of one run; `full` is the published one. */
+export const RENDERS_SIZES: Record<'full' | 'quick' | 'tiny', FanoutOptions> = {
+  full: { documents: 10, clientsPerDocument: 5, editsPerSecondPerClient: 4, warmupMs: 3_000, windowMs: 20_000, drainMs: 10_000 },
+  quick: { documents: 5, clientsPerDocument: 5, editsPerSecondPerClient: 4, warmupMs: 2_000, windowMs: 8_000, drainMs: 5_000 },
+  tiny: { documents: 2, clientsPerDocument: 3, editsPerSecondPerClient: 4, warmupMs: 300, windowMs: 1_000, drainMs: 2_000 },
+};
 
-interface LoopStats {
-  done: number;
-  failed: number;
-  latency: Summary;
-}
-
-/** `concurrency` loops calling `step` until stopped; counts and times each step. */
-function closedLoop(concurrency: number, step: (loop: number, n: number) => Promise<void>) {
-  const latencies: number[] = [];
-  let failed = 0;
-  let stop = false;
-  let n = 0;
-  let lastError = '';
-  const loops = Array.from({ length: concurrency }, async (_, loop) => {
-    while (!stop) {
-      const t0 = performance.now();
-      try {
-        await step(loop, n++);
-        latencies.push(performance.now() - t0);
-      } catch (error) {
-        failed += 1;
-        lastError = String(error);
-        await sleep(50);
-      }
-    }
-  });
-  return {
-    async stop(): Promise<LoopStats & { lastError: string }> {
-      stop = true;
-      await Promise.all(loops);
-      return { done: latencies.length, failed, latency: summarize(latencies), lastError };
-    },
-  };
+export interface RendersRun {
+  size: keyof typeof RENDERS_SIZES;
+  resultsFile: string;
+  command: string;
+  section: string;
 }
 
 async function ok(response: Response, what: string): Promise<unknown> {
@@ -94,7 +63,9 @@ async function metric(server: ServerChild, pattern: RegExp): Promise<number> {
 const row = (label: string, r: FanoutResult) =>
   `| ${label} | ${fmt(r.deliveredPerSecond, 0)} | ${fmt(r.latency.p50)} | ${fmt(r.latency.p99)} | ${fmt(r.latency.max)} | ${fmt(r.serverCpuSeconds / r.windowSeconds)} | ${fmt(r.otherCores)} | ${r.delivered}/${r.expectedDeliveries} |`;
 
-async function main(): Promise<void> {
+/** Runs the scenario, writes its section and resolves with its first lines. */
+export async function runRenders({ size, resultsFile, command, section }: RendersRun): Promise<string> {
+  const FANOUT = RENDERS_SIZES[size];
   const startedAt = new Date();
   const database = await createBenchDatabase();
   const target = oursTarget(database, 'node', [], { label: 'ours (node, inline render worker)' });
@@ -172,11 +143,11 @@ async function main(): Promise<void> {
     const ratio = loaded.latency.p99 / alone.latency.p99;
     const seconds = (FANOUT.warmupMs + FANOUT.windowMs) / 1000;
     const body = [
-      '## Renders beside editing (bench/renders.ts)',
+      '## Renders beside editing',
       '',
-      `Run ${startedAt.toISOString()}, ${gitFacts()}, Node ${process.version}, ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown CPU'}), sharp ${sharp.versions.sharp}.`,
-      `Command: \`node_modules/.bin/node bench/renders.ts${quick ? ' --quick' : ''}\`. One server (node transport, PostgreSQL, local blob store, inline render worker); editing load ${FANOUT.documents} sessions × ${FANOUT.clientsPerDocument} clients, each client ${FANOUT.editsPerSecondPerClient} edits/s, ${FANOUT.windowMs / 1000} s window.`,
-      `**Indicative only**: the machine is shared with other work right now (other cores busy before/after: ${fmt(idleBefore)} / ${fmt(idleAfter)}; "other cores" below is per window), and the load generator shares the 2 cores with the server.`,
+      `- Command: \`${command}\` (scenario renders of bench/run.ts). One server (node transport, PostgreSQL, local blob store, inline render worker); editing load ${FANOUT.documents} sessions × ${FANOUT.clientsPerDocument} clients, each client ${FANOUT.editsPerSecondPerClient} edits/s, ${FANOUT.windowMs / 1000} s window.`,
+      `- Date: ${startedAt.toISOString()}; code: ${gitFacts()}; Node ${process.version}, ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown CPU'}), sharp ${sharp.versions.sharp}.`,
+      `- **Machine load**: other cores busy before/after: ${fmt(idleBefore)} / ${fmt(idleAfter)} ("other cores" below is per window); the load generator shares the cores with the server. The ratio (loaded ÷ alone, same server, same minutes) is the figure; absolute latencies move with the machine.`,
       '',
       '| editing load | deliveries/s | p50 ms | p99 ms | max ms | server cores | other cores | delivered |',
       '|---|---|---|---|---|---|---|---|',
@@ -188,8 +159,8 @@ async function main(): Promise<void> {
       `Meanwhile (≈ ${fmt(seconds, 0)} s, warm-up included): ${renders.done} on-demand renders of the live 2K canvas at a new size each (2 in flight; ${fmt(renders.done / seconds, 1)}/s, p50 ${fmt(renders.latency.p50)} ms, p99 ${fmt(renders.latency.p99)} ms; ${renders.failed} failed${renders.failed ? `: ${renders.lastError.slice(0, 120)}` : ''}), ${saves.done} versions saved (${saves.failed} failed${saves.failed ? `: ${saves.lastError.slice(0, 160)}` : ''}), ${jobs} thumbnail jobs done by the inline worker, ${rendered} renders in all by the server, ${ingests.done} ingests of a 2K JPEG (p50 ${fmt(ingests.latency.p50)} ms; ${ingests.failed} failed${ingests.failed ? `: ${ingests.lastError.slice(0, 120)}` : ''}).`,
       'Renders and ingests run in worker threads (the renderer\'s pool, libvips\'s threads), so the event loop that delivers edits only waits for their I/O; on two shared cores they still compete for CPU with it, which is what the ratio measures.',
     ].join('\n');
-    writeSection(join(repoRoot, 'bench/RESULTS.md'), 'renders', body);
-    console.log(body);
+    writeSection(resultsFile, section, body);
+    return body.split('\n').slice(0, 3).join('\n');
   } finally {
     for (const c of clients) c.destroy();
     await server?.kill9().catch(() => {});
@@ -197,5 +168,3 @@ async function main(): Promise<void> {
     await database.drop().catch(() => {});
   }
 }
-
-await main();
