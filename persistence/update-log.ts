@@ -105,19 +105,29 @@ export class UpdateLog {
 
   /** Reads and merges a document's rows. Throws if the database cannot be read: never "empty". */
   async load(sessionId: string): Promise<LoadedDocument> {
-    const rows = await loadLog(this.#db, sessionId);
-    this.#sinceCompaction.set(sessionId, rows.filter((r) => r.kind === 'update').length);
-    if (rows.length === 0) return { state: new Uint8Array(0), rows: 0, bytes: 0 };
     const doc = new Y.Doc();
     try {
-      doc.transact(() => {
-        for (const row of rows) Y.applyUpdate(doc, row.payload);
-      });
-      const state = Y.encodeStateAsUpdate(doc);
-      return { state, rows: rows.length, bytes: rows.reduce((n, r) => n + r.payload.byteLength, 0) };
+      const { rows, bytes } = await this.loadInto(doc, sessionId);
+      return { state: rows === 0 ? new Uint8Array(0) : Y.encodeStateAsUpdate(doc), rows, bytes };
     } finally {
       doc.destroy();
     }
+  }
+
+  /**
+   * Applies a document's rows to `doc` in one transaction (the server loads straight into the
+   * Hocuspocus document: no merged copy to encode and decode again). Throws if the database cannot
+   * be read: never "empty".
+   */
+  async loadInto(doc: Y.Doc, sessionId: string): Promise<{ rows: number; bytes: number }> {
+    const rows = await loadLog(this.#db, sessionId);
+    this.#sinceCompaction.set(sessionId, rows.filter((r) => r.kind === 'update').length);
+    if (rows.length > 0) {
+      doc.transact(() => {
+        for (const row of rows) Y.applyUpdate(doc, row.payload);
+      });
+    }
+    return { rows: rows.length, bytes: rows.reduce((n, r) => n + r.payload.byteLength, 0) };
   }
 
   /**

@@ -4,7 +4,7 @@
  * not use that extension). Every change itself reaches the log on the update path
  * (server/extensions/updates.ts), not here.
  *
- * - Load: the log's rows merged (`UpdateLog.load`). A database that cannot be read refuses the
+ * - Load: the log's rows applied to the document in one transaction (`UpdateLog.loadInto`). A database that cannot be read refuses the
  *   connection; it never yields an empty document that could later be stored over the real one.
  * - Store (Hocuspocus's debounced `onStoreDocument`, and on unload): waits for the log's commit and
  *   compacts the document's rows into one snapshot row once they have grown past
@@ -12,7 +12,6 @@
  *   in-memory document.
  */
 import type { Extension, onLoadDocumentPayload, onStoreDocumentPayload, afterUnloadDocumentPayload } from '@hocuspocus/server';
-import * as Y from 'yjs';
 import type { Logger } from 'pino';
 import type { UpdateLog } from '../../persistence/update-log.ts';
 
@@ -33,7 +32,8 @@ export class PersistenceExtension implements Extension {
     // creates nothing, so no empty document can later be stored over the real one.
     let loaded;
     try {
-      loaded = await this.#log.load(documentName);
+      // Before the update path's listener exists (afterLoadDocument): the rows are not logged again.
+      loaded = await this.#log.loadInto(document, documentName);
     } catch (error) {
       // Hocuspocus does not destroy a document whose load failed (#1156): its awareness timer
       // would leak. Nothing was broadcast or stored from it.
@@ -42,8 +42,6 @@ export class PersistenceExtension implements Extension {
       throw error;
     }
     if (loaded.rows === 0) this.#logger.warn({ session: documentName }, 'document has no stored state; starting empty');
-    // Before the update path's listener exists (afterLoadDocument): the loaded state is not logged again.
-    else Y.applyUpdate(document, loaded.state);
   }
 
   async onStoreDocument({ documentName }: onStoreDocumentPayload): Promise<void> {
