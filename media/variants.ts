@@ -141,8 +141,11 @@ export function applyVariant(pipeline: Sharp, spec: VariantSpec): Sharp {
   }
 }
 
-/** Resizes an original held in memory (bounded by the upload limit and the job queue). */
-export async function renderVariant(input: Buffer, spec: VariantSpec, limits: { maxPixels: number; timeoutMs: number }): Promise<Buffer> {
+/**
+ * Resizes an original: bytes held in memory (bounded by the upload limit and the job queue) or a
+ * file libvips reads itself (the local blob store's; no Buffer of the original on the JS heap).
+ */
+export async function renderVariant(input: Buffer | string, spec: VariantSpec, limits: { maxPixels: number; timeoutMs: number }): Promise<Buffer> {
   const pipeline = sharp(input, decodeOptions(limits)).timeout({ seconds: Math.max(1, Math.ceil(limits.timeoutMs / 1000)) });
   return applyVariant(pipeline, spec).toBuffer();
 }

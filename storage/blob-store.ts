@@ -57,6 +57,12 @@ export interface BlobStore {
    * server's own upload route stands in).
    */
   presignPut?(key: BlobKey, options: { contentType: string; contentLength: number; expiresInSeconds: number }): Promise<PresignedPut>;
+  /**
+   * Only stores on this machine's disk: the file holding the object, for a reader that opens it
+   * itself (libvips decoding an original reads the file directly, instead of the bytes being
+   * streamed into a Buffer first). Throws `BlobNotFound` when absent.
+   */
+  filePath?(key: BlobKey): Promise<string>;
   close(): Promise<void>;
 }
 

@@ -108,6 +108,17 @@ export class LocalBlobStore implements BlobStore {
     }
   }
 
+  async filePath(key: BlobKey): Promise<string> {
+    const path = this.#path('data', key);
+    try {
+      await stat(path);
+    } catch (error) {
+      if (isMissing(error)) throw new BlobNotFound(`no blob ${key}`);
+      throw error;
+    }
+    return path;
+  }
+
   async head(key: BlobKey): Promise<{ size: number; contentType: string } | undefined> {
     try {
       const { size } = await stat(this.#path('data', key));

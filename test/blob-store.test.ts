@@ -5,7 +5,7 @@
  * validation, failed streams leaving nothing behind, and (S3) presigned direct uploads.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
@@ -170,6 +170,19 @@ describe.each(['local', 's3'] as const)('BlobStore contract: %s', (kind) => {
     await expect(h.store.put(blobKey('failed/exact'), failing(50_000), 'image/jpeg')).rejects.toThrow('client went away');
     expect(await h.keys()).toEqual(before);
     expect(await h.temporaries()).toEqual([]);
+  });
+
+  it('names the file of an object only where it is on this disk (local: its bytes; S3: no such method)', async () => {
+    if (kind === 's3') {
+      expect(h.store.filePath).toBeUndefined();
+      return;
+    }
+    const bytes = randomBytes(70_000);
+    const { key } = await h.store.putStream('originals/', chunked(bytes), 'image/jpeg');
+    const path = await h.store.filePath!(key);
+    expect(sha(readFileSync(path))).toBe(sha(bytes));
+    await expect(h.store.filePath!(blobKey('originals/absent'))).rejects.toBeInstanceOf(BlobNotFound);
+    await expect(h.store.filePath!('../etc/passwd' as never)).rejects.toBeInstanceOf(BlobKeyInvalid);
   });
 
   // (Whether the store refuses a body longer than the signed content-length, or a URL whose path was

@@ -33,6 +33,8 @@ export interface LoopStats {
   done: number;
   failed: number;
   latency: SummaryP95;
+  /** Every measured step's wall time, ms. */
+  samples: number[];
   lastError: string;
   seconds: number;
   perSecond: number;
@@ -76,7 +78,7 @@ export function closedLoop(concurrency: number, step: (loop: number, n: number) 
       const seconds = (performance.now() - t0) / 1000;
       stop = true;
       await Promise.all(loops);
-      return { done: latencies.length, failed, latency: withP95(latencies), lastError, seconds, perSecond: latencies.length / seconds };
+      return { done: latencies.length, failed, latency: withP95(latencies), samples: latencies, lastError, seconds, perSecond: latencies.length / seconds };
     },
   };
 }
@@ -103,6 +105,8 @@ export interface HttpLoadResult {
   seconds: number;
   perSecond: number;
   latency: SummaryP95;
+  /** Every measured request's wall time, ms. */
+  samples: number[];
   statuses: Record<number, number>;
   bytes: number;
 }
@@ -139,7 +143,7 @@ export async function httpClosedLoop(
   counting = false; // the answers still in flight count neither here nor in the latencies
   const r = await load.stop();
   agent.destroy();
-  return { requests: r.done, seconds: r.seconds, perSecond: r.perSecond, latency: r.latency, statuses, bytes };
+  return { requests: r.done, seconds: r.seconds, perSecond: r.perSecond, latency: r.latency, samples: r.samples, statuses, bytes };
 }
 
 /** Pings `/healthz` every `everyMs` until stopped; the latencies say how responsive the loop stayed. */
