@@ -209,8 +209,6 @@ export function blendInto(backdrop: Buffer, frameWidth: number, frameHeight: num
   const ns: number | undefined = NS_MODES[mode as keyof typeof NS_MODES];
   const lut = ns === undefined ? separableLut(mode) : undefined;
   const lut8 = ns === undefined ? separableLut8(mode) : undefined;
-  const cb = new Float64Array(3);
-  const cs = new Float64Array(3);
   const bl = new Float64Array(3);
   const s = src.data;
   for (let y = y0; y < y1; y++) {
@@ -228,24 +226,24 @@ export function blendInto(backdrop: Buffer, frameWidth: number, frameHeight: num
       }
       const as = as8 / 255;
       const ab = backdrop[bi + 3]! / 255;
+      const b0 = backdrop[bi]!, b1 = backdrop[bi + 1]!, b2 = backdrop[bi + 2]!;
+      const s0 = s[si]!, s1 = s[si + 1]!, s2 = s[si + 2]!;
+      const cb0 = b0 / 255, cb1 = b1 / 255, cb2 = b2 / 255;
+      const cs0 = s0 / 255, cs1 = s1 / 255, cs2 = s2 / 255;
+      let bl0: number, bl1: number, bl2: number;
       if (lut) {
-        for (let k = 0; k < 3; k++) {
-          cb[k] = backdrop[bi + k]! / 255;
-          cs[k] = s[si + k]! / 255;
-          bl[k] = lut[(backdrop[bi + k]! << 8) | s[si + k]!]!;
-        }
+        bl0 = lut[(b0 << 8) | s0]!; bl1 = lut[(b1 << 8) | s1]!; bl2 = lut[(b2 << 8) | s2]!;
+      } else if (ab > 0) {
+        nonSeparableInto(ns!, cb0, cb1, cb2, cs0, cs1, cs2, bl);
+        bl0 = bl[0]!; bl1 = bl[1]!; bl2 = bl[2]!;
       } else {
-        cb[0] = backdrop[bi]! / 255; cb[1] = backdrop[bi + 1]! / 255; cb[2] = backdrop[bi + 2]! / 255;
-        cs[0] = s[si]! / 255; cs[1] = s[si + 1]! / 255; cs[2] = s[si + 2]! / 255;
-        if (ab > 0) nonSeparableInto(ns!, cb[0]!, cb[1]!, cb[2]!, cs[0]!, cs[1]!, cs[2]!, bl);
-        else { bl[0] = cs[0]; bl[1] = cs[1]; bl[2] = cs[2]; }
+        bl0 = cs0; bl1 = cs1; bl2 = cs2;
       }
+      // Cs' = (1 − αb)·Cs + αb·B; co = αs·Cs' + αb·Cb·(1 − αs); Co = co / αo (unrolled, the same arithmetic per channel)
       const ao = as + ab * (1 - as);
-      for (let k = 0; k < 3; k++) {
-        const csp = (1 - ab) * cs[k]! + ab * bl[k]!;
-        const co = as * csp + ab * cb[k]! * (1 - as);
-        backdrop[bi + k] = clamp255((co / ao) * 255);
-      }
+      backdrop[bi] = clamp255(((as * ((1 - ab) * cs0 + ab * bl0) + ab * cb0 * (1 - as)) / ao) * 255);
+      backdrop[bi + 1] = clamp255(((as * ((1 - ab) * cs1 + ab * bl1) + ab * cb1 * (1 - as)) / ao) * 255);
+      backdrop[bi + 2] = clamp255(((as * ((1 - ab) * cs2 + ab * bl2) + ab * cb2 * (1 - as)) / ao) * 255);
       backdrop[bi + 3] = clamp255(ao * 255);
     }
   }
