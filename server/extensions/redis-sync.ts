@@ -322,11 +322,12 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
       work.push(this.#publish(stateMessage(this.identifier, name, document)));
       // Claims to renew here, or states of other nodes' clients that may have lost their owner.
       if (!this.#claims.hasLocal(name) && !this.#hasRemoteStates(name, document)) continue;
+      const askedAt = Date.now();
       work.push(
         this.#claims.round(name, judging).then(
           (unused) => {
             if (!judging) return;
-            const removed = this.#sweep.apply(document, unused, (id) => this.#claims.isLocal(name, id));
+            const removed = this.#sweep.apply(document, unused, (id) => this.#claims.isLocal(name, id), askedAt);
             if (removed > 0) this.#opts.logger.info({ session: name, removed }, 'redis sync: removed presence no live node owns');
           },
           (error: unknown) => this.#opts.logger.debug({ err: error, session: name }, 'redis sync: claims round failed; next round'),

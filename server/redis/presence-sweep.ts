@@ -35,10 +35,16 @@ export class PresenceSweep {
     this.#origin = origin;
   }
 
-  /** A round's report for `document`; returns how many states it removed. */
-  apply(document: Document, unused: readonly number[], isLocal: (clientId: number) => boolean): number {
+  /**
+   * A round's report for `document`, asked for at `askedAt` (ms); returns how many states it
+   * removed. A state updated since the report was asked for is kept whatever it says: its client
+   * was claimed again meanwhile (the report and the update that followed the claim travel on
+   * different connections, so they may arrive in either order).
+   */
+  apply(document: Document, unused: readonly number[], isLocal: (clientId: number) => boolean, askedAt: number): number {
     const states = document.awareness.getStates();
-    const candidates = unused.filter((id) => states.has(id) && !isLocal(id));
+    const meta = document.awareness.meta;
+    const candidates = unused.filter((id) => states.has(id) && !isLocal(id) && (meta.get(id)?.lastUpdated ?? 0) < askedAt);
     const { remove, suspects } = confirmUnused(this.#suspects.get(document.name) ?? new Set(), candidates);
     if (suspects.size > 0) this.#suspects.set(document.name, suspects);
     else this.#suspects.delete(document.name);
