@@ -20,7 +20,7 @@ import { RenderPool } from '../../renderer/pool.ts';
 import { gitFacts } from '../lib/machine.ts';
 import { busyCores } from '../lib/procfs.ts';
 import { writeSection } from '../lib/results-file.ts';
-import { fmt, ratio, summarize, type Summary } from '../lib/stats.ts';
+import { fmt, summarize, type Summary } from '../lib/stats.ts';
 
 type M = [number, number, number, number, number, number];
 const rot = (deg: number, x: number, y: number, s = 1): M => {
@@ -100,32 +100,55 @@ export interface RenderRun {
   /** Process CPU time per render (this thread + libvips threads), ms. */
   cpu: Summary;
   bytes: number;
+  /** With a peer: its wall and CPU samples, each run right after one of ours, and ours ÷ peer per pair. */
+  paired?: { wall: number[]; cpu: number[]; wallRatios: number[]; cpuRatios: number[] };
 }
 
-/** Renders `runs` times after `warmup` renders, sequentially; wall time per render in ms. */
+async function timedCpu<T>(fn: () => Promise<T>): Promise<{ wall: number; cpu: number; value: T }> {
+  const t0 = performance.now();
+  const c0 = process.cpuUsage();
+  const value = await fn();
+  const c = process.cpuUsage(c0);
+  return { wall: performance.now() - t0, cpu: (c.user + c.system) / 1000, value };
+}
+
+/**
+ * Renders `runs` times after `warmup` renders, sequentially; wall and CPU time per render in ms.
+ * With `peer`, each render is followed by one run of the peer, so the two see the same minutes
+ * of a machine whose load changes (the ratio is taken per pair).
+ */
 export async function measureRender(
   label: string,
-  canvas: Canvas,
+  canvasOf: Canvas | ((run: number) => Canvas),
   images: ImageSource,
   options: RenderOptions,
   runs: number,
   warmup: number,
   render: typeof renderCanvas = renderCanvas,
+  peer?: () => Promise<unknown>,
 ): Promise<RenderRun> {
   let bytes = 0;
-  for (let i = 0; i < warmup; i++) await render(canvas, images, options);
+  const canvas = (i: number) => (typeof canvasOf === 'function' ? canvasOf(i) : canvasOf);
+  for (let i = 0; i < warmup; i++) {
+    await render(canvas(-1 - i), images, options);
+    await peer?.();
+  }
   const samples: number[] = [];
   const cpu: number[] = [];
+  const paired = { wall: [] as number[], cpu: [] as number[], wallRatios: [] as number[], cpuRatios: [] as number[] };
   for (let i = 0; i < runs; i++) {
-    const t0 = performance.now();
-    const c0 = process.cpuUsage();
-    const r = await render(canvas, images, options);
-    const c = process.cpuUsage(c0);
-    samples.push(performance.now() - t0);
-    cpu.push((c.user + c.system) / 1000);
-    bytes = r.data.length;
+    const r = await timedCpu(() => render(canvas(i), images, options));
+    samples.push(r.wall);
+    cpu.push(r.cpu);
+    bytes = r.value.data.length;
+    if (!peer) continue;
+    const p = await timedCpu(peer);
+    paired.wall.push(p.wall);
+    paired.cpu.push(p.cpu);
+    paired.wallRatios.push(r.wall / p.wall);
+    paired.cpuRatios.push(r.cpu / p.cpu);
   }
-  return { label, options, summary: summarize(samples), cpu: summarize(cpu), bytes };
+  return { label, options, summary: summarize(samples), cpu: summarize(cpu), bytes, ...(peer ? { paired } : {}) };
 }
 
 /**
@@ -151,21 +174,6 @@ export async function sharpPeer(images: ImageSource): Promise<Buffer> {
   return sharp(bg).resize(1920, 1080, { fit: 'fill' }).composite(layers).png({ compressionLevel: 1, adaptiveFiltering: false }).toBuffer();
 }
 
-async function measurePeer(images: ImageSource, runs: number, warmup: number): Promise<{ summary: Summary; cpu: Summary }> {
-  for (let i = 0; i < warmup; i++) await sharpPeer(images);
-  const wall: number[] = [];
-  const cpu: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const t0 = performance.now();
-    const c0 = process.cpuUsage();
-    await sharpPeer(images);
-    const c = process.cpuUsage(c0);
-    wall.push(performance.now() - t0);
-    cpu.push((c.user + c.system) / 1000);
-  }
-  return { summary: summarize(wall), cpu: summarize(cpu) };
-}
-
 /** The sizes of one run. */
 export const RENDER_SIZES = {
   full: { runs: 30, warmup: 3, profileRuns: 5 },
@@ -180,7 +188,14 @@ export interface RenderRunOptions {
   section: string;
 }
 
-const TARGETS: Record<string, number> = { 'full, PNG': 150, 'full, PNG, cold': 150, 'thumbnail 320 px, WebP': 40, 'thumbnail 320 px, WebP, cold': 40 };
+const TARGETS: Record<string, number> = {
+  'full, PNG': 150,
+  'full, PNG, one layer changed': 150,
+  'full, PNG, cold': 150,
+  'thumbnail 320 px, WebP': 40,
+  'thumbnail 320 px, WebP, one layer changed': 40,
+  'thumbnail 320 px, WebP, cold': 40,
+};
 
 /** Runs the scenario, writes its section and resolves with its first lines. */
 export async function runRender({ size, resultsFile, command, section }: RenderRunOptions): Promise<string> {
@@ -200,12 +215,19 @@ export async function runRender({ size, resultsFile, command, section }: RenderR
   };
   const full = { format: 'png' } as const;
   const thumb = { width: 320, format: 'webp' } as const;
-  results.push(await measureRender('full, PNG', canvas, images, full, RUNS, WARMUP));
-  results.push(await cold(() => measureRender('full, PNG, cold', canvas, images, full, RUNS, WARMUP)));
-  const peer = await measurePeer(images, RUNS, WARMUP);
+  const peer = () => sharpPeer(images);
+  results.push(await measureRender('full, PNG', canvas, images, full, RUNS, WARMUP, renderCanvas, peer));
+  results.push(await cold(() => measureRender('full, PNG, cold', canvas, images, full, RUNS, WARMUP, renderCanvas, peer)));
+  // A session's next version: one layer (the rounded rectangle) moved, the other 19 unchanged.
+  const moved = (run: number): Canvas => {
+    const s1 = canvas.layers.s1!;
+    return { ...canvas, layers: { ...canvas.layers, s1: { ...s1, transform: [1, 0, 0, 1, 900 + (run % 50), 650] } } };
+  };
+  results.push(await measureRender('full, PNG, one layer changed', moved, images, full, RUNS, WARMUP));
   results.push(await measureRender('full, WebP q82', canvas, images, { format: 'webp' }, RUNS, WARMUP));
   results.push(await measureRender('full, JPEG q85', canvas, images, { format: 'jpeg' }, RUNS, WARMUP));
   results.push(await measureRender('thumbnail 320 px, WebP', canvas, images, thumb, RUNS, WARMUP));
+  results.push(await measureRender('thumbnail 320 px, WebP, one layer changed', moved, images, thumb, RUNS, WARMUP));
   results.push(await cold(() => measureRender('thumbnail 320 px, WebP, cold', canvas, images, thumb, RUNS, WARMUP)));
   results.push(await measureRender('thumbnail 320 px, PNG', canvas, images, { width: 320, format: 'png' }, RUNS, WARMUP));
   const pool = new RenderPool({ size: 1 });
@@ -231,6 +253,11 @@ export async function runRender({ size, resultsFile, command, section }: RenderR
   const stageNames = [...new Set(stages.flatMap(([, t]) => Object.keys(t)))].sort();
   const stageRows = stageNames.map((name) => `| ${name} | ${stages.map(([, t]) => fmt((t[name] ?? 0) / PROFILE_RUNS, 1)).join(' | ')} |`);
   const coldFull = results.find((r) => r.label === 'full, PNG, cold')!;
+  const warmFull = results[0]!;
+  const peerWall = summarize([...warmFull.paired!.wall, ...coldFull.paired!.wall]);
+  const peerCpu = summarize([...warmFull.paired!.cpu, ...coldFull.paired!.cpu]);
+  const median = (xs: readonly number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]!;
+  const ratioOf = (xs: readonly number[]) => `${fmt(median(xs))}× (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})`;
   const rows = results.map((r) => {
     const target = TARGETS[r.label];
     const verdict = target === undefined ? '' : r.summary.p50 <= target ? `≤ ${target} ✓` : `≤ ${target} ✗`;
@@ -243,14 +270,14 @@ export async function runRender({ size, resultsFile, command, section }: RenderR
 - Machine: ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown CPU'}), Node ${process.version}, sharp ${sharp.versions.sharp} / libvips ${sharp.versions.vips}, \`sharp.concurrency()\` = ${sharp.concurrency()}
 - **Machine load**: other processes kept ${busyBefore.toFixed(2)} cores busy just before and ${busyAfter.toFixed(2)} just after${busyBefore + busyAfter > 0.5 ? ' — the machine is shared and loaded: wall times are inflated and noisy; the CPU column and the ratio to the peer (same process, same minutes) are the steadier figures' : ''}.
 - Canvas (\`bench/scenarios/render.ts\`): a 2040 × 1356 JPEG background scaled to fit, five rotated 400 × 300 JPEG layers (normal, multiply, screen, luminosity, overlay), four shapes (rounded rectangle with stroke, rotated ellipse in hue, polygon in soft-light, a star path scaled 2×), three drawings (a 200-point pen stroke with an eraser, markers in multiply, a brush), four texts (bold title, justified wrapped paragraph, CJK in difference rotated, serif italic centred), a rounded rectangle with drop-shadow + saturate, and hue-saturation and curves adjustments over everything. Originals: ${(bytes / 1024).toFixed(0)} KiB of JPEG.
-- "cold": the layer cache off (\`RENDER_LAYER_CACHE_BYTES=0\`), every layer decoded and rasterised each time; without it, a repeat at the same size takes the unchanged layers' rasters from the cache (renderer/layer-cache.ts) — what re-rendering a live canvas or a session's next version costs.
+- Three states of the layer cache (renderer/layer-cache.ts): a plain row renders the same canvas again (every raster from the cache: re-rendering a live canvas nobody changed, or another format); "one layer changed" moves the rounded rectangle by a pixel before each render (one layer rasterised, 19 from the cache: a session's next version, the live canvas after an edit); "cold" turns the cache off (\`RENDER_LAYER_CACHE_BYTES=0\`): every layer decoded and rasterised, as the first render of a canvas.
 
 | render | wall p50 ms | wall p99 ms | CPU p50 ms (process) | output | target (wall p50) |
 |---|---:|---:|---:|---:|---|
 ${rows.join('\n')}
-| peer: sharp alone, one \`composite()\` of 20 layers (see below), PNG | ${fmt(peer.summary.p50, 1)} | ${fmt(peer.summary.p99, 1)} | ${fmt(peer.cpu.p50, 1)} | | |
+| peer: sharp alone, one \`composite()\` of 20 layers (see below), PNG | ${fmt(peerWall.p50, 1)} | ${fmt(peerWall.p99, 1)} | ${fmt(peerCpu.p50, 1)} | | |
 
-**Ours against the peer, same run:** full PNG cold ${fmt(ratio(coldFull.summary.p50, peer.summary.p50))}× the peer's wall p50 (CPU ${fmt(ratio(coldFull.cpu.p50, peer.cpu.p50))}×); full PNG repeated ${fmt(ratio(results[0]!.summary.p50, peer.summary.p50))}× (CPU ${fmt(ratio(results[0]!.cpu.p50, peer.cpu.p50))}×). The peer (\`sharpPeer\`): the background decoded and scaled to 1920 × 1080 and 19 of the 400 × 300 originals decoded, rotated and composited with libvips' native blends in one \`composite()\`, PNG at the renderer's settings — no text, vectors, filters, adjustments or non-native modes, and libvips' blends are off for translucent pixels (libvips#4614): the floor a sharp-based renderer starts from, not the same picture.
+**Ours ÷ the peer, same run** (each of our renders followed by one of the peer's; median (min–max) of the ${RUNS} pairs): full PNG cold ${ratioOf(coldFull.paired!.wallRatios)} the peer's wall time, ${ratioOf(coldFull.paired!.cpuRatios)} its CPU; full PNG repeated ${ratioOf(warmFull.paired!.wallRatios)} wall, ${ratioOf(warmFull.paired!.cpuRatios)} CPU. The peer (\`sharpPeer\`): the background decoded and scaled to 1920 × 1080 and 19 of the 400 × 300 originals decoded, rotated and composited with libvips' native blends in one \`composite()\`, PNG at the renderer's settings — no text, vectors, filters, adjustments or non-native modes, and libvips' blends are off for translucent pixels (libvips#4614): the floor a sharp-based renderer starts from, not the same picture.
 
 CPU time is the process's (this thread and libvips' worker threads); with other work on the cores
 it is the steadier figure. The renderer rasterises up to three layers ahead while it composites,
