@@ -179,6 +179,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     }),
   });
   // Every acknowledgement of the node waits here for its commit (extensions/updates.ts, step 4).
+  let setAside = 0;
   const acks = new AckGate(() => log.flushed(), (seconds) => metrics.ackWaitSeconds.observe(seconds));
   const guard = new UpdateGuard({ budgetMs: config.UPDATE_DECODE_BUDGET_MS, budgetMsPerMiB: config.UPDATE_DECODE_BUDGET_MS_PER_MIB });
   const awareness = new AwarenessGuardExtension({
@@ -203,7 +204,16 @@ export async function startServer(config: Config, options: { logger?: Logger } =
         maxAttachmentsPerDocument: config.MAX_ATTACHMENTS_PER_DOCUMENT,
       }),
       // The one way an edit goes through: guard, apply once, log; acknowledgements via `acks`.
-      new UpdatePath({ log, guard, maxDocumentBytes: config.MAX_DOCUMENT_BYTES, logger }),
+      new UpdatePath({
+        log,
+        guard,
+        maxDocumentBytes: config.MAX_DOCUMENT_BYTES,
+        logger,
+        onSetAside: () => {
+          setAside += 1;
+          metrics.updatesSetAside.inc();
+        },
+      }),
       // Load and compaction over the update log.
       new PersistenceExtension(log, logger, { compactAfterUpdates: config.COMPACT_AFTER_UPDATES }),
       snapshots,
@@ -222,7 +232,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     },
     logBacklog: () => log.backlog,
     logHealthy: () => log.healthy,
-    updatesRefused: () => guard.rejected,
+    // Updates set aside for a moving client's handshake (extensions/updates.ts) are not refusals.
+    updatesRefused: () => guard.rejected - setAside,
     access: {
       feedListening: () => accessFeed.listening,
       feedConnects: () => accessFeed.connects,

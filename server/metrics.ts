@@ -41,6 +41,7 @@ export class Metrics {
   readonly commitBatches: client.Histogram;
   readonly commitSeconds: client.Histogram;
   readonly ackWaitSeconds: client.Histogram;
+  readonly updatesSetAside: client.Counter;
   /** Image ingest: outcomes (`ok` or the refusal's error code) and time. */
   readonly imagesIngested: client.Counter<'result'>;
   readonly ingestSeconds: client.Histogram;
@@ -76,6 +77,11 @@ export class Metrics {
       name: 'imageflow_ack_wait_seconds',
       help: 'Time an update waited for its commit before the client was acknowledged.',
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
+      registers,
+    });
+    this.updatesSetAside = new client.Counter({
+      name: 'imageflow_updates_set_aside_total',
+      help: "Updates of a client that moved nodes, set aside until its handshake SyncStep2 carried them (not refused).",
       registers,
     });
     this.imagesIngested = new client.Counter({

@@ -70,10 +70,12 @@ function knownHistory(state: Map<number, number>, clients: Set<number>): Uint8Ar
 /**
  * Why `doc` (the target's history, then the candidate) holds something pending, or null. What is
  * pending there is what the target document would keep pending: structs whose dependencies it
- * lacks, or deletions of clocks that exist neither in it nor in the update. An honest client only
- * ever refers to what the server sent it or what it sends itself (one ordered socket), so these
- * never refuse an update that would integrate; they refuse deletes of nothing, which cost the
- * main thread as much to decode as real content and would be stored forever.
+ * lacks, or deletions of clocks that exist neither in it nor in the update. Once a connection's
+ * handshake is done, an honest client only ever refers to what the server sent it or what it sends
+ * itself (one ordered socket), so these never refuse an update that would integrate; they refuse
+ * deletes of nothing, which cost the main thread as much to decode as real content and would be
+ * stored forever. Before the handshake, a client that moved from another node may refer to its own
+ * edits still in transit: the update path sets such an update aside (extensions/updates.ts).
  */
 function pendingProblem(doc: Y.Doc): string | null {
   const { pendingStructs, pendingDs } = doc.store;
@@ -95,7 +97,7 @@ function check({ bytes, stateVector, snapshot }: GuardJob, id: number, start: nu
     if (stateVector) Y.applyUpdate(doc, knownHistory(Y.decodeStateVector(stateVector), referencedClients(bytes)));
     Y.applyUpdate(doc, bytes);
     const problem = stateVector ? pendingProblem(doc) : null;
-    if (problem) return { id, ok: false, error: problem, cpuMicros: cpuMicros() - start };
+    if (problem) return { id, ok: false, error: problem, pending: true, cpuMicros: cpuMicros() - start };
     const contained = snapshot ? Y.snapshotContainsUpdate(Y.decodeSnapshot(snapshot), bytes) : null;
     return { id, ok: true, contained, cpuMicros: cpuMicros() - start };
   } catch (error) {

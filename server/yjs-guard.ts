@@ -19,6 +19,17 @@ import { Worker } from 'node:worker_threads';
 
 export class UpdateRejected extends Error {
   override name = 'UpdateRejected';
+  /**
+   * The update is well-formed but would stay pending in the target document: it needs changes the
+   * document does not have (yet). The update path decides whether that is an attack or a client
+   * that moved nodes with edits still in transit (extensions/updates.ts).
+   */
+  readonly pending: boolean;
+
+  constructor(message: string, options: { pending?: boolean } = {}) {
+    super(message);
+    this.pending = options.pending ?? false;
+  }
 }
 
 /** One candidate update, as the main thread posts it to the worker (in a `GuardBatch`). */
@@ -39,7 +50,7 @@ export interface GuardBatch {
 /** The worker's answer to one job. `cpuMicros`: the CPU time the job took, in µs. */
 export type GuardVerdict =
   | { id: number; ok: true; contained: boolean | null; cpuMicros: number }
-  | { id: number; ok: false; error: string; cpuMicros: number };
+  | { id: number; ok: false; error: string; cpuMicros: number; pending?: boolean };
 
 /** What the worker posts back: the verdicts of one batch, in order, once the batch is done. */
 export interface GuardReply {
@@ -188,6 +199,7 @@ export class UpdateGuard {
         job.reject(
           new UpdateRejected(
             verdict.ok ? `decoding took ${cpuMs.toFixed(0)} ms of CPU, over its ${job.budgetMs.toFixed(0)} ms budget` : `Yjs refused the update: ${verdict.error}`,
+            { pending: !verdict.ok && verdict.pending === true },
           ),
         );
       }

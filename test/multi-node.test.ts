@@ -438,6 +438,56 @@ describe('three nodes over Redis', () => {
   }, 60_000);
 });
 
+describe('a plain provider that moves to another node while its last edit is still in transit', () => {
+  it('is neither refused nor loses the edit: the update that builds on it waits for the handshake', async () => {
+    const database = await createDatabase('mv');
+    register(database.drop);
+    const prefix = `imageflow-test-${randomBytes(4).toString('hex')}`;
+    // One proxy per node: cutting B's keeps A's edit from reaching B through Redis.
+    const proxies = [await startProxy('127.0.0.1', 6379, register), await startProxy('127.0.0.1', 6379, register)];
+    const nodeOn = (i: number) =>
+      startServerProcess({
+        transport: 'node',
+        databaseUrl: database.url,
+        register,
+        env: { REDIS_URL: `redis://127.0.0.1:${proxies[i]!.port}`, REDIS_PREFIX: prefix, REDIS_SYNC_INTERVAL_MS: '500', NODE_ID: `mv-${i}`, AUTOSAVE_QUIET_MS: '0' },
+      });
+    const a = await nodeOn(0);
+    const b = await nodeOn(1);
+    const pool = openPool(database.url, register);
+    const owner = await createActor(pool, 'owner');
+    const sessionId = await createSession(a.url, owner.token, await createImage(pool, owner.userId));
+    const mover = attach(a.wsUrl, sessionId, owner.token);
+    const watcher = attach(b.wsUrl, sessionId, owner.token); // keeps the document loaded on B
+    await Promise.all([mover, watcher].map(synced));
+
+    proxies[1]!.cut();
+    await waitFor(async () => (await api(b.url, 'GET', '/readyz')).body.status === 'degraded', { timeout: 10_000, what: 'B sees Redis gone' });
+    mover.doc.getMap('m').set('x', 'on A');
+    await acknowledged(mover, 15_000); // durable on A; B does not have it
+    mover.destroy();
+    const moved = attach(b.wsUrl, sessionId, owner.token, mover.doc);
+    // Made while the new socket connects: the provider sends it as soon as the socket opens, before
+    // the handshake's SyncStep2 — and it builds on 'on A', which B lacks.
+    mover.doc.getMap('m').set('x', 'on B');
+    await synced(moved);
+    await acknowledged(moved, 15_000);
+    expect(moved.closed(), 'the document was not refused').toBeUndefined();
+    expect(moved.stateless).toEqual([]);
+    expect(await metric(b, 'imageflow_updates_set_aside_total')).toBeGreaterThanOrEqual(1);
+    expect(await metric(b, 'imageflow_updates_refused_total')).toBe(0);
+    await waitFor(() => watcher.doc.getMap('m').get('x') === 'on B', { timeout: 10_000, what: 'the watcher on B sees the edit' });
+    // Acknowledged means stored: the log alone holds both edits.
+    expect((await logged(pool, sessionId)).getMap('m').get('x')).toBe('on B');
+
+    proxies[1]!.restore();
+    const onA = attach(a.wsUrl, sessionId, owner.token);
+    await synced(onA);
+    await waitFor(() => onA.doc.getMap('m').get('x') === 'on B', { timeout: 15_000, what: 'A sees the edit made on B' });
+    for (const p of [moved, watcher, onA]) p.destroy();
+  }, 90_000);
+});
+
 describe('two nodes compacting one document at once', () => {
   it('loses no update', async () => {
     const database = await createDatabase('mc');

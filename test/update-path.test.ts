@@ -16,6 +16,9 @@ import { acknowledged, connectClient, waitFor } from './support/clients.ts';
 import { createDatabase } from './support/databases.ts';
 import { createActor, createImage, createSession, openPool } from './support/fixtures.ts';
 import { tempDir, TEST_SECRET } from './support/server-process.ts';
+import { metric } from './support/metrics.ts';
+import { authFrame, MessageType, rawClient, syncFrame, type RawClient } from './support/raw-client.ts';
+import * as decoding from 'lib0/decoding';
 
 const teardown: Array<() => Promise<void>> = [];
 const register = (fn: () => Promise<void>) => void teardown.unshift(fn);
@@ -151,6 +154,116 @@ describe('the update path, in process', () => {
       await direct.disconnect();
     }
   });
+});
+
+describe('a client whose first updates build on edits this node lacks (it moved from another node)', () => {
+  let server: RunningServer;
+  let pool: pg.Pool;
+  let wsUrl: string;
+  let owner: { userId: string; token: string };
+
+  beforeAll(async () => {
+    const database = await createDatabase('updmove');
+    register(database.drop);
+    server = await startServer(
+      loadConfig({
+        DATABASE_URL: database.url,
+        AUTH_JWT_SECRET: TEST_SECRET,
+        DATA_DIR: tempDir(register),
+        HOST: '127.0.0.1',
+        PORT: '0',
+        TRANSPORT: 'node',
+        AUTOSAVE_QUIET_MS: '0',
+        RENDER_WORKER: 'off',
+      }),
+      { logger: pino({ level: 'silent' }) },
+    );
+    register(() => server.close());
+    wsUrl = `${server.url.replace('http', 'ws')}/collab`;
+    pool = openPool(database.url, register);
+    owner = await createActor(pool, 'owner');
+  });
+
+  /** A session loaded on the server (a provider keeps it), and a copy of its document made elsewhere. */
+  async function movedClient() {
+    const sessionId = await createSession(server.url, owner.token, await createImage(pool, owner.userId));
+    const witness = connectClient(wsUrl, sessionId, owner.token, register);
+    await witness.synced;
+    const local = new Y.Doc();
+    Y.applyUpdate(local, Y.encodeStateAsUpdate(server.hocuspocus.documents.get(sessionId)!));
+    const raw = rawClient(wsUrl, register);
+    await raw.opened;
+    raw.send(authFrame(sessionId, owner.token));
+    expect(await raw.authReply(sessionId)).toBe('authenticated');
+    return { sessionId, witness, local, raw };
+  }
+
+  /** An edit of `doc` made elsewhere: `set` runs, the update it made is returned (and `doc` keeps it). */
+  function edit(doc: Y.Doc, set: (m: Y.Map<unknown>) => void): Uint8Array {
+    let update: Uint8Array | null = null;
+    const capture = (u: Uint8Array) => (update = u);
+    doc.on('update', capture);
+    set(doc.getMap('probe'));
+    doc.off('update', capture);
+    return update!;
+  }
+
+  const statuses = (raw: RawClient, doc: string) => raw.log.filter((m) => m.doc === doc && m.type === MessageType.SyncStatus);
+  const setAside = () => metric(server, 'imageflow_updates_set_aside_total');
+
+  it('sets the update aside, acknowledges it only once the handshake SyncStep2 carried it, stores both', async () => {
+    const { sessionId, witness, local, raw } = await movedClient();
+    const serverDoc = server.hocuspocus.documents.get(sessionId)!;
+    const before = await setAside();
+    edit(local, (m) => m.set('moved', 'on the old node')); // never reaches this node
+    const builds = edit(local, (m) => m.set('moved', 'here')); // depends on it
+    raw.send(syncFrame(sessionId, 0, Y.encodeStateVector(local)));
+    raw.send(syncFrame(sessionId, 2, builds));
+    await waitFor(async () => (await setAside()) === before + 1, { what: 'the update set aside' });
+    // The server's own SyncStep1 (a Sync message of sync type 0), sent after its SyncStep2 reply.
+    const serverStep1 = () => raw.log.find((m) => m.doc === sessionId && (m.type === MessageType.Sync || m.type === MessageType.SyncReply) && m.body[0] === 0);
+    await waitFor(serverStep1, { what: "the server's SyncStep1" });
+    expect(statuses(raw, sessionId), 'no acknowledgement before the handshake').toEqual([]);
+    expect(raw.log.some((m) => m.type === MessageType.Close || m.type === MessageType.Stateless)).toBe(false);
+    expect(serverDoc.getMap('probe').has('moved')).toBe(false);
+
+    // The handshake: the client answers the server's SyncStep1 with everything the server lacks.
+    const reply = decoding.createDecoder(serverStep1()!.body);
+    expect(decoding.readVarUint(reply)).toBe(0);
+    const serverVector = decoding.readVarUint8Array(reply);
+    raw.send(syncFrame(sessionId, 1, Y.encodeStateAsUpdate(local, serverVector)));
+    await waitFor(() => statuses(raw, sessionId).length === 2, { what: 'both acknowledgements' });
+    expect(statuses(raw, sessionId).map((m) => m.body[0])).toEqual([1, 1]);
+    expect(serverDoc.getMap('probe').get('moved')).toBe('here');
+    await waitFor(() => witness.doc.getMap('probe').get('moved') === 'here', { what: 'the other client sees it' });
+    const stored = await pool.query<{ payload: Buffer }>('SELECT payload FROM document_updates WHERE session_id = $1 ORDER BY seq', [sessionId]);
+    const logged = new Y.Doc();
+    for (const row of stored.rows) Y.applyUpdate(logged, row.payload);
+    expect(logged.getMap('probe').get('moved')).toBe('here');
+
+    // After the handshake an honest client cannot send such an update: it is refused at once.
+    edit(local, (m) => m.set('later', 'never sent'));
+    raw.send(syncFrame(sessionId, 2, edit(local, (m) => m.set('later', 'builds on it'))));
+    const refusal = await raw.refusal(sessionId);
+    expect(refusal.error.code).toBe('invalid_update');
+    expect(await setAside()).toBe(before + 1);
+  });
+
+  it('refuses the document invalid_update when the handshake SyncStep2 never comes', async () => {
+    const { sessionId, local, raw } = await movedClient();
+    edit(local, (m) => m.set('moved', 'on the old node'));
+    const builds = edit(local, (m) => m.set('moved', 'here'));
+    raw.send(syncFrame(sessionId, 0, Y.encodeStateVector(local)));
+    raw.send(syncFrame(sessionId, 2, builds));
+    const started = Date.now();
+    const refusal = await raw.refusal(sessionId);
+    expect(refusal.error.code).toBe('invalid_update');
+    expect(refusal.closeReason).toBe('invalid_update');
+    // After the grace (10 s), not at once.
+    expect(Date.now() - started).toBeGreaterThan(8_000);
+    expect(statuses(raw, sessionId)).toEqual([]);
+    expect(raw.ws.readyState).toBe(1);
+  }, 30_000);
 });
 
 describe('isSyncStatusFrame', () => {

@@ -42,6 +42,7 @@ import {
   isTransactionOrigin,
   type afterLoadDocumentPayload,
   type beforeSyncPayload,
+  type Connection,
   type ConnectionTransactionOrigin,
   type Document,
   type Extension,
@@ -49,6 +50,8 @@ import {
 import * as Y from 'yjs';
 import type { Logger } from 'pino';
 import type { UpdateLog } from '../../persistence/update-log.ts';
+import { AppError } from '../../shared/errors.ts';
+import { PeerSocket, refuseDocument } from '../transport/hooks.ts';
 import { UpdateRejected, type UpdateGuard } from '../yjs-guard.ts';
 import { rejectConnection } from './limits.ts';
 
@@ -62,6 +65,13 @@ export interface UpdatePathOptions {
   guard: UpdateGuard;
   maxDocumentBytes: number;
   logger: Logger;
+  /**
+   * How long an update set aside before the handshake (see `UpdatePath.beforeSync`) waits for the
+   * client's SyncStep2 before the document is refused `invalid_update`. Default 10 s.
+   */
+  handshakeGraceMs?: number;
+  /** Counts each update set aside (metrics). */
+  onSetAside?: () => void;
 }
 
 const isEmptyUpdate = (payload: Uint8Array) => payload.byteLength === 2 && payload[0] === 0 && payload[1] === 0;
@@ -98,6 +108,10 @@ export class UpdatePath implements Extension {
   readonly #opts: UpdatePathOptions;
   /** Estimated size of each loaded document: its state at load plus every accepted update. */
   readonly #sizes = new WeakMap<Document, number>();
+  /** Connections whose client's handshake SyncStep2 has been applied. */
+  readonly #handshaken = new WeakSet<Connection>();
+  /** Connections with updates set aside, waiting for that SyncStep2 (`#setAside`). */
+  readonly #graceTimers = new Map<Connection, NodeJS.Timeout>();
 
   constructor(options: UpdatePathOptions) {
     this.#opts = options;
@@ -145,6 +159,10 @@ export class UpdatePath implements Extension {
       }));
     } catch (error) {
       if (!(error instanceof UpdateRejected)) throw error;
+      if (error.pending && type === SYNC_UPDATE && !readOnly && this.#setAside(connection, documentName)) {
+        payload.set([0, 0]);
+        return;
+      }
       logger.warn({ session: documentName, reason: error.message, bytes: payload.byteLength, readOnly }, 'refused an update');
       throw rejectConnection(connection, 'invalid_update', error.message);
     }
@@ -152,7 +170,10 @@ export class UpdatePath implements Extension {
       if (!answerInPlace(payload, contained === true, document)) throw rejectConnection(connection, 'invalid_update');
       return;
     }
-    if (isEmptyUpdate(payload)) return;
+    if (isEmptyUpdate(payload)) {
+      if (type === SYNC_STEP_2) this.#handshakeDone(connection);
+      return;
+    }
     this.#sizes.set(document, size);
     // The one apply. Its `update` event appends to the log and broadcasts (step 3). A throw
     // (Yjs refusing what the guard let through) closes this connection only, before anything
@@ -161,6 +182,61 @@ export class UpdatePath implements Extension {
     Y.applyUpdate(document, payload, origin);
     // What Hocuspocus reads next is now the empty update: it integrates nothing a second time.
     payload.set([0, 0]);
+    if (type === SYNC_STEP_2) this.#handshakeDone(connection);
+  }
+
+  /**
+   * A client that moves to this node while editing (its node stopped or died) may send an update
+   * that builds on its own last edits before this node has them: they are still in transit through
+   * Redis, or were lost with the old node. Yjs would keep such an update pending; the guard refuses
+   * pending updates, so the provider would see its document refused and its edits lost.
+   *
+   * Before the client's handshake SyncStep2, such an update is set aside instead: it is dropped
+   * (Hocuspocus applies the empty update) and its acknowledgement is held on the socket. Nothing
+   * is lost: the server answered the client's SyncStep1 with its own SyncStep1 before it read this
+   * update, so the client's SyncStep2 reply carries everything this node lacked then — the update
+   * and what it builds on. Once that SyncStep2 is applied, the held acknowledgements go through
+   * the commit gate behind it. A client that never sends it keeps its update unacknowledged and is
+   * refused `invalid_update` after `handshakeGraceMs`. After the handshake a pending update is
+   * refused at once, as before: an honest client can no longer produce one.
+   *
+   * Returns false when the update cannot be set aside (the handshake is over, or the socket is not ours).
+   */
+  #setAside(connection: Connection, documentName: string): boolean {
+    if (this.#handshaken.has(connection)) return false;
+    const socket = connection.webSocket;
+    if (!(socket instanceof PeerSocket)) return false;
+    socket.holdAcks(connection.messageAddress);
+    this.#opts.onSetAside?.();
+    if (!this.#graceTimers.has(connection)) {
+      const timer = setTimeout(() => {
+        this.#graceTimers.delete(connection);
+        // Handshake done, or the socket gone (its held acknowledgements went with it).
+        if (this.#handshaken.has(connection) || socket.readyState !== 1) return;
+        this.#opts.logger.warn({ session: documentName }, 'refused a connection: updates set aside, no handshake SyncStep2 followed');
+        try {
+          refuseDocument(connection, 'invalid_update', 'the update depends on changes the document does not have, and the client never sent them');
+          connection.close({ code: new AppError('invalid_update').closeCode, reason: 'invalid_update' });
+        } catch (error) {
+          // The connection closed meanwhile: nothing left to refuse.
+          this.#opts.logger.debug({ err: error, session: documentName }, 'set-aside refusal after close');
+        }
+      }, this.#opts.handshakeGraceMs ?? 10_000);
+      timer.unref();
+      this.#graceTimers.set(connection, timer);
+    }
+    return true;
+  }
+
+  /** The client's handshake SyncStep2 has been applied: release what was held behind it. */
+  #handshakeDone(connection: Connection): void {
+    this.#handshaken.add(connection);
+    const timer = this.#graceTimers.get(connection);
+    if (!timer) return;
+    clearTimeout(timer);
+    this.#graceTimers.delete(connection);
+    const socket = connection.webSocket;
+    if (socket instanceof PeerSocket) socket.releaseAcksAfterNext(connection.messageAddress);
   }
 }
 

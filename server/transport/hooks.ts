@@ -42,12 +42,60 @@ export class PeerSocket implements WebSocketLike {
     this.#limits = limits;
   }
 
+  /**
+   * Per document address: acknowledgements held back until the client's handshake SyncStep2 on
+   * that address has been applied (`holdAcks`, extensions/updates.ts: an update set aside).
+   */
+  readonly #heldAcks = new Map<string, { frames: Uint8Array[]; releaseAfterNext: boolean }>();
+
   send(data: string | ArrayBufferLike | Blob | ArrayBufferView): void {
     if (this.readyState !== OPEN) return;
-    // Acknowledgements wait for their commit (extensions/updates.ts, step 4); all else goes at once.
+    if (!(data instanceof Uint8Array) || !isSyncStatusFrame(data)) {
+      this.#write(data);
+      return;
+    }
+    if (this.#heldAcks.size > 0) {
+      const address = decoding.readVarString(decoding.createDecoder(data));
+      const held = this.#heldAcks.get(address);
+      if (held) {
+        held.frames.push(data);
+        if (!held.releaseAfterNext) return;
+        this.#heldAcks.delete(address);
+        for (const frame of held.frames) this.#acknowledge(frame);
+        return;
+      }
+    }
+    this.#acknowledge(data);
+  }
+
+  /** Acknowledgements wait for their commit (extensions/updates.ts, step 4); all else goes at once. */
+  #acknowledge(frame: Uint8Array): void {
     const acks = this.#limits.acks;
-    if (acks && data instanceof Uint8Array && isSyncStatusFrame(data)) acks.hold(() => this.#write(data));
-    else this.#write(data);
+    if (acks) acks.hold(() => this.#write(frame));
+    else this.#write(frame);
+  }
+
+  /**
+   * From now on, this address's acknowledgements wait here, in order, until `releaseAcksAfterNext`:
+   * the update they acknowledge was set aside, and is durable only once the handshake SyncStep2
+   * that carries it again has been applied.
+   */
+  holdAcks(address: string): void {
+    if (!this.#heldAcks.has(address)) this.#heldAcks.set(address, { frames: [], releaseAfterNext: false });
+  }
+
+  /**
+   * The next acknowledgement of `address` (the handshake SyncStep2's, which Hocuspocus sends right
+   * after applying it) releases it and every one held before it, through the commit gate.
+   */
+  releaseAcksAfterNext(address: string): void {
+    const held = this.#heldAcks.get(address);
+    if (held) held.releaseAfterNext = true;
+  }
+
+  /** Acknowledgements held back for `address` (tests). */
+  heldAcks(address: string): number {
+    return this.#heldAcks.get(address)?.frames.length ?? 0;
   }
 
   #write(data: string | ArrayBufferLike | Blob | ArrayBufferView): void {
