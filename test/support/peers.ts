@@ -55,4 +55,12 @@ export function attachPeer(wsUrl: string, name: string, token: string, register:
 }
 
 /** Resolves once the peer's provider has synced its document. */
-export const peerSynced = (p: Peer) => waitFor(() => p.provider.isSynced, { timeout: 15_000, what: 'sync' });
+export const peerSynced = (p: Peer) =>
+  waitFor(() => p.provider.isSynced, { timeout: 15_000, what: 'sync' }).catch((error: unknown) => {
+    // Why, as far as the client can tell: a refusal, the socket's state, whether it authenticated.
+    const socket = p.provider.configuration.websocketProvider;
+    throw new Error(
+      `${String(error)}; document closed: ${p.closed() ?? 'no'}; stateless: ${JSON.stringify(p.stateless)}; ` +
+        `authenticated: ${p.provider.isAuthenticated}; socket status: ${socket.status}; unsynced changes: ${p.provider.unsyncedChanges}`,
+    );
+  });
