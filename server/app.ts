@@ -187,6 +187,17 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     maxClientsPerConnection: config.MAX_AWARENESS_CLIENTS_PER_CONNECTION,
     logger,
   });
+  const updatePath = new UpdatePath({
+    log,
+    guard,
+    maxDocumentBytes: config.MAX_DOCUMENT_BYTES,
+    logger,
+    inlineMaxBytes: config.UPDATE_GUARD_INLINE_BYTES,
+    onSetAside: () => {
+      setAside += 1;
+      metrics.updatesSetAside.inc();
+    },
+  });
   const hocuspocus = new Hocuspocus({
     name: nodeId,
     quiet: true,
@@ -204,16 +215,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
         maxAttachmentsPerDocument: config.MAX_ATTACHMENTS_PER_DOCUMENT,
       }),
       // The one way an edit goes through: guard, apply once, log; acknowledgements via `acks`.
-      new UpdatePath({
-        log,
-        guard,
-        maxDocumentBytes: config.MAX_DOCUMENT_BYTES,
-        logger,
-        onSetAside: () => {
-          setAside += 1;
-          metrics.updatesSetAside.inc();
-        },
-      }),
+      updatePath,
       // Load and compaction over the update log.
       new PersistenceExtension(log, logger, { compactAfterUpdates: config.COMPACT_AFTER_UPDATES }),
       snapshots,
@@ -234,6 +236,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     logHealthy: () => log.healthy,
     // Updates set aside for a moving client's handshake (extensions/updates.ts) are not refusals.
     updatesRefused: () => guard.rejected - setAside,
+    updatesInline: () => updatePath.inlineChecked,
     access: {
       feedListening: () => accessFeed.listening,
       feedConnects: () => accessFeed.connects,

@@ -65,6 +65,12 @@ const schema = z
     UPDATE_DECODE_BUDGET_MS: bytes.default(100),
     /** Further decode CPU time allowed per MiB of update, in ms: big honest edits cost in proportion to their size. */
     UPDATE_DECODE_BUDGET_MS_PER_MIB: bytes.default(150),
+    /**
+     * Read-write updates up to this many bytes that a linear read proves harmless (ordinary items,
+     * nothing pending) are applied without the decode worker's round trip (server/yjs-precheck.ts);
+     * 0 sends every update to the worker. At most 16 KiB.
+     */
+    UPDATE_GUARD_INLINE_BYTES: z.coerce.number().int().min(0).max(16_384).default(1_024),
     /** Compact a document's update log once this many updates follow its snapshot. */
     COMPACT_AFTER_UPDATES: bytes.default(500),
     /** Autosave a version this long after a document's last change, in ms; 0 disables (saving on last leave stays). */

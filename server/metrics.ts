@@ -13,6 +13,8 @@ export interface MetricSources {
   logBacklog: () => number;
   logHealthy: () => boolean;
   updatesRefused: () => number;
+  /** Updates the inline check let through without the guard's worker. */
+  updatesInline?: () => number;
   /** Connections closed for announcing more awareness clientIDs than allowed. */
   awarenessOverflows?: () => number;
   /** The access watch (server/auth/access-watch.ts) and its PostgreSQL feed. */
@@ -185,6 +187,9 @@ export class Metrics {
     gauge('imageflow_update_log_backlog', 'Updates accepted but not yet committed.', sources.logBacklog);
     gauge('imageflow_update_log_healthy', '1 while update log writes succeed, 0 while retrying.', () => (sources.logHealthy() ? 1 : 0));
     gauge('imageflow_updates_refused_total', 'Updates refused by the decode guard (yjs#687 and invalid updates).', sources.updatesRefused);
+    if (sources.updatesInline) {
+      gauge('imageflow_updates_checked_inline_total', 'Small read-write updates proven harmless by a linear read and applied without the decode worker.', sources.updatesInline);
+    }
     if (sources.awarenessOverflows) {
       gauge('imageflow_awareness_overflows_total', 'Connections closed for announcing more awareness clientIDs than MAX_AWARENESS_CLIENTS_PER_CONNECTION.', sources.awarenessOverflows);
     }

@@ -53,6 +53,15 @@ function baseEnv(): Record<string, string> {
   };
 }
 
+/**
+ * BENCH_OURS_ENV: settings for our servers only, `NAME=value` separated by spaces (a lever's A/B,
+ * e.g. `BENCH_OURS_ENV="UPDATE_GUARD_INLINE_BYTES=0"`).
+ */
+function oursEnv(): Record<string, string> {
+  const pairs = (process.env.BENCH_OURS_ENV ?? '').split(/\s+/).filter(Boolean);
+  return Object.fromEntries(pairs.map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]));
+}
+
 /** A token for `userId` that every one of our targets of this run accepts. */
 export function benchToken(userId: string): Promise<string> {
   return new TokenService(BENCH_SECRET).sign(userId, { expiresInSeconds: 3600 });
@@ -112,6 +121,7 @@ export function oursTarget(
           AUTH_JWT_SECRET: BENCH_SECRET,
           DATABASE_URL: db.url,
           NODE_ID: `bench-${transport}`,
+          ...oursEnv(),
           ...options.env,
         },
         cwd: repoRoot,

@@ -53,6 +53,7 @@ import type { UpdateLog } from '../../persistence/update-log.ts';
 import { AppError } from '../../shared/errors.ts';
 import { PeerSocket, refuseDocument } from '../transport/hooks.ts';
 import { UpdateRejected, type UpdateGuard } from '../yjs-guard.ts';
+import { INLINE_GUARD_MAX_BYTES, inlineSafe } from '../yjs-precheck.ts';
 import { rejectConnection } from './limits.ts';
 
 const SYNC_STEP_2 = 1;
@@ -72,6 +73,11 @@ export interface UpdatePathOptions {
   handshakeGraceMs?: number;
   /** Counts each update set aside (metrics). */
   onSetAside?: () => void;
+  /**
+   * Read-write updates up to this many bytes that `inlineSafe` proves harmless skip the guard's
+   * worker (UPDATE_GUARD_INLINE_BYTES); 0: every update goes to the worker.
+   */
+  inlineMaxBytes?: number;
 }
 
 const isEmptyUpdate = (payload: Uint8Array) => payload.byteLength === 2 && payload[0] === 0 && payload[1] === 0;
@@ -106,6 +112,8 @@ export class UpdatePath implements Extension {
   /** Before every other `beforeSync`: nothing unchecked reaches another hook or the document. */
   priority = 500;
   readonly #opts: UpdatePathOptions;
+  /** Updates checked inline, without the worker (metrics). */
+  inlineChecked = 0;
   /** Estimated size of each loaded document: its state at load plus every accepted update. */
   readonly #sizes = new WeakMap<Document, number>();
   /** Connections whose client's handshake SyncStep2 has been applied. */
@@ -113,8 +121,11 @@ export class UpdatePath implements Extension {
   /** Connections with updates set aside, waiting for that SyncStep2 (`#setAside`). */
   readonly #graceTimers = new Map<Connection, NodeJS.Timeout>();
 
+  readonly #inlineMaxBytes: number;
+
   constructor(options: UpdatePathOptions) {
     this.#opts = options;
+    this.#inlineMaxBytes = options.inlineMaxBytes ?? INLINE_GUARD_MAX_BYTES;
   }
 
   /** Step 3's listener: every change of the document from now on is appended to the log. */
@@ -151,20 +162,24 @@ export class UpdatePath implements Extension {
       logger.warn({ session: documentName, size }, 'refused an update: document too large');
       throw rejectConnection(connection, 'document_too_large');
     }
-    let contained: boolean | null;
-    try {
-      ({ contained } = await guard.check(payload, {
-        stateVector: Y.encodeStateVector(document),
-        ...(readOnly ? { snapshot: Y.encodeSnapshot(Y.snapshot(document)) } : {}),
-      }));
-    } catch (error) {
-      if (!(error instanceof UpdateRejected)) throw error;
-      if (error.pending && type === SYNC_UPDATE && !readOnly && this.#setAside(connection, documentName)) {
-        payload.set([0, 0]);
-        return;
+    // Small, ordinary, non-pending updates skip the worker (server/yjs-precheck.ts).
+    let contained: boolean | null = null;
+    if (!readOnly && this.#inlineMaxBytes > 0 && inlineSafe(payload, document, this.#inlineMaxBytes)) this.inlineChecked += 1;
+    else {
+      try {
+        ({ contained } = await guard.check(payload, {
+          stateVector: Y.encodeStateVector(document),
+          ...(readOnly ? { snapshot: Y.encodeSnapshot(Y.snapshot(document)) } : {}),
+        }));
+      } catch (error) {
+        if (!(error instanceof UpdateRejected)) throw error;
+        if (error.pending && type === SYNC_UPDATE && !readOnly && this.#setAside(connection, documentName)) {
+          payload.set([0, 0]);
+          return;
+        }
+        logger.warn({ session: documentName, reason: error.message, bytes: payload.byteLength, readOnly }, 'refused an update');
+        throw rejectConnection(connection, 'invalid_update', error.message);
       }
-      logger.warn({ session: documentName, reason: error.message, bytes: payload.byteLength, readOnly }, 'refused an update');
-      throw rejectConnection(connection, 'invalid_update', error.message);
     }
     if (readOnly) {
       if (!answerInPlace(payload, contained === true, document)) throw rejectConnection(connection, 'invalid_update');
@@ -175,11 +190,17 @@ export class UpdatePath implements Extension {
       return;
     }
     this.#sizes.set(document, size);
-    // The one apply. Its `update` event appends to the log and broadcasts (step 3). A throw
-    // (Yjs refusing what the guard let through) closes this connection only, before anything
-    // was integrated.
+    // The one apply. Its `update` event appends to the log and broadcasts (step 3).
     const origin: ConnectionTransactionOrigin = { source: 'connection', connection };
-    Y.applyUpdate(document, payload, origin);
+    try {
+      Y.applyUpdate(document, payload, origin);
+    } catch (error) {
+      // Yjs refuses while it reads the structs, before it integrates anything (e.g. an embed that
+      // is not JSON): a clean refusal, not Hocuspocus's reset with a stack trace.
+      const reason = error instanceof Error ? error.message : String(error);
+      logger.warn({ session: documentName, reason, bytes: payload.byteLength }, 'refused an update Yjs could not read');
+      throw rejectConnection(connection, 'invalid_update', `Yjs refused the update: ${reason}`);
+    }
     // What Hocuspocus reads next is now the empty update: it integrates nothing a second time.
     payload.set([0, 0]);
     if (type === SYNC_STEP_2) this.#handshakeDone(connection);
