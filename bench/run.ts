@@ -23,7 +23,11 @@
  * - media (`--only media` = all three): `render` (the 20-layer 1080p canvas in-process, beside
  *   sharp alone compositing one of the same size), `images` (resize by URL over HTTP beside sharp
  *   alone in-process, cached variants, 12 MP ingest), `renders` (editing delivery p99 alone and
- *   while renders, thumbnails and ingests run at full speed).
+ *   while renders, thumbnails and ingests run at full speed);
+ * - many nodes (only with --only): `roll` (three nodes restarted one after another behind a
+ *   /readyz-polling balancer under an editing load; BENCH_ROLL_CLIENTS=typed for the typed client)
+ *   and `storm` (a node holding many connections killed with -9, its clients reconnecting to the
+ *   survivor).
  *
  * Servers: BENCH_TARGETS=stock,ours-node,ours-uws (the default; uws where uWebSockets.js can be
  * started). BENCH_DATABASE_URL is the admin database (default postgres://root@127.0.0.1:5432/test),
@@ -39,6 +43,7 @@ import type { ServerChild } from './lib/child.ts';
 import { summarizeProfile, type ProfileSummary } from './lib/cpuprofile.ts';
 import { commitSettings, createBenchDatabase, type BenchDatabase } from './lib/database.ts';
 import { record, type Values } from './lib/figures.ts';
+import { abortFleets } from './lib/fleet.ts';
 import { killLoadgens } from './lib/loadgen.ts';
 import { machineFacts, runBounded } from './lib/machine.ts';
 import { busyCores } from './lib/procfs.ts';
@@ -55,6 +60,8 @@ import { runFanout, type FanoutOptions } from './scenarios/fanout.ts';
 import { runImages } from './scenarios/images.ts';
 import { runRender } from './scenarios/render.ts';
 import { runRenders } from './scenarios/renders.ts';
+import { runRoll } from './scenarios/roll.ts';
+import { runStorm } from './scenarios/storm.ts';
 import { runVersions } from './scenarios/versions.ts';
 
 type Size = 'full' | 'quick' | 'tiny';
@@ -102,7 +109,9 @@ const SIZES: Record<Size, Sizes> = {
 const TABLE = ['connections', 'fanout', 'ack-rate', 'cold-load'] as const;
 type TableScenario = (typeof TABLE)[number];
 const MEDIA = ['render', 'images', 'renders'] as const;
-const ALL = [...TABLE, 'profile', 'collab', 'versions', 'cross-node', ...MEDIA] as const;
+/** Many nodes restarted or killed under load: only with --only (they need nothing the others measure). */
+const FLEET = ['roll', 'storm'] as const;
+const ALL = [...TABLE, 'profile', 'collab', 'versions', 'cross-node', ...MEDIA, ...FLEET] as const;
 type Scenario = (typeof ALL)[number];
 
 const { values: args } = parseArgs({
@@ -136,7 +145,7 @@ function selected(): Set<Scenario> {
     return out;
   }
   if (size === 'quick') return new Set<Scenario>([...TABLE, 'profile']);
-  return new Set<Scenario>(ALL.filter((s) => !(MEDIA as readonly string[]).includes(s)));
+  return new Set<Scenario>(ALL.filter((s) => !(MEDIA as readonly string[]).includes(s) && !(FLEET as readonly string[]).includes(s)));
 }
 
 const live = new Set<ServerChild>();
@@ -152,6 +161,7 @@ async function abort(reason: string, code: number): Promise<never> {
   killLoadgens();
   for (const child of live) await child.kill9();
   await Promise.race([abortCrossNode().catch(() => {}), sleep(10_000)]);
+  await Promise.race([abortFleets(), sleep(10_000)]);
   if (dropDatabase) await Promise.race([dropDatabase().catch(() => {}), sleep(5_000)]);
   process.exit(code);
 }
@@ -285,7 +295,7 @@ async function main(): Promise<void> {
   const consoleParts: string[] = [];
   let failed = false;
 
-  const ownDb: readonly Scenario[] = ['cross-node', 'versions', ...MEDIA];
+  const ownDb: readonly Scenario[] = ['cross-node', 'versions', ...MEDIA, ...FLEET];
   const needsDb = [...which].some((s) => !ownDb.includes(s));
   const db = needsDb ? await createBenchDatabase() : undefined;
   dropDatabase = db?.drop;
@@ -342,11 +352,13 @@ async function main(): Promise<void> {
       consoleParts.push(`cross-node FAILED: ${error instanceof Error ? error.message : String(error)}`);
     }
   }
-  // The media scenarios: each with its own servers and database (render needs neither).
+  // The media and fleet scenarios: each with its own servers and database (render needs neither).
   const media: Array<[Scenario, () => Promise<string>]> = [
     ['render', () => runRender({ size, resultsFile, command, section: `render${suffix}` })],
     ['images', () => runImages({ size, resultsFile, command, section: `images${suffix}` })],
     ['renders', () => runRenders({ size, resultsFile, command, section: `renders${suffix}` })],
+    ['roll', () => runRoll({ size, resultsFile, command, section: `roll${suffix}` })],
+    ['storm', () => runStorm({ size, resultsFile, command, section: `storm${suffix}` })],
   ];
   for (const [name, run] of media) {
     if (!which.has(name)) continue;

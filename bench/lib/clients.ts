@@ -20,10 +20,14 @@ export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): P
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-export function connect(wsUrl: string, name: string, token: string): BenchClient {
+/**
+ * One attempt by default: a bench client never reconnects behind the measurement's back. The
+ * roll and storm scenarios measure reconnects: `reconnect` keeps the provider's own defaults
+ * (unbounded attempts, 1 s doubling with jitter up to 30 s), as a browser's client has them.
+ */
+export function connect(wsUrl: string, name: string, token: string, options: { reconnect?: boolean } = {}): BenchClient {
   const doc = new Y.Doc();
-  // One attempt: a bench client never reconnects behind the measurement's back.
-  const websocketProvider = new HocuspocusProviderWebsocket({ url: wsUrl, maxAttempts: 1 });
+  const websocketProvider = new HocuspocusProviderWebsocket({ url: wsUrl, ...(options.reconnect ? {} : { maxAttempts: 1 }) });
   const provider = new HocuspocusProvider({ websocketProvider, name, document: doc, token });
   provider.attach();
   let destroyed = false;
@@ -57,8 +61,8 @@ export function allAcknowledged(provider: HocuspocusProvider): Promise<void> {
 }
 
 /** Connects and waits until the initial sync is done and acknowledged. */
-export async function connectSynced(wsUrl: string, name: string, token: string, timeoutMs = 15_000): Promise<BenchClient> {
-  const client = connect(wsUrl, name, token);
+export async function connectSynced(wsUrl: string, name: string, token: string, timeoutMs = 15_000, reconnect = false): Promise<BenchClient> {
+  const client = connect(wsUrl, name, token, { reconnect });
   const refused = new Promise<never>((_, reject) => {
     client.provider.on('authenticationFailed', ({ reason }: { reason: string }) =>
       reject(new Error(`authentication failed for ${name}: ${reason}`)),

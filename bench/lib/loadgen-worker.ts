@@ -10,18 +10,44 @@
  *   `warmupMs + windowMs`; each edit is timed from the change to its acknowledgement (the
  *   provider's unacknowledged-change count falls by one per SyncStatus, in order); answers with
  *   the latencies of edits sent in the window, how many were sent and acknowledged, the CPU used.
+ * - `storm-watch` (the storm scenario): from now on every client is watched (closes, outages until
+ *   synced again, refusals, acknowledgements: bench/lib/fleet.ts attachWatch, epoch clock) and
+ *   edits its document every `editEveryMs` (key `<tag>-<index>:<seq>`, value its send time);
+ *   `storm-status` answers how many clients are synced again after `since`; `storm-report` stops
+ *   the edits, waits (at most `drainMs`) for every client to be acknowledged, and answers each
+ *   client's outage and acknowledged edits.
  * - `close`: destroys every client and exits.
  */
 import { connectSynced, type BenchClient } from './clients.ts';
+import { attachWatch, EDITS_MAP, epochNow, newWatch, type Watch } from './fleet.ts';
+
+/** One storm client's account (`storm-report`). */
+export interface StormClientReport {
+  name: string;
+  key: string;
+  written: number;
+  acked: number;
+  /** Epoch ms the outage after `since` began and ended (0: never synced again); null: not disconnected. */
+  outage: [number, number] | null;
+  /** Closes seen after `since` (the first is the kill; each further one a failed reconnect attempt). */
+  closesAfter: number;
+  refusals: Record<string, number>;
+}
 
 export type LoadgenRequest =
-  | { op: 'connect'; url: string; names: string[]; token: string; concurrency: number; timeoutMs: number }
+  | { op: 'connect'; url: string; names: string[]; token: string; concurrency: number; timeoutMs: number; reconnect?: boolean }
   | { op: 'ack-step'; ratePerClient: number; warmupMs: number; windowMs: number; drainMs: number }
+  | { op: 'storm-watch'; editEveryMs: number; tag: string }
+  | { op: 'storm-status'; since: number }
+  | { op: 'storm-report'; since: number; drainMs: number }
   | { op: 'close' };
 
 export type LoadgenReply =
   | { op: 'connected'; connected: number; failed: number; errors: string[]; connectMs: number[] }
   | { op: 'ack-stepped'; sent: number; acked: number; latencies: number[]; windowSeconds: number; cpuSeconds: number }
+  | { op: 'storm-watching' }
+  | { op: 'storm-status'; resynced: number; disconnected: number; total: number }
+  | { op: 'storm-reported'; clients: StormClientReport[] }
   | { op: 'closed' }
   | { op: 'error'; message: string };
 
@@ -41,7 +67,7 @@ async function connectAll(request: Extract<LoadgenRequest, { op: 'connect' }>): 
       const name = request.names[next++]!;
       const t0 = performance.now();
       try {
-        clients.push(await connectSynced(request.url, name, request.token, request.timeoutMs));
+        clients.push(await connectSynced(request.url, name, request.token, request.timeoutMs, request.reconnect ?? false));
         connectMs.push(performance.now() - t0);
       } catch (error) {
         failed += 1;
@@ -113,12 +139,77 @@ async function ackStep(request: Extract<LoadgenRequest, { op: 'ack-step' }>): Pr
   return { op: 'ack-stepped', sent, acked, latencies, windowSeconds: (windowEnd - windowStart) / 1000, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
 }
 
+const watched: Array<{ client: BenchClient; watch: Watch; key: string; closes: number[] }> = [];
+const stormStops: Array<() => void> = [];
+
+function stormWatch(request: Extract<LoadgenRequest, { op: 'storm-watch' }>): LoadgenReply {
+  clients.forEach((client, index) => {
+    const watch = newWatch();
+    attachWatch(client.provider, watch, true);
+    const entry = { client, watch, key: `${request.tag}-${index}`, closes: [] as number[] };
+    client.provider.on('close', () => entry.closes.push(epochNow()));
+    watched.push(entry);
+    const map = client.doc.getMap<number>(EDITS_MAP);
+    let seq = 0;
+    let interval: NodeJS.Timeout | undefined;
+    const phase = setTimeout(() => {
+      interval = setInterval(() => {
+        watch.written += 1;
+        map.set(`${entry.key}:${seq++}`, epochNow());
+      }, request.editEveryMs);
+    }, Math.random() * request.editEveryMs);
+    stormStops.push(() => {
+      clearTimeout(phase);
+      clearInterval(interval);
+    });
+  });
+  return { op: 'storm-watching' };
+}
+
+const outageAfter = (watch: Watch, since: number) => watch.outages.find(([closed]) => closed >= since) ?? null;
+
+function stormStatus(request: Extract<LoadgenRequest, { op: 'storm-status' }>): LoadgenReply {
+  let resynced = 0;
+  let disconnected = 0;
+  for (const w of watched) {
+    const outage = outageAfter(w.watch, request.since);
+    if (!outage) continue;
+    disconnected += 1;
+    if (outage[1] > 0) resynced += 1;
+  }
+  return { op: 'storm-status', resynced, disconnected, total: watched.length };
+}
+
+async function stormReport(request: Extract<LoadgenRequest, { op: 'storm-report' }>): Promise<LoadgenReply> {
+  for (const stop of stormStops.splice(0)) stop();
+  const deadline = performance.now() + request.drainMs;
+  while (watched.some((w) => !w.client.provider.isSynced || w.client.provider.hasUnsyncedChanges) && performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    op: 'storm-reported',
+    clients: watched.map((w) => ({
+      name: w.client.provider.configuration.name,
+      key: w.key,
+      written: w.watch.written,
+      acked: w.watch.acked,
+      outage: outageAfter(w.watch, request.since),
+      closesAfter: w.closes.filter((t) => t >= request.since).length,
+      refusals: Object.fromEntries(w.watch.refusals),
+    })),
+  };
+}
+
 process.on('message', (message: LoadgenRequest) => {
   void (async () => {
     try {
       if (message.op === 'connect') reply(await connectAll(message));
       else if (message.op === 'ack-step') reply(await ackStep(message));
+      else if (message.op === 'storm-watch') reply(stormWatch(message));
+      else if (message.op === 'storm-status') reply(stormStatus(message));
+      else if (message.op === 'storm-report') reply(await stormReport(message));
       else {
+        for (const stop of stormStops.splice(0)) stop();
         for (const c of clients.splice(0)) c.destroy();
         reply({ op: 'closed' });
         process.disconnect?.();
