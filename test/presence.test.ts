@@ -117,6 +117,33 @@ describe('presence in session_participants', () => {
     expect(after.body.participants.find((p: { userId: string }) => p.userId === guest.userId).isOnline).toBe(false);
   }, 30_000);
 
+  it('records a burst of one user\'s connections as their count, and their leaving once the last one closes', async () => {
+    const connections = async () =>
+      (
+        await pool.query<{ connections: number }>('SELECT connections FROM node_presence WHERE node_id = $1 AND session_id = $2 AND user_id = $3', [
+          'presence-0',
+          sessionId,
+          guest.userId,
+        ])
+      ).rows[0]?.connections ?? 0;
+    // Opened at once: their joins queue behind each other and are coalesced (extensions/presence.ts).
+    const burst = Array.from({ length: 15 }, () => connectClient(nodes[0]!.wsUrl, sessionId, guest.token, register));
+    await Promise.all(burst.map((c) => c.synced));
+    await waitFor(async () => (await connections()) === 15, { timeout: 5_000, what: 'the count of 15 connections' });
+    expect(await online(guest.userId)).toBe(true);
+    // Closing all but one writes nothing (only the last leave of a node does): still online.
+    for (const c of burst.slice(1)) c.destroy();
+    try {
+      await waitFor(async () => (await metric(nodes[0]!, 'imageflow_connections')) <= 1, { timeout: 5_000, what: 'the other 14 closed' });
+      expect(await online(guest.userId)).toBe(true);
+      expect(await connections()).toBeGreaterThan(0);
+    } finally {
+      burst[0]!.destroy();
+    }
+    await waitFor(async () => !(await online(guest.userId)), { timeout: 5_000, what: 'offline after the last' });
+    expect(await connections()).toBe(0);
+  }, 30_000);
+
   it('gives the owner a participant row with a colour distinct within the session', async () => {
     const c = await connect(nodes[0]!, owner.token);
     await waitFor(() => online(owner.userId), { timeout: 5_000, what: 'owner online' });

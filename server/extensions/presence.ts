@@ -48,6 +48,8 @@ export class PresenceExtension implements Extension {
   readonly #counts = new Map<string, number>();
   /** Per key: the tail of its write chain. */
   readonly #chains = new Map<string, Promise<void>>();
+  /** Per key: the write queued behind the running one, not started yet (`#enqueue`). */
+  readonly #waiting = new Map<string, { write: () => Promise<void>; kind: 'first' | 'state' | 'touch' }>();
   readonly #lastTouch = new Map<string, number>();
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
@@ -83,11 +85,15 @@ export class PresenceExtension implements Extension {
     this.#counts.set(key, count);
     this.#lastTouch.set(key, Date.now());
     if (count === 1) {
-      this.#enqueue(key, async () => {
-        if (context.role === 'owner') await ensureOwnerParticipant(this.#opts.db, documentName, context.userId, CURSOR_PALETTE);
-        const color = await recordJoin(this.#opts.db, this.#opts.nodeId, documentName, context.userId, 1);
-        if (color) context.cursorColor = color;
-      });
+      this.#enqueue(
+        key,
+        async () => {
+          if (context.role === 'owner') await ensureOwnerParticipant(this.#opts.db, documentName, context.userId, CURSOR_PALETTE);
+          const color = await recordJoin(this.#opts.db, this.#opts.nodeId, documentName, context.userId, 1);
+          if (color) context.cursorColor = color;
+        },
+        'first',
+      );
     } else {
       this.#enqueue(key, () => recordJoin(this.#opts.db, this.#opts.nodeId, documentName, context.userId, count).then(() => undefined));
     }
@@ -132,13 +138,35 @@ export class PresenceExtension implements Extension {
     const now = Date.now();
     if (now - (this.#lastTouch.get(key) ?? 0) < this.#throttleMs) return;
     this.#lastTouch.set(key, now);
-    this.#enqueue(key, () => touchParticipant(this.#opts.db, documentName, userId));
+    this.#enqueue(key, () => touchParticipant(this.#opts.db, documentName, userId), 'touch');
   }
 
-  #enqueue(key: string, write: () => Promise<void>): void {
+  /**
+   * Runs `write` after every earlier write of `key`, in order. A join (with its connection count)
+   * and a leave each set the rows to the state of their moment, so one that has not started yet is
+   * replaced by a later join or leave instead of queueing behind it: a user opening many
+   * connections to one session at once (tabs, a reconnect) costs a few writes, not one per
+   * connection. A first join (`first`: it also reads the cursor colour) is never replaced. An
+   * activity touch is dropped when a write is already waiting (a join sets `last_active_at` too;
+   * behind a leave, the touch of a user who is leaving this node is not needed), and a waiting
+   * touch is replaced by a join or leave.
+   */
+  #enqueue(key: string, write: () => Promise<void>, kind: 'first' | 'state' | 'touch' = 'state'): void {
     if (this.#closed) return;
+    const waiting = this.#waiting.get(key);
+    if (waiting && kind === 'touch') return;
+    if (waiting && waiting.kind !== 'first' && kind === 'state') {
+      waiting.write = write;
+      waiting.kind = kind;
+      return;
+    }
+    const job = { write, kind };
+    this.#waiting.set(key, job);
     const tail = (this.#chains.get(key) ?? Promise.resolve())
-      .then(write)
+      .then(() => {
+        if (this.#waiting.get(key) === job) this.#waiting.delete(key);
+        return job.write();
+      })
       .catch((error: unknown) => this.#opts.logger.warn({ err: error, key: key.replace('\0', '/') }, 'presence write failed'));
     this.#chains.set(key, tail);
     void tail.then(() => {
