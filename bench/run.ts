@@ -233,7 +233,7 @@ async function runTable(db: BenchDatabase, which: TableScenario[], targets: Targ
         }
         if (which.includes('ack-rate')) {
           log(`round ${round}: ${target.label}: acknowledgements at stepped rates, ${sizes.ackRate.clients} clients`);
-          const r = await runAckRate(target, server, sizes.ackRate);
+          const r = await runAckRate(target, server, sizes.ackRate, db);
           rec.ackRate = r;
           record(values, 'durableAcks', target.id, round, r.bestUnderBound);
         }

@@ -151,11 +151,16 @@ export function renderTableDetails(records: RoundRecord[], facts: SizeFacts): st
     parts.push(`### Acknowledgements at stepped rates (${facts.sizes.ackRate.clients} clients; steps until p99 ≥ ${facts.sizes.ackRate.p99BoundMs} ms or < 95 % acknowledged)`);
     parts.push(
       table(
-        ['round', 'server', 'steps: offered → acknowledged/s, p99 ms (server cores, load-generator cores)', `best under ${facts.sizes.ackRate.p99BoundMs} ms, edits / s`],
+        ['round', 'server', 'steps: offered → acknowledged/s, p99 ms (server cores, load-generator cores; PostgreSQL WAL bytes per acknowledged edit, and our update log group commits per second)', `best under ${facts.sizes.ackRate.p99BoundMs} ms, edits / s`],
         by((r) => {
           const a = r.ackRate;
           return a && [
-            a.steps.map((s) => `${fmt(s.offered, 0)} → ${fmt(s.acknowledgedPerSecond, 0)}, ${fmt(s.latency.p99, 1)} (${fmt(s.serverCpuCores, 2)}, ${fmt(s.clientCpuCores, 2)})`).join('; '),
+            a.steps
+              .map(
+                (s) =>
+                  `${fmt(s.offered, 0)} → ${fmt(s.acknowledgedPerSecond, 0)}, ${fmt(s.latency.p99, 1)} (${fmt(s.serverCpuCores, 2)}, ${fmt(s.clientCpuCores, 2)}${s.pg ? `; ${fmt(s.pg.walBytesPerEdit, 0)} B WAL / edit${s.pg.commitsPerSecond === null ? '' : `, ${fmt(s.pg.commitsPerSecond, 0)} commits/s`}` : ''})`,
+              )
+              .join('; '),
             `${fmt(a.bestUnderBound, 0)}${a.neverCrossed ? ' (the last step stayed under: a lower bound)' : ''}`,
           ];
         }),

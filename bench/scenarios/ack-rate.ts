@@ -8,6 +8,8 @@
  * figure is the same measurement of a different promise.
  */
 import type { ServerChild } from '../lib/child.ts';
+import type { BenchDatabase } from '../lib/database.ts';
+import { scrapeCommitMetrics } from '../lib/metrics.ts';
 import { split, startLoadgens } from '../lib/loadgen.ts';
 import { cpuSeconds } from '../lib/procfs.ts';
 import { summarize, type Summary } from '../lib/stats.ts';
@@ -32,6 +34,12 @@ export interface AckStep {
   latency: Summary;
   serverCpuCores: number;
   clientCpuCores: number;
+  /**
+   * PostgreSQL's write load in the step, per acknowledged edit: WAL bytes (`pg_current_wal_lsn`:
+   * the whole cluster, exact on a quiet machine); for ours also the update log's group commits per
+   * second (its own metrics; stock has none). Absent when no database was given.
+   */
+  pg?: { walBytesPerEdit: number; commitsPerSecond: number | null };
 }
 
 export interface AckRateResult {
@@ -44,7 +52,12 @@ export interface AckRateResult {
   neverCrossed: boolean;
 }
 
-export async function runAckRate(target: Target, server: ServerChild, options: AckRateOptions): Promise<AckRateResult> {
+async function walBytes(db: BenchDatabase): Promise<bigint> {
+  const { rows } = await db.admin.query<{ wal: string }>(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::text AS wal`);
+  return BigInt(rows[0]!.wal.split('.')[0]!);
+}
+
+export async function runAckRate(target: Target, server: ServerChild, options: AckRateOptions, db?: BenchDatabase): Promise<AckRateResult> {
   const docs = await target.newDocuments(server, options.clients);
   const loadgens = startLoadgens(options.loadgens);
   const steps: AckStep[] = [];
@@ -58,6 +71,8 @@ export async function runAckRate(target: Target, server: ServerChild, options: A
       ),
     );
     for (const offered of options.rates) {
+      const wal0 = db ? await walBytes(db) : null;
+      const commits0 = await scrapeCommitMetrics(server.httpUrl);
       const cpu0 = cpuSeconds(server.pid);
       const t0 = performance.now();
       const replies = await Promise.all(
@@ -67,6 +82,8 @@ export async function runAckRate(target: Target, server: ServerChild, options: A
       );
       const wall = (performance.now() - t0) / 1000;
       const cpu1 = cpuSeconds(server.pid);
+      const wal1 = db ? await walBytes(db) : null;
+      const commits1 = await scrapeCommitMetrics(server.httpUrl);
       const sent = replies.reduce((n, r) => n + r.sent, 0);
       const acked = replies.reduce((n, r) => n + r.acked, 0);
       const windowSeconds = Math.max(...replies.map((r) => r.windowSeconds));
@@ -78,6 +95,14 @@ export async function runAckRate(target: Target, server: ServerChild, options: A
         latency: summarize(replies.flatMap((r) => r.latencies)),
         serverCpuCores: (cpu1 - cpu0) / wall,
         clientCpuCores: replies.reduce((n, r) => n + r.cpuSeconds, 0) / wall,
+        ...(wal0 !== null && wal1 !== null && acked > 0
+          ? {
+              pg: {
+                walBytesPerEdit: Number(wal1 - wal0) / acked,
+                commitsPerSecond: commits0 && commits1 ? (commits1.commitCount - commits0.commitCount) / wall : null,
+              },
+            }
+          : {}),
       };
       steps.push(step);
       if (step.latency.p99 >= options.p99BoundMs || acked < 0.95 * sent) break;
