@@ -6,8 +6,12 @@
  *   accepted it can be poisoned: `Y.mergeUpdates` spins on some rejected updates — docs/STACK-NOTES.md).
  * - `flushed()` resolves only once every update appended before the call is committed. The
  *   server holds a client's acknowledgement behind it, so "acknowledged" means "in PostgreSQL".
- * - While a batch is being written, new updates queue up and go out together in the next batch:
- *   one INSERT per round trip, however many clients are typing.
+ * - While batches are being written, new updates queue up and go out together in the next batch:
+ *   one INSERT per round trip, however many clients are typing. Up to `writers` batches are in
+ *   flight at once (default 1), each on its own pooled connection: a batch waits for a free
+ *   writer, not for the commit before it, and PostgreSQL flushes the WAL of commits that arrive
+ *   together once. `flushed()` still means "everything appended before is committed": the durable
+ *   mark only moves past a batch once every batch before it has committed too.
  * - A failed write keeps its updates queued and retries with capped exponential backoff; nothing
  *   is dropped (except rows whose session no longer exists, which are logged and discarded).
  * - The log never stores a whole document over existing rows: loading appends nothing, and
@@ -30,6 +34,8 @@ export interface UpdateLogOptions {
   nodeId: string;
   /** Largest number of rows in one INSERT. */
   maxBatchRows?: number;
+  /** Batches written at once (UPDATE_LOG_WRITERS); 1 on the embedded database (one connection). */
+  writers?: number;
   /** Backoff bounds for failed writes, in ms. */
   retryMinMs?: number;
   retryMaxMs?: number;
@@ -40,6 +46,11 @@ export interface UpdateLogOptions {
 
 interface Pending extends AppendRow {
   ticket: number;
+}
+
+/** A batch being written: its rows, in ticket order. */
+interface Batch {
+  rows: Pending[];
 }
 
 interface Waiter {
@@ -61,9 +72,9 @@ export class UpdateLog {
   #waiters: Waiter[] = [];
   #issued = 0;
   #durable = 0;
-  #writing: Promise<void> | null = null;
-  #retryTimer: NodeJS.Timeout | null = null;
-  #retryWake: (() => void) | null = null;
+  /** Batches being written (or retried), oldest first. */
+  readonly #inFlight: Batch[] = [];
+  readonly #retryWakes = new Set<() => void>();
   #failures = 0;
   #closed = false;
   /** Updates appended per document since its last load or compaction: the compaction trigger. */
@@ -71,7 +82,7 @@ export class UpdateLog {
 
   constructor(db: Database, options: UpdateLogOptions) {
     this.#db = db;
-    this.#opts = { maxBatchRows: 500, retryMinMs: 50, retryMaxMs: 5_000, ...options };
+    this.#opts = { maxBatchRows: 500, retryMinMs: 50, retryMaxMs: 5_000, writers: 1, ...options };
   }
 
   /** False while writes are failing (retrying); `/readyz` reports it. */
@@ -81,7 +92,9 @@ export class UpdateLog {
 
   /** Number of updates accepted but not yet committed. */
   get backlog(): number {
-    return this.#pending.length;
+    let writing = 0;
+    for (const batch of this.#inFlight) writing += batch.rows.length;
+    return this.#pending.length + writing;
   }
 
   updatesSinceCompaction(sessionId: string): number {
@@ -172,40 +185,45 @@ export class UpdateLog {
   async close(): Promise<void> {
     await this.flushed();
     this.#closed = true;
-    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    this.retryNow();
   }
 
-  /** Skips a pending retry's backoff (tests and shutdown use it to retry at once). */
+  /** Skips pending retries' backoff (tests and shutdown use it to retry at once). */
   retryNow(): void {
-    this.#retryWake?.();
+    for (const wake of [...this.#retryWakes]) wake();
   }
 
+  /** Starts batches while writers are free and rows wait. */
   #kick(): void {
-    if (this.#writing) return;
-    this.#writing = this.#drain().finally(() => {
-      this.#writing = null;
-      if (this.#pending.length > 0) this.#kick();
-    });
+    const writers = Math.max(1, this.#opts.writers);
+    while (this.#pending.length > 0 && this.#inFlight.length < writers) {
+      const batch: Batch = { rows: this.#pending.splice(0, this.#opts.maxBatchRows) };
+      this.#inFlight.push(batch);
+      void this.#run(batch);
+    }
   }
 
-  async #drain(): Promise<void> {
-    while (this.#pending.length > 0) {
-      const batch = this.#pending.slice(0, this.#opts.maxBatchRows);
+  /** Writes one batch, retrying with backoff until it is in; then moves the durable mark. */
+  async #run(batch: Batch): Promise<void> {
+    for (;;) {
       const started = performance.now();
       try {
-        await this.#write(batch);
+        await this.#write(batch.rows);
+        this.#failures = 0;
+        this.#opts.onCommit?.(batch.rows.length, (performance.now() - started) / 1000);
+        break;
       } catch (error) {
         this.#failures += 1;
-        this.#opts.onError?.(error, `writing ${batch.length} updates (attempt ${this.#failures})`);
+        this.#opts.onError?.(error, `writing ${batch.rows.length} updates (attempt ${this.#failures})`);
         await this.#backoff();
-        continue;
       }
-      this.#failures = 0;
-      this.#opts.onCommit?.(batch.length, (performance.now() - started) / 1000);
-      this.#pending.splice(0, batch.length);
-      this.#durable = batch[batch.length - 1]!.ticket;
-      this.#releaseWaiters();
     }
+    this.#inFlight.splice(this.#inFlight.indexOf(batch), 1);
+    // Durable: everything before the oldest batch still in flight, or before the oldest queued row.
+    const oldest = this.#inFlight[0]?.rows[0]?.ticket ?? this.#pending[0]?.ticket ?? this.#issued + 1;
+    if (oldest - 1 > this.#durable) this.#durable = oldest - 1;
+    this.#releaseWaiters();
+    this.#kick();
   }
 
   async #write(batch: Pending[]): Promise<void> {
@@ -230,13 +248,12 @@ export class UpdateLog {
     const delay = Math.min(this.#opts.retryMaxMs, this.#opts.retryMinMs * 2 ** Math.min(this.#failures - 1, 16));
     return new Promise((resolve) => {
       const wake = () => {
-        if (this.#retryTimer) clearTimeout(this.#retryTimer);
-        this.#retryTimer = null;
-        this.#retryWake = null;
+        clearTimeout(timer);
+        this.#retryWakes.delete(wake);
         resolve();
       };
-      this.#retryWake = wake;
-      this.#retryTimer = setTimeout(wake, delay);
+      const timer = setTimeout(wake, delay);
+      this.#retryWakes.add(wake);
     });
   }
 

@@ -119,6 +119,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   const metrics = new Metrics(nodeId);
   const log = new UpdateLog(db, {
     nodeId,
+    // PGlite serves one connection: concurrent batches would only queue there.
+    writers: db.kind === 'pglite' ? 1 : config.UPDATE_LOG_WRITERS,
     onError: (error, context) => logger.error({ err: error }, `update log: ${context}`),
     onCommit: (rows, seconds) => {
       metrics.committedUpdates.inc(rows);

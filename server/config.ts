@@ -71,6 +71,11 @@ const schema = z
      * 0 sends every update to the worker. At most 16 KiB.
      */
     UPDATE_GUARD_INLINE_BYTES: z.coerce.number().int().min(0).max(16_384).default(1_024),
+    /**
+     * Group commits of the update log written at once, each on its own pooled connection
+     * (persistence/update-log.ts). The embedded database always uses 1.
+     */
+    UPDATE_LOG_WRITERS: z.coerce.number().int().min(1).max(8).default(2),
     /** Compact a document's update log once this many updates follow its snapshot. */
     COMPACT_AFTER_UPDATES: bytes.default(500),
     /** Autosave a version this long after a document's last change, in ms; 0 disables (saving on last leave stays). */

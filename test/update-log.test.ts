@@ -7,6 +7,7 @@ import { newImageId, newSessionId, newUserId } from '../shared/ids.ts';
 import { insertImage } from '../persistence/repositories/images.ts';
 import { insertSession } from '../persistence/repositories/sessions.ts';
 import { insertUser } from '../persistence/repositories/users.ts';
+import { waitFor } from './support/clients.ts';
 import { engines, openEngine } from './support/engines.ts';
 
 const teardown: Array<() => Promise<void>> = [];
@@ -104,3 +105,39 @@ for (const engine of engines) {
     });
   });
 }
+
+describe('update log with two writers (PostgreSQL)', () => {
+  it('commits a later batch while an earlier one waits, and says flushed only once both are in', async () => {
+    const db = await openEngine('postgres', register);
+    const log = new UpdateLog(db, { nodeId: 'test', writers: 2 });
+    register(() => log.close());
+    const [held, free] = [await newSession(db), await newSession(db)];
+    // A row lock on the held session's row makes the insert that references it wait (its foreign
+    // key check needs a KEY SHARE lock that FOR UPDATE excludes); the other session's does not.
+    const pg = await import('pg');
+    const locker = new pg.default.Client({ connectionString: db.url });
+    await locker.connect();
+    register(() => locker.end());
+    await locker.query('BEGIN');
+    await locker.query('SELECT 1 FROM edit_sessions WHERE session_id = $1 FOR UPDATE', [held]);
+    let released = false;
+    try {
+      log.append(held, new Uint8Array([0, 0]));
+      log.append(free, new Uint8Array([0, 0]));
+      let flushed = false;
+      const done = log.flushed().then(() => (flushed = true));
+      // The second writer's batch lands while the first waits on the lock.
+      await waitFor(async () => (await rowCount(db, free)) === 1, { what: "the free session's batch committed" });
+      expect(await rowCount(db, held)).toBe(0);
+      expect(flushed, 'flushed before the earlier batch committed').toBe(false);
+      expect(log.backlog).toBe(1);
+      await locker.query('COMMIT');
+      released = true;
+      await done;
+      expect(await rowCount(db, held)).toBe(1);
+      expect(log.backlog).toBe(0);
+    } finally {
+      if (!released) await locker.query('ROLLBACK').catch(() => {});
+    }
+  });
+});
