@@ -152,11 +152,14 @@ function stormWatch(request: Extract<LoadgenRequest, { op: 'storm-watch' }>): Lo
     const map = client.doc.getMap<number>(EDITS_MAP);
     let seq = 0;
     let interval: NodeJS.Timeout | undefined;
+    const edit = () => {
+      watch.written += 1;
+      map.set(`${entry.key}:${seq++}`, epochNow());
+    };
+    // The first edit at a random phase of the period, then one per period.
     const phase = setTimeout(() => {
-      interval = setInterval(() => {
-        watch.written += 1;
-        map.set(`${entry.key}:${seq++}`, epochNow());
-      }, request.editEveryMs);
+      edit();
+      interval = setInterval(edit, request.editEveryMs);
     }, Math.random() * request.editEveryMs);
     stormStops.push(() => {
       clearTimeout(phase);
