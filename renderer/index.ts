@@ -256,6 +256,38 @@ async function prepareLayer(id: string, layer: Exclude<Layer, { type: 'adjustmen
   return visible;
 }
 
+/**
+ * Frames kept for this thread's next render. A 1080p frame is 8 MB of external memory; a fresh
+ * one per render made V8 run a full mark-compact on almost every render ("GC in old space
+ * requested", up to 47 ms of pause seen on the bench canvas) and left encoding and adjustments
+ * paying for it. A frame goes back here once its render has encoded; the next render of a size
+ * up to the spare's takes it (a view of its first bytes) and clears it.
+ */
+const spareFrames: Buffer[] = [];
+const SPARE_FRAMES = 2;
+/** Larger frames (over 4K × 2K) are not kept: rare, and their memory is better returned. */
+const SPARE_FRAME_BYTES = 32 * 1024 * 1024;
+function takeFrame(bytes: number): { frame: Buffer; whole: Buffer } {
+  let best = -1;
+  for (let i = 0; i < spareFrames.length; i++) {
+    const f = spareFrames[i]!;
+    if (f.length >= bytes && f.length <= 2 * bytes && (best < 0 || f.length < spareFrames[best]!.length)) best = i;
+  }
+  if (best < 0) {
+    const whole = Buffer.alloc(bytes);
+    return { frame: whole, whole };
+  }
+  const whole = spareFrames.splice(best, 1)[0]!;
+  const frame = whole.subarray(0, bytes);
+  frame.fill(0);
+  return { frame, whole };
+}
+function giveFrame(whole: Buffer): void {
+  if (whole.length > SPARE_FRAME_BYTES) return;
+  spareFrames.push(whole);
+  if (spareFrames.length > SPARE_FRAMES) spareFrames.shift();
+}
+
 export const renderCanvas: RenderCanvas = async (input: Canvas, images: ImageSource, options: RenderOptions = {}): Promise<RenderResult> => {
   const parsed = canvasSchema.safeParse(input);
   if (!parsed.success) {
@@ -287,88 +319,95 @@ export const renderCanvas: RenderCanvas = async (input: Canvas, images: ImageSou
   // The frame: raw RGBA (not premultiplied), composited in place layer by layer, each only over
   // its own box. (Runs of normal layers in one libvips composite() measured slower: every layer
   // with another mode forces the whole frame out of libvips and back.)
-  const base = Buffer.alloc(width * height * 4);
-  const background = parseColor(canvas.meta.background);
-  fillBox(base, width, geometry.content, background);
-  // Compositing never lowers an opaque backdrop's alpha (source-over: αo = αs + 1·(1 − αs) = 1;
-  // adjustments keep alpha), so an opaque background over the whole frame stays opaque: no scan.
-  const surelyOpaque = background.a === 255 && content.left === 0 && content.top === 0 && content.width === width && content.height === height;
-  const raw = { width, height, channels: 4 as const };
+  const { frame: base, whole } = takeFrame(width * height * 4);
+  try {
+    const background = parseColor(canvas.meta.background);
+    fillBox(base, width, geometry.content, background);
+    // Compositing never lowers an opaque backdrop's alpha (source-over: αo = αs + 1·(1 − αs) = 1;
+    // adjustments keep alpha), so an opaque background over the whole frame stays opaque: no scan.
+    const surelyOpaque = background.a === 255 && content.left === 0 && content.top === 0 && content.width === width && content.height === height;
+    const raw = { width, height, channels: 4 as const };
 
-  const scale = meanScale(frameMatrix);
-  const frame: Box = { left: 0, top: 0, width, height };
-  // Where the frame has pixels (alpha > 0) so far: adjustments leave the rest alone, so they run
-  // over this box only.
-  let painted: Box | undefined = background.a > 0 ? content : undefined;
-  const ctx: LayerContext = { frameMatrix, content, scale, imageBytes, imageHashes: new Map(), missing };
-  // Sequential while profiling, so each stage's CPU time is its own.
-  const lookahead = profile ? 0 : LOOKAHEAD;
-  const prepared = new Map<number, Promise<Raster | undefined>>();
-  const start = (i: number) => {
-    if (i >= layers.length || prepared.has(i)) return;
-    const [lid, l] = layers[i]!;
-    if (l.type === 'adjustment') return;
-    const p = prepareLayer(lid, l, ctx);
-    p.catch(() => {}); // awaited in order below; a render that failed earlier drops it
-    prepared.set(i, p);
-  };
-  for (let index = 0; index < layers.length; index++) {
-    const [id, layer] = layers[index]!;
-    for (let k = index; k <= index + lookahead; k++) start(k);
-    if (layer.type === 'adjustment') {
-      await timed('adjustment layers', async () => {
-        // Consecutive adjustment layers without filters run as one pass (renderer/adjust.ts).
-        const steps: AdjustmentStep[] = [];
-        for (let j = index; j < layers.length; j++) {
-          const next = layers[j]![1];
-          const step = next.type === 'adjustment' && next.filters.length === 0 ? adjustmentStep(next.data, next.opacity, next.blendMode, (mode) => SEPARABLE[mode]) : undefined;
-          if (!step) break;
-          steps.push(step);
-        }
-        if (steps.length > 0) {
-          if (painted) applyAdjustments(base, width, painted, steps);
-          index += steps.length - 1;
-          return;
-        }
-        let adjusted = adjust(base, layer.data);
-        if (layer.filters.length > 0) {
-          adjusted = (await applyFilters({ data: adjusted, width, height, left: 0, top: 0 }, layer.filters, scale, seedOf(id))).data;
-        }
-        blendAdjusted(base, adjusted, layer.opacity, layer.blendMode);
-      });
-      continue;
+    const scale = meanScale(frameMatrix);
+    const frame: Box = { left: 0, top: 0, width, height };
+    // Where the frame has pixels (alpha > 0) so far: adjustments leave the rest alone, so they run
+    // over this box only.
+    let painted: Box | undefined = background.a > 0 ? content : undefined;
+    const ctx: LayerContext = { frameMatrix, content, scale, imageBytes, imageHashes: new Map(), missing };
+    // Sequential while profiling, so each stage's CPU time is its own.
+    const lookahead = profile ? 0 : LOOKAHEAD;
+    const prepared = new Map<number, Promise<Raster | undefined>>();
+    const start = (i: number) => {
+      if (i >= layers.length || prepared.has(i)) return;
+      const [lid, l] = layers[i]!;
+      if (l.type === 'adjustment') return;
+      const p = prepareLayer(lid, l, ctx);
+      p.catch(() => {}); // awaited in order below; a render that failed earlier drops it
+      prepared.set(i, p);
+    };
+    for (let index = 0; index < layers.length; index++) {
+      const [id, layer] = layers[index]!;
+      for (let k = index; k <= index + lookahead; k++) start(k);
+      if (layer.type === 'adjustment') {
+        await timed('adjustment layers', async () => {
+          // Consecutive adjustment layers without filters run as one pass (renderer/adjust.ts).
+          const steps: AdjustmentStep[] = [];
+          for (let j = index; j < layers.length; j++) {
+            const next = layers[j]![1];
+            const step = next.type === 'adjustment' && next.filters.length === 0 ? adjustmentStep(next.data, next.opacity, next.blendMode, (mode) => SEPARABLE[mode]) : undefined;
+            if (!step) break;
+            steps.push(step);
+          }
+          if (steps.length > 0) {
+            if (painted) applyAdjustments(base, width, painted, steps);
+            index += steps.length - 1;
+            return;
+          }
+          let adjusted = adjust(base, layer.data);
+          if (layer.filters.length > 0) {
+            adjusted = (await applyFilters({ data: adjusted, width, height, left: 0, top: 0 }, layer.filters, scale, seedOf(id))).data;
+          }
+          blendAdjusted(base, adjusted, layer.opacity, layer.blendMode);
+        });
+        continue;
+      }
+      const placed = await prepared.get(index);
+      prepared.delete(index);
+      if (!placed) continue;
+      // libvips' own blend modes deviate from the W3C formulas wherever the source is translucent
+      // (measured up to 107/255 off, even over an opaque backdrop; libvips#4614): all in JS.
+      await timed(`blend ${layer.blendMode === 'normal' ? 'normal' : 'other modes'}`, () => blendInto(base, width, height, placed, layer.blendMode, layer.opacity));
+      painted = union(painted, intersect(rasterBox(placed), frame));
     }
-    const placed = await prepared.get(index);
-    prepared.delete(index);
-    if (!placed) continue;
-    // libvips' own blend modes deviate from the W3C formulas wherever the source is translucent
-    // (measured up to 107/255 off, even over an opaque backdrop; libvips#4614): all in JS.
-    await timed(`blend ${layer.blendMode === 'normal' ? 'normal' : 'other modes'}`, () => blendInto(base, width, height, placed, layer.blendMode, layer.opacity));
-    painted = union(painted, intersect(rasterBox(placed), frame));
-  }
 
-  let out = sharp(base, { raw, limitInputPixels: false });
-  const quality = options.quality;
-  switch (format) {
-    // Encoder settings chosen for live renders (bench/RESULTS.md): zlib level 1 without adaptive
-    // filtering is 53 ms for a 1080p frame against 452 ms at level 6 (+13 % bytes); WebP effort 2
-    // is 114 ms against 533 ms at the default 4 (+4 % bytes). An opaque frame is written as RGB.
-    case 'png':
-      if (surelyOpaque || opaque(base)) out = out.removeAlpha();
-      out = out.png({ compressionLevel: 1, adaptiveFiltering: false });
-      break;
-    case 'webp':
-      out = out.webp({ quality: quality ?? 82, effort: 2 });
-      break;
-    case 'jpeg': {
-      const bg = parseColor(canvas.meta.background);
-      out = out.flatten({ background: bg.a === 255 ? { r: bg.r, g: bg.g, b: bg.b } : '#ffffff' }).jpeg({ quality: quality ?? 85 });
-      break;
+    let out = sharp(base, { raw, limitInputPixels: false });
+    const quality = options.quality;
+    switch (format) {
+      // Encoder settings chosen for live renders (bench/RESULTS.md): zlib level 1 without adaptive
+      // filtering is 53 ms for a 1080p frame against 452 ms at level 6 (+13 % bytes); WebP effort 2
+      // is 114 ms against 533 ms at the default 4 (+4 % bytes). An opaque frame is written as RGB.
+      case 'png':
+        if (surelyOpaque || opaque(base)) out = out.removeAlpha();
+        out = out.png({ compressionLevel: 1, adaptiveFiltering: false });
+        break;
+      case 'webp':
+        out = out.webp({ quality: quality ?? 82, effort: 2 });
+        break;
+      case 'jpeg': {
+        // An opaque frame only loses its alpha (the same pixels as flattening it: 19 -> 13 ms).
+        if (surelyOpaque || opaque(base)) out = out.removeAlpha();
+        else out = out.flatten({ background: background.a === 255 ? { r: background.r, g: background.g, b: background.b } : '#ffffff' });
+        out = out.jpeg({ quality: quality ?? 85 });
+        break;
+      }
+      case 'avif':
+        out = out.avif({ quality: quality ?? 55, effort: 2 });
+        break;
     }
-    case 'avif':
-      out = out.avif({ quality: quality ?? 55, effort: 2 });
-      break;
+    const data = await timed(`encode ${format}`, () => out.toBuffer());
+    return { data, format, width, height, contentType: CONTENT_TYPES[format], missingImages: [...missing].sort() };
+  } finally {
+    // sharp has finished reading the frame (or never will): the next render may have it.
+    giveFrame(whole);
   }
-  const data = await timed(`encode ${format}`, () => out.toBuffer());
-  return { data, format, width, height, contentType: CONTENT_TYPES[format], missingImages: [...missing].sort() };
 };

@@ -241,6 +241,29 @@ describe('renderCanvas', () => {
     }
   });
 
+  it('starts every render from a clear frame, also when a frame is reused or renders overlap', async () => {
+    // renderer/index.ts keeps finished frames for the next render (takeFrame/giveFrame): a frame
+    // left as the last render painted it would show through a transparent canvas.
+    const allZero = (px: Awaited<ReturnType<typeof decode>>) => px.data.every((v) => v === 0);
+    await renderCanvas(canvasOf(64, 64, {}, '#ff0000'), noImages);
+    expect(allZero((await rendered(canvasOf(64, 64, {}), noImages)).pixels)).toBe(true);
+    await renderCanvas(canvasOf(64, 64, {}, '#ff0000'), noImages);
+    // a smaller frame: a view of the spare's first bytes
+    const smaller = await rendered(canvasOf(60, 40, {}), noImages);
+    expect([smaller.result.width, smaller.result.height]).toEqual([60, 40]);
+    expect(allZero(smaller.pixels)).toBe(true);
+    const [red, blue] = await Promise.all([
+      rendered(canvasOf(64, 64, {}, '#ff0000'), noImages),
+      rendered(canvasOf(64, 64, { b: layer(rect(8, 8, '#0000ff'), { transform: at(0, 0) }) }), noImages),
+    ]);
+    expect(pixel(red.pixels, 63, 63)).toEqual([255, 0, 0, 255]);
+    expect(pixel(blue.pixels, 2, 2)).toEqual([0, 0, 255, 255]);
+    expect(pixel(blue.pixels, 30, 30)).toEqual([0, 0, 0, 0]);
+    // JPEG: an opaque frame loses its alpha, a translucent one is flattened on white
+    const jpeg = await decode((await renderCanvas(canvasOf(64, 64, { b: layer(rect(8, 8, '#0000ff'), { transform: at(0, 0) }) }), noImages, { format: 'jpeg' })).data);
+    expect(pixel(jpeg, 40, 40).slice(0, 3).every((v) => v > 250)).toBe(true);
+  });
+
   it('refuses outputs over the pixel limit (413) and bad options (400), and invalid canvases', async () => {
     const canvas = canvasOf(100_000, 100_000, {});
     const error = await renderCanvas(canvas, noImages).catch((e: unknown) => e);
