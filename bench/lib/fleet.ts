@@ -13,7 +13,7 @@ import type { ServerChild } from './child.ts';
 import { connect, type BenchClient } from './clients.ts';
 import type { BenchDatabase } from './database.ts';
 import { deleteKeysWithPrefix, openRedis, REDIS_URL, type RedisConnection } from './redis.ts';
-import { oursTarget, type Target } from './targets.ts';
+import { oursEnv, oursTarget, type Target } from './targets.ts';
 
 /** One named node: its target (same NODE_ID and data directory on every start) and its current process. */
 export interface FleetNode {
@@ -56,6 +56,7 @@ export async function until(done: () => boolean | Promise<boolean>, timeoutMs: n
  * `count` nodes of ours on the node transport. Presence heartbeats and anti-entropy rounds are
  * shortened (as in test/rolling-restart.test.ts) so a drained node's leftovers would show within
  * the run; DRAIN_DELAY_MS lets the balancer see /readyz 503 before the listener closes.
+ * BENCH_OURS_ENV overrides these.
  */
 export async function startFleet(db: BenchDatabase, count: number, env: Record<string, string> = {}): Promise<Fleet> {
   const run = randomBytes(4).toString('hex');
@@ -77,6 +78,8 @@ export async function startFleet(db: BenchDatabase, count: number, env: Record<s
         DRAIN_DELAY_MS: '300',
         AUTOSAVE_QUIET_MS: '0',
         AUTOSAVE_ON_LEAVE: 'false',
+        // A lever's A/B (e.g. BENCH_OURS_ENV="DRAIN_DELAY_MS=0") wins over the defaults above.
+        ...oursEnv(),
         ...env,
       },
     });
@@ -228,6 +231,28 @@ export function watchedClient(wsUrl: string, name: string, token: string, kind: 
     setCursor: (x, y) => (typed ? typed.setCursor({ x, y }) : provider.setAwarenessField('cursor', { x, y })),
     destroy,
   };
+}
+
+/**
+ * Awareness claims (server/redis/claims.ts: `<prefix>:aw:{<session>}`, clientID → `user|node|released
+ * at`) that name a node which is not alive in that session (not subscribed to its node channel,
+ * server/redis/liveness.ts): what a drain should have released, or a sweep should have; and
+ * how many claims name a node at all (the clients' own, on live nodes).
+ */
+export async function staleClaims(fleet: Fleet, sessions: readonly string[]): Promise<{ stale: number; inUse: number }> {
+  let stale = 0;
+  let inUse = 0;
+  for (const session of sessions) {
+    const claims = await fleet.redis.hgetall(`${fleet.prefix}:aw:{${session}}`);
+    for (const value of Object.values(claims)) {
+      const node = value.split('|')[1];
+      if (!node) continue;
+      inUse += 1;
+      const reply = (await fleet.redis.call('PUBSUB', 'NUMSUB', `${fleet.prefix}:node:{${session}}:${node}`)) as [string, number];
+      if (Number(reply[1]) === 0) stale += 1;
+    }
+  }
+  return { stale, inUse };
 }
 
 /** The document as the update log holds it (every row of the session, merged in order). */

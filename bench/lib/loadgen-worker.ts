@@ -11,8 +11,8 @@
  *   provider's unacknowledged-change count falls by one per SyncStatus, in order); answers with
  *   the latencies of edits sent in the window, how many were sent and acknowledged, the CPU used.
  * - `storm-watch` (the storm scenario): from now on every client is watched (closes, outages until
- *   synced again, refusals, acknowledgements: bench/lib/fleet.ts attachWatch, epoch clock) and
- *   edits its document every `editEveryMs` (key `<tag>-<index>:<seq>`, value its send time);
+ *   synced again, refusals, acknowledgements: bench/lib/fleet.ts attachWatch, epoch clock), shows a
+ *   cursor and edits its document every `editEveryMs` (key `<tag>-<index>:<seq>`, value its send time);
  *   `storm-status` answers how many clients are synced again after `since`; `storm-report` stops
  *   the edits, waits (at most `drainMs`) for every client to be acknowledged, and answers each
  *   client's outage and acknowledged edits.
@@ -149,6 +149,8 @@ function stormWatch(request: Extract<LoadgenRequest, { op: 'storm-watch' }>): Lo
     const entry = { client, watch, key: `${request.tag}-${index}`, closes: [] as number[] };
     client.provider.on('close', () => entry.closes.push(epochNow()));
     watched.push(entry);
+    // A cursor, so each client's awareness clientID is claimed in Redis by the node it is on.
+    client.provider.setAwarenessField('cursor', { x: index, y: 0 });
     const map = client.doc.getMap<number>(EDITS_MAP);
     let seq = 0;
     let interval: NodeJS.Timeout | undefined;

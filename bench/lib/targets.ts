@@ -57,7 +57,7 @@ function baseEnv(): Record<string, string> {
  * BENCH_OURS_ENV: settings for our servers only, `NAME=value` separated by spaces (a lever's A/B,
  * e.g. `BENCH_OURS_ENV="UPDATE_GUARD_INLINE_BYTES=0"`).
  */
-function oursEnv(): Record<string, string> {
+export function oursEnv(): Record<string, string> {
   const pairs = (process.env.BENCH_OURS_ENV ?? '').split(/\s+/).filter(Boolean);
   return Object.fromEntries(pairs.map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]));
 }

@@ -30,7 +30,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type * as Y from 'yjs';
 import { createBenchDatabase } from '../lib/database.ts';
-import { content, EDITS_MAP, formatCounts, loggedDocument, mergeCounts, startFleet, until, watchedClient, type WatchedClient } from '../lib/fleet.ts';
+import { content, EDITS_MAP, formatCounts, loggedDocument, mergeCounts, staleClaims, startFleet, until, watchedClient, type WatchedClient } from '../lib/fleet.ts';
 import { gitFacts } from '../lib/machine.ts';
 import { busyCores } from '../lib/procfs.ts';
 import { writeSection } from '../lib/results-file.ts';
@@ -97,6 +97,9 @@ export interface RollResult {
   missingAtConvergence: number;
   cursorsBackMs: number;
   missingCursors: number;
+  /** Awareness claims in Redis naming a node that is not alive, after convergence. */
+  staleClaims: number;
+  claimsInUse: number;
   refusals: Map<string, number>;
   closes: Map<string, number>;
   balancerFailures: number;
@@ -253,6 +256,7 @@ export async function measureRoll(options: RollOptions, kind: 'plain' | 'typed')
     const missingAtConvergence = cursorCheck().missing;
     const cursorsBackMs = await until(() => cursorCheck().missing === 0, CURSORS_BACK_MS, 'every cursor shown again').catch(() => Number.NaN);
     const missing = cursorCheck().missing;
+    const { stale: stale, inUse: claimsInUse } = await staleClaims(fleet, docs);
     // Nothing acknowledged is missing: not in any client's document, not in the log.
     let lostAckedLog = 0;
     let lostAckedDocs = 0;
@@ -302,6 +306,8 @@ export async function measureRoll(options: RollOptions, kind: 'plain' | 'typed')
       missingAtConvergence,
       cursorsBackMs,
       missingCursors: missing,
+      staleClaims: stale,
+      claimsInUse,
       refusals,
       closes,
       balancerFailures: fleet.balancer.connectFailures,
@@ -344,6 +350,7 @@ export function renderRoll(r: RollResult, options: RollOptions, run: RollRun, st
   lines.push(
     `- Ghost cursors (a leaver's cursor still shown by a live editor, at convergence): **${r.ghosts}**. Live cursors not shown (editor × mate pairs, of ${r.editors * (options.editorsPerDocument)}): ${r.missingAtConvergence} at convergence, all shown again ${Number.isFinite(r.cursorsBackMs) ? `${fmt(r.cursorsBackMs, 0)} ms later` : `**not within ${CURSORS_BACK_MS / 1000} s (${r.missingCursors} still missing)**`}${r.kind === 'plain' ? ' (plain providers: y-protocols ignores a re-sent state at the clock of its removal until the 15 s awareness renewal, y-websocket#122 — README "Limits"; the typed client re-announces at once)' : ''}.`,
   );
+  lines.push(`- Awareness claims in Redis naming a node that is not alive (after convergence): **${r.staleClaims}** of ${r.claimsInUse} naming a node.`);
   lines.push(`- Refusals seen by clients: **${formatCounts(r.refusals)}**. Closes seen: ${formatCounts(r.closes)}. Balancer: ${r.balancerFailures} backend connections refused (each retried on another node), ${r.balancerDropped} client connections dropped.`);
   lines.push(`- Stock Hocuspocus + extension-redis doing the same roll: not measured (stock has no drain: SIGTERM ends its process, what it holds in memory is stored only by its own debounce).`);
   return lines.join('\n');
@@ -364,6 +371,7 @@ export async function runRoll(run: RollRun): Promise<string> {
     r.ghosts > 0 ? `${r.ghosts} ghost cursors` : '',
     r.missingCursors > 0 ? `${r.missingCursors} cursors missing after ${CURSORS_BACK_MS / 1000} s` : '',
     r.kind === 'typed' && !(r.cursorsBackMs <= TYPED_CURSORS_MS) ? `typed clients' cursors not all back within ${TYPED_CURSORS_MS / 1000} s` : '',
+    r.staleClaims > 0 ? `${r.staleClaims} claims of dead nodes left` : '',
     r.refusals.size > 0 ? `refusals: ${formatCounts(r.refusals)}` : '',
     r.steps.some((s) => s.exitCode !== 0) ? 'a drain did not exit 0' : '',
   ].filter(Boolean);

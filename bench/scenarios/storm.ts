@@ -23,7 +23,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type * as Y from 'yjs';
 import { createBenchDatabase } from '../lib/database.ts';
-import { EDITS_MAP, epochNow, formatCounts, loggedDocument, mergeCounts, startFleet, until, watchedClient, type WatchedClient } from '../lib/fleet.ts';
+import { EDITS_MAP, epochNow, formatCounts, loggedDocument, mergeCounts, staleClaims, startFleet, until, watchedClient, type WatchedClient } from '../lib/fleet.ts';
 import { split, startLoadgens, type Loadgen } from '../lib/loadgen.ts';
 import type { StormClientReport } from '../lib/loadgen-worker.ts';
 import { gitFacts } from '../lib/machine.ts';
@@ -78,6 +78,9 @@ interface StormResult {
   lostMovedAcked: number;
   unmovedAcked: number;
   lostUnmovedAcked: number;
+  /** Awareness claims in Redis still naming a node that is not alive, once every moved client reported. */
+  staleClaims: number;
+  claimsInUse: number;
   balancerFailures: number;
   balancerDropped: number;
   busyBefore: number;
@@ -186,6 +189,9 @@ async function measureStorm(options: StormOptions): Promise<StormResult> {
     const reports: StormClientReport[] = (await Promise.all(loadgens.map((l) => l.request({ op: 'storm-report', since: killedAt, drainMs: 30_000 }, 'storm-reported', 120_000)))).flatMap((r) => r.clients);
     await until(() => unmoved.every((c) => c.provider.isSynced && !c.provider.hasUnsyncedChanges), 30_000, 'the unmoved clients acknowledged').catch(() => undefined);
 
+    // The killed node's claims: re-claimed by the survivor as its clients come back, or released by a sweep.
+    const { stale: staleAfter, inUse: claimsInUse } = await staleClaims(fleet, docs);
+
     const resyncs: number[] = [];
     let neverResynced = 0;
     let notDisconnected = 0;
@@ -254,6 +260,8 @@ async function measureStorm(options: StormOptions): Promise<StormResult> {
       lostMovedAcked,
       unmovedAcked,
       lostUnmovedAcked,
+      staleClaims: staleAfter,
+      claimsInUse,
       balancerFailures: fleet.balancer.connectFailures,
       balancerDropped: fleet.balancer.dropped,
       busyBefore,
@@ -289,6 +297,7 @@ function renderStorm(r: StormResult, o: StormOptions, run: StormRun, startedAt: 
   lines.push(`| during the storm (${fmt(r.storm.seconds, 1)} s) | ${r.storm.sent} | ${ms(r.storm.latency.p50)} | ${ms(r.storm.latency.p99)} | ${ms(r.storm.latency.max)} |`);
   lines.push('');
   lines.push(`- Acknowledged edits missing from the PostgreSQL log (the moved clients' include those acknowledged by the killed node just before the kill, and those made while reconnecting): moved clients **${r.lostMovedAcked}** of ${r.movedAcked} (${r.movedWritten} written), unmoved **${r.lostUnmovedAcked}** of ${r.unmovedAcked}.`);
+  lines.push(`- Awareness claims in Redis naming a node that is not alive, once every moved client had synced and reported: **${r.staleClaims}** of ${r.claimsInUse} naming a node.`);
   lines.push(`- Balancer: ${r.balancerFailures} backend connections refused (the dead node, each retried on the survivor), ${r.balancerDropped} client connections dropped.`);
   return lines.join('\n');
 }
@@ -303,6 +312,7 @@ export async function runStorm(run: StormRun): Promise<string> {
     r.lostMovedAcked + r.lostUnmovedAcked > 0 ? 'acknowledged edits lost' : '',
     r.movedAcked === 0 ? 'no moved client had an acknowledged edit: nothing checked' : '',
     r.neverResynced + r.notDisconnected > 0 ? `${r.neverResynced + r.notDisconnected} moved clients not synced again` : '',
+    r.staleClaims > 0 ? `${r.staleClaims} claims of the killed node left` : '',
     r.clientsRefused > r.clientsRefusedResynced ? 'refused clients that never synced again' : '',
   ].filter(Boolean);
   if (problems.length > 0) throw new Error(`${summary}\nstorm: ${problems.join('; ')}`);
