@@ -159,6 +159,7 @@ describe('layer geometry against a supersampled rasteriser', () => {
     ['image, rotated and scaled 1.3', image('img_photo', { transform: [1.18, 0.55, -0.55, 1.18, 40, -10] }), 0.3, 0.02],
     ['image, scaled 1.5', image('img_photo', { transform: [1.5, 0, 0, 1.5, 3, 2] }), 1.5, 0.05],
     ['image, scaled 0.6', image('img_photo', { transform: [0.6, 0, 0, 0.6, 10, 10] }), 1.0, 0.05],
+    ['image, rotated and scaled 0.35 (shrunk on decode)', image('img_photo', { transform: [0.3, 0.18, -0.18, 0.3, 40, 5] }), 0.3, 0.03],
   ];
   for (const [name, l, mean, share] of shapes) {
     it(name, async () => {
