@@ -127,7 +127,7 @@ function nonSeparableInto(mode: number, br: number, bg: number, bb: number, sr: 
   out[0] = r; out[1] = g; out[2] = b;
 }
 
-const clamp255 = (v: number) => (v <= 0 ? 0 : v >= 255 ? 255 : Math.round(v));
+const clamp255 = (v: number) => (v <= 0 ? 0 : v >= 255 ? 255 : (v + 0.5) | 0); // Math.round for v > 0, cheaper
 
 /** B(cb, cs) of a separable mode for every pair of 8-bit values, 0..1 (64 K entries, cached). */
 const lutCache = new Map<string, Float32Array>();
