@@ -13,7 +13,7 @@ import type { ServerChild } from './child.ts';
 import { connect, type BenchClient } from './clients.ts';
 import type { BenchDatabase } from './database.ts';
 import { deleteKeysWithPrefix, openRedis, REDIS_URL, type RedisConnection } from './redis.ts';
-import { oursEnv, oursTarget, type Target } from './targets.ts';
+import { oursEnv, oursTarget, stockTarget, type Target } from './targets.ts';
 
 /** One named node: its target (same NODE_ID and data directory on every start) and its current process. */
 export interface FleetNode {
@@ -58,14 +58,20 @@ export async function until(done: () => boolean | Promise<boolean>, timeoutMs: n
  * the run; DRAIN_DELAY_MS lets the balancer see /readyz 503 before the listener closes.
  * BENCH_OURS_ENV overrides these.
  */
-export async function startFleet(db: BenchDatabase, count: number, env: Record<string, string> = {}): Promise<Fleet> {
+export async function startFleet(db: BenchDatabase, count: number, env: Record<string, string> = {}, system: 'ours' | 'stock' = 'ours'): Promise<Fleet> {
   const run = randomBytes(4).toString('hex');
   const prefix = `bench-fleet-${run}`;
   const teardowns: Array<() => Promise<void>> = [];
-  const balancer = await startBalancer({ intervalMs: 50, register: (fn) => void teardowns.unshift(fn) });
+  // Stock Hocuspocus has no /readyz: its HTTP answer at / (200 while it listens) is all a balancer can check.
+  const balancer = await startBalancer({ intervalMs: 50, healthPath: system === 'stock' ? '/' : '/readyz', register: (fn) => void teardowns.unshift(fn) });
   const redis = await openRedis();
   const nodes: FleetNode[] = Array.from({ length: count }, (_, i) => {
     const name = `node-${i}`;
+    if (system === 'stock') {
+      // bench/stock-server.ts with @hocuspocus/extension-redis, as the cross-node bench runs it.
+      const target = stockTarget(db, { id: `stock-${name}`, label: `stock ${name}`, env: { REDIS_URL, REDIS_PREFIX: prefix, NAME: `bench-${run}-${name}` } });
+      return { name, target, child: undefined };
+    }
     const target = oursTarget(db, 'node', [], {
       id: `ours-${name}`,
       label: `ours ${name}`,
@@ -253,6 +259,14 @@ export async function staleClaims(fleet: Fleet, sessions: readonly string[]): Pr
     }
   }
   return { stale, inUse };
+}
+
+/** The document as stock's extension-database stored it: one row of the whole state per document. */
+export async function stockStoredDocument(db: BenchDatabase, name: string): Promise<Y.Doc> {
+  const { rows } = await db.pool.query<{ data: Buffer }>('SELECT data FROM stock_documents WHERE name = $1', [name]);
+  const doc = new Y.Doc();
+  if (rows[0]) Y.applyUpdate(doc, new Uint8Array(rows[0].data));
+  return doc;
 }
 
 /** The document as the update log holds it (every row of the session, merged in order). */

@@ -30,7 +30,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type * as Y from 'yjs';
 import { createBenchDatabase } from '../lib/database.ts';
-import { content, EDITS_MAP, formatCounts, loggedDocument, mergeCounts, staleClaims, startFleet, until, watchedClient, type WatchedClient } from '../lib/fleet.ts';
+import { content, EDITS_MAP, formatCounts, loggedDocument, mergeCounts, staleClaims, stockStoredDocument, startFleet, until, watchedClient, type WatchedClient } from '../lib/fleet.ts';
 import { gitFacts } from '../lib/machine.ts';
 import { busyCores } from '../lib/procfs.ts';
 import { writeSection } from '../lib/results-file.ts';
@@ -79,6 +79,7 @@ interface Step {
 }
 
 export interface RollResult {
+  system: 'ours' | 'stock';
   kind: 'plain' | 'typed';
   documents: number;
   editors: number;
@@ -121,9 +122,9 @@ async function connectAll(url: string, names: string[], token: string, kind: 'pl
   return out;
 }
 
-export async function measureRoll(options: RollOptions, kind: 'plain' | 'typed'): Promise<RollResult> {
+export async function measureRoll(options: RollOptions, kind: 'plain' | 'typed', system: 'ours' | 'stock' = 'ours'): Promise<RollResult> {
   const db = await createBenchDatabase();
-  const fleet = await startFleet(db, NODES);
+  const fleet = await startFleet(db, NODES, {}, system);
   const stops: Array<() => void> = [];
   const clients: WatchedClient[] = [];
   try {
@@ -134,7 +135,7 @@ export async function measureRoll(options: RollOptions, kind: 'plain' | 'typed')
     const docs = await first.target.newDocuments(first.child!, documents);
     const token = first.target.token();
     const editors = documents * options.editorsPerDocument;
-    log(`${editors} ${kind} editors and ${documents} leavers on ${documents} documents, through the balancer to ${NODES} nodes`);
+    log(`${system}: ${editors} ${kind} editors and ${documents} leavers on ${documents} documents, through the balancer to ${NODES} nodes`);
     // Editor i edits document i % D; leaver d sits on document d.
     const editorClients = await connectAll(fleet.balancer.wsUrl, Array.from({ length: editors }, (_, i) => docs[i % documents]!), token, kind);
     const leavers = await connectAll(fleet.balancer.wsUrl, docs, token, kind);
@@ -264,7 +265,7 @@ export async function measureRoll(options: RollOptions, kind: 'plain' | 'typed')
     let acked = 0;
     let written = 0;
     for (const [d, sessionId] of docs.entries()) {
-      const stored = (await loggedDocument(db, sessionId)).getMap<number>(EDITS_MAP);
+      const stored = (await (system === 'stock' ? stockStoredDocument(db, sessionId) : loggedDocument(db, sessionId))).getMap<number>(EDITS_MAP);
       const group = editorClients.filter((_, i) => i % documents === d);
       for (const [i, c] of editorClients.entries()) {
         if (i % documents !== d) continue;
@@ -287,8 +288,11 @@ export async function measureRoll(options: RollOptions, kind: 'plain' | 'typed')
       mergeCounts(refusals, c.watch.refusals);
       mergeCounts(closes, c.watch.closes);
     }
+    // Stock closes every connection with reason "Reset Connection" when it stops: its drain, not a refusal.
+    if (system === 'stock') refusals.delete('close Reset Connection');
     const mates = options.editorsPerDocument - 1;
     return {
+      system,
       kind,
       documents,
       editors,
@@ -326,12 +330,13 @@ const ms = (x: number) => fmt(x, 1);
 
 export function renderRoll(r: RollResult, options: RollOptions, run: RollRun, startedAt: Date): string {
   const lines: string[] = [];
-  lines.push(`## Rolling restart of ${NODES} nodes under load (${r.kind === 'typed' ? 'typed clients' : 'plain HocuspocusProvider clients'}) — loaded machine`);
+  const stock = r.system === 'stock';
+  lines.push(`## Rolling restart of ${NODES} ${stock ? 'stock Hocuspocus + extension-redis' : 'of our'} nodes under load (${r.kind === 'typed' ? 'typed clients' : 'plain HocuspocusProvider clients'}) — loaded machine`);
   lines.push(
-    `- Command: \`${run.command}\`${r.kind === 'typed' ? ' with `BENCH_ROLL_CLIENTS=typed`' : ''}; ${startedAt.toISOString()}; ${gitFacts()}; machine busy before the window: ${fmt(r.busyBefore, 2)} cores (other agents' work shares these 2 cores: absolute latencies are loaded-machine figures)`,
+    `- Command: \`${run.command}\`${r.kind === 'typed' ? ' with `BENCH_ROLL_CLIENTS=typed`' : ''}${stock ? ' with `BENCH_ROLL_TARGET=stock`' : ''}; ${startedAt.toISOString()}; ${gitFacts()}; machine busy before the window: ${fmt(r.busyBefore, 2)} cores (other agents' work shares these 2 cores: absolute latencies are loaded-machine figures)`,
   );
   lines.push(
-    `- ${r.editors} editing clients on ${r.documents} documents (${options.editorsPerDocument} each, ${options.editsPerSecondPerClient} edits/s each) plus one cursor-only leaver per document, all in the bench process, connected through the /readyz-polling balancer to ${NODES} of our nodes (node transport, one PostgreSQL, one Redis). Each node in turn: SIGTERM (drain), the leavers of a third of the documents leave, the node starts again and passes /readyz before the next. Delivery = an edit's arrival at each other editor of its document, timed from the send time inside the edit.`,
+    `- ${r.editors} editing clients on ${r.documents} documents (${options.editorsPerDocument} each, ${options.editsPerSecondPerClient} edits/s each) plus one cursor-only leaver per document, all in the bench process, connected through the /readyz-polling balancer to ${NODES} ${stock ? 'stock' : 'of our'} nodes (${stock ? '' : 'node transport, '}one PostgreSQL, one Redis). Each node in turn: SIGTERM (drain), the leavers of a third of the documents leave, the node starts again and passes /readyz before the next. Delivery = an edit's arrival at each other editor of its document, timed from the send time inside the edit.`,
   );
   lines.push('');
   lines.push('| window | edits sent | deliveries / expected | p50 ms | p99 ms | max ms |');
@@ -352,7 +357,13 @@ export function renderRoll(r: RollResult, options: RollOptions, run: RollRun, st
   );
   lines.push(`- Awareness claims in Redis naming a node that is not alive (after convergence): **${r.staleClaims}** of ${r.claimsInUse} naming a node.`);
   lines.push(`- Refusals seen by clients: **${formatCounts(r.refusals)}**. Closes seen: ${formatCounts(r.closes)}. Balancer: ${r.balancerFailures} backend connections refused (each retried on another node), ${r.balancerDropped} client connections dropped.`);
-  lines.push(`- Stock Hocuspocus + extension-redis doing the same roll: not measured (stock has no drain: SIGTERM ends its process, what it holds in memory is stored only by its own debounce).`);
+  if (stock) {
+    lines.push(
+      `- Stock = \`bench/stock-server.ts\` (\`Server\` + extension-database, one row of the whole document per document, + extension-redis), the balancer checking \`/\` (stock has no /readyz). On SIGTERM stock's \`Server\` closes its listener, closes every connection with reason "Reset Connection" (not counted as a refusal above), flushes its pending stores and exits 0; it acknowledges an edit once applied in memory, before any store. "Lost from the PostgreSQL log" reads its stored row.`,
+    );
+  } else {
+    lines.push(`- Stock Hocuspocus + extension-redis doing the same roll: \`BENCH_ROLL_TARGET=stock\` (section \`roll-stock\`).`);
+  }
   return lines.join('\n');
 }
 
@@ -362,9 +373,15 @@ export async function runRoll(run: RollRun): Promise<string> {
   if (process.env.BENCH_ROLL_CLIENTS && !['typed', 'plain'].includes(process.env.BENCH_ROLL_CLIENTS)) {
     throw new Error(`BENCH_ROLL_CLIENTS must be plain or typed, not ${JSON.stringify(process.env.BENCH_ROLL_CLIENTS)}`);
   }
+  const system = process.env.BENCH_ROLL_TARGET === 'stock' ? 'stock' : 'ours';
+  if (process.env.BENCH_ROLL_TARGET && !['ours', 'stock'].includes(process.env.BENCH_ROLL_TARGET)) {
+    throw new Error(`BENCH_ROLL_TARGET must be ours or stock, not ${JSON.stringify(process.env.BENCH_ROLL_TARGET)}`);
+  }
+  if (system === 'stock' && kind === 'typed') throw new Error('BENCH_ROLL_TARGET=stock runs plain providers only (the typed client needs our server)');
   const options = ROLL_SIZES[run.size];
-  const r = await measureRoll(options, kind);
-  writeSection(run.resultsFile, run.section.replace(/^roll/, kind === 'typed' ? 'roll-typed' : 'roll'), renderRoll(r, options, run, startedAt));
+  const r = await measureRoll(options, kind, system);
+  const section = system === 'stock' ? 'roll-stock' : kind === 'typed' ? 'roll-typed' : 'roll';
+  writeSection(run.resultsFile, run.section.replace(/^roll/, section), renderRoll(r, options, run, startedAt));
   const problems = [
     r.lostAckedLog + r.lostAckedDocs > 0 ? `${r.lostAckedLog + r.lostAckedDocs} acknowledged edits lost` : '',
     !r.converged ? 'no convergence' : '',
@@ -375,7 +392,9 @@ export async function runRoll(run: RollRun): Promise<string> {
     r.refusals.size > 0 ? `refusals: ${formatCounts(r.refusals)}` : '',
     r.steps.some((s) => s.exitCode !== 0) ? 'a drain did not exit 0' : '',
   ].filter(Boolean);
-  const summary = `roll (${kind}): delivery p99 before ${ms(r.before.latency.p99)} ms, during ${ms(r.during.latency.p99)} ms; lost acked ${r.lostAckedLog}/${r.lostAckedDocs}; converged ${fmt(r.convergedMs, 0)} ms; ghosts ${r.ghosts}; cursors back ${fmt(r.cursorsBackMs, 0)} ms; refusals ${formatCounts(r.refusals)}`;
-  if (problems.length > 0) throw new Error(`${summary}\nroll: ${problems.join('; ')}`);
+  const summary = `roll (${system}, ${kind}): delivery p99 before ${ms(r.before.latency.p99)} ms, during ${ms(r.during.latency.p99)} ms; lost acked ${r.lostAckedLog}/${r.lostAckedDocs}; converged ${fmt(r.convergedMs, 0)} ms; ghosts ${r.ghosts}; cursors back ${fmt(r.cursorsBackMs, 0)} ms; refusals ${formatCounts(r.refusals)}`;
+  // Stock's losses and refusals are what the comparison measures, not a failure of the run.
+  if (problems.length > 0 && system === 'ours') throw new Error(`${summary}\nroll: ${problems.join('; ')}`);
+  if (problems.length > 0) return `${summary}\nstock: ${problems.join('; ')}`;
   return summary;
 }

@@ -42,13 +42,15 @@ export interface Balancer {
 export interface BalancerOptions {
   /** How often each backend's `/readyz` is polled, ms. */
   intervalMs?: number;
+  /** The path checked (default `/readyz`; the bench's stock Hocuspocus, which has none, is checked at `/`). */
+  healthPath?: string;
   register: (teardown: () => Promise<void>) => void;
 }
 
 /** One `/readyz` check: 200 → healthy; its JSON `status` when there is one. */
-function check(port: number, timeoutMs: number): Promise<{ ok: boolean; status?: string }> {
+function check(port: number, timeoutMs: number, path: string): Promise<{ ok: boolean; status?: string }> {
   return new Promise((resolve) => {
-    const req = request({ host: '127.0.0.1', port, path: '/readyz', timeout: timeoutMs, agent: false }, (res) => {
+    const req = request({ host: '127.0.0.1', port, path, timeout: timeoutMs, agent: false }, (res) => {
       let body = '';
       res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
       res.on('end', () => {
@@ -139,7 +141,7 @@ export async function startBalancer(options: BalancerOptions): Promise<Balancer>
   // One check per backend at a time; the next round starts `intervalMs` after the last ended.
   const poll = async (name: string, backend: Backend) => {
     while (!closed && backends.get(name) === backend) {
-      const result = await check(backend.port, 1_000);
+      const result = await check(backend.port, 1_000, options.healthPath ?? '/readyz');
       if (backends.get(name) !== backend) return;
       backend.healthy = result.ok;
       if (result.status === 'draining') backend.sawDraining = true;
