@@ -34,9 +34,37 @@ export class TokenService {
     return jwt.sign(await this.#key);
   }
 
+  /**
+   * Tokens whose signature and claims were verified, by their exact text, until their `exp`: a
+   * reconnect storm presents the same tokens again, and each verify is an HMAC through WebCrypto
+   * plus jose's parsing (the largest single cost of accepting a connection in the profile). Keyed
+   * by the whole token, so nothing but the very bytes already verified can hit; expiry is checked
+   * on every hit. Bounded: the oldest entries go first.
+   */
+  readonly #verified = new Map<string, Claims>();
+  static readonly VERIFIED_CACHE_SIZE = 10_000;
+
+  /** Tokens held verified now (tests). */
+  get cachedTokens(): number {
+    return this.#verified.size;
+  }
+
   /** Verifies signature, algorithm and expiry; throws `AppError('unauthorized' | 'token_expired')`. */
   async verify(token: string | undefined | null): Promise<Claims> {
     if (!token) throw new AppError('unauthorized', 'No access token was given.');
+    const known = this.#verified.get(token);
+    if (known) {
+      if (known.exp * 1000 > Date.now()) return { ...known };
+      this.#verified.delete(token);
+      throw new AppError('token_expired');
+    }
+    const claims = await this.#verify(token);
+    if (this.#verified.size >= TokenService.VERIFIED_CACHE_SIZE) this.#verified.delete(this.#verified.keys().next().value!);
+    this.#verified.set(token, claims);
+    return { ...claims };
+  }
+
+  async #verify(token: string): Promise<Claims> {
     try {
       const { payload } = await jwtVerify(token, await this.#key, { algorithms: ['HS256'], requiredClaims: ['exp', 'sub'] });
       if (!isId(payload.sub)) throw new AppError('unauthorized', 'The token subject is not a valid user id.');
