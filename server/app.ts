@@ -253,6 +253,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
           redis: {
             healthy: () => redis.healthy(),
             diffsSent: () => redis.diffsSent,
+            published: () => redis.published,
+            publishesLost: () => redis.publishesLost,
             deadPeerStatesRemoved: () => redis.deadPeerStatesRemoved,
             claimsRefused: () => redis.claimsRefused,
           },

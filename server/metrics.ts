@@ -32,6 +32,8 @@ export interface MetricSources {
   redis?: {
     healthy: () => boolean;
     diffsSent: () => number;
+    published: () => number;
+    publishesLost: () => number;
     deadPeerStatesRemoved: () => number;
     claimsRefused: () => number;
   };
@@ -210,6 +212,12 @@ export class Metrics {
     if (!redis) return;
     gauge('imageflow_redis_connected', '1 while every Redis connection of this node is ready, 0 while degraded.', () => (redis.healthy() ? 1 : 0));
     gauge('imageflow_redis_anti_entropy_diffs_total', 'Diffs this node sent to peers found behind by the anti-entropy exchange.', redis.diffsSent);
+    gauge('imageflow_redis_published_total', 'Messages this node published to other nodes (updates, awareness, anti-entropy).', redis.published);
+    gauge(
+      'imageflow_redis_publishes_lost_total',
+      'Publishes that never reached Redis (connection not ready, or failed): left to the anti-entropy round that follows at once.',
+      redis.publishesLost,
+    );
     gauge(
       'imageflow_redis_dead_peer_presence_removed_total',
       'Awareness states removed because the node that owned them went silent (killed).',

@@ -33,6 +33,7 @@ import { startServerProcess, type ServerProcess } from './support/server-process
 import { startProxy, type TcpProxy } from './support/tcp-proxy.ts';
 import { metric } from './support/metrics.ts';
 import { mulberry32 } from './support/random.ts';
+import { encodeMessage } from '../server/redis/wire.ts';
 
 type Register = (fn: () => Promise<void>) => void;
 const fns: Array<() => Promise<void>> = [];
@@ -302,6 +303,43 @@ describe('three nodes over Redis', () => {
     // clientID → its user and the node using it.
     expect(await redis.hget(`${prefix}:aw:{${sessionId}}`, String(a.doc.clientID))).toMatch(new RegExp(`^${owner.userId}\\|node-0-`));
     a.destroy();
+  }, 30_000);
+
+  it('heals by anti-entropy an update that arrived before the one it builds on (Yjs keeps it pending)', async () => {
+    // A session of its own: the edits injected here are in no node's log (only a node's own
+    // clients' edits are), so a node that loads the session later would refuse edits built on them.
+    const session = await createSession(nodes[0]!.url, owner.token, await createImage(pool, owner.userId));
+    const a = attach(nodes[0]!.wsUrl, session, owner.token);
+    const b = attach(nodes[1]!.wsUrl, session, owner.token);
+    await Promise.all([a, b].map(synced));
+    await converged([a, b]);
+    const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+    register(async () => void redis.disconnect());
+    // Each node's own channel of the session (an update published there reaches that node alone).
+    const channels = (await redis.pubsub('CHANNELS', `${prefix}:node:{${session}}:*`)) as string[];
+    const channelOf = (i: number) => {
+      const channel = channels.find((c) => c.includes(`}:node-${i}-`));
+      if (!channel) throw new Error(`no channel of node-${i} among ${channels.join(', ')}`);
+      return channel;
+    };
+    // Two edits of a writer on a node that is not in the test: the second builds on the first.
+    const writer = new Y.Doc();
+    Y.applyUpdate(writer, Y.encodeStateAsUpdate(a.doc));
+    const updates: Uint8Array[] = [];
+    writer.on('update', (update: Uint8Array) => updates.push(update));
+    writer.getText('t').insert(0, 'pending-1 ');
+    writer.getText('t').insert(10, 'pending-2 ');
+    const frame = (bytes: Uint8Array) => Buffer.from(encodeMessage({ type: 'update', sender: 'node-elsewhere', document: session, bytes }));
+    // Node 0 gets both; node 1 only the second, as if the first were lost in transit.
+    await redis.publish(channelOf(0), frame(updates[0]!));
+    await redis.publish(channelOf(0), frame(updates[1]!));
+    await redis.publish(channelOf(1), frame(updates[1]!));
+    await waitFor(() => a.doc.getText('t').toString().startsWith('pending-1 pending-2 '), { timeout: 5_000, what: 'both edits at node 0' });
+    // Node 1 cannot apply the second alone; the anti-entropy round's diff from node 0 brings the first.
+    await waitFor(() => b.doc.getText('t').toString().startsWith('pending-1 pending-2 '), { timeout: 5_000, what: 'node 1 healed' });
+    await converged([a, b]);
+    a.destroy();
+    b.destroy();
   }, 30_000);
 
   it('keeps serving through a Redis outage, says degraded, and reconverges without new edits', async () => {

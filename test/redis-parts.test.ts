@@ -17,6 +17,11 @@ const samples: SyncMessage[] = [
   { type: 'state', sender: 'n', document: '', stateVector: new Uint8Array(), deleteSetDigest: '' },
   { type: 'awareness-removed', sender: 'node-b', document: 'ses_x', clientIds: [0, 1, 2 ** 32 - 1, 12345] },
   { type: 'awareness-removed', sender: 'node-b', document: 'ses_x', clientIds: [] },
+  { type: 'update', sender: 'node-a', document: 'ses_x', bytes: new Uint8Array([0, 0]) },
+  { type: 'diff', sender: 'node-a', document: 'ses_x', bytes: new Uint8Array([1, 2, 3, 4]) },
+  { type: 'awareness', sender: 'node-a', document: 'ses_x', bytes: new Uint8Array([1, 200, 1, 0]) },
+  { type: 'hello', sender: 'node-c', document: 'ses_y', stateVector: new Uint8Array([0]) },
+  { type: 'stateless', sender: 'node-c', document: 'ses_y', payload: '{"type":"versionSaved"}' },
 ];
 
 describe('wire codec', () => {
@@ -57,7 +62,7 @@ describe('wire codec', () => {
 describe('names', () => {
   it('puts everything of one session under its hash tag, and nothing of another', () => {
     const names = new RedisNames('pfx');
-    const tagged = [names.claims('ses_a'), names.node('ses_a', 'node-1'), names.nodePrefix('ses_a')];
+    const tagged = [names.claims('ses_a'), names.document('ses_a'), names.node('ses_a', 'node-1'), names.nodePrefix('ses_a')];
     for (const name of tagged) {
       expect(name.startsWith('pfx:')).toBe(true);
       // Redis Cluster hashes the part between the first { and the next }.

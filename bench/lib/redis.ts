@@ -20,7 +20,7 @@ export interface RedisCounters {
   version: string;
   /** used_cpu_sys + used_cpu_user: CPU seconds of the whole Redis process since it started. */
   cpuSeconds: number;
-  /** cmdstat_publish calls. */
+  /** cmdstat_publish + cmdstat_spublish calls (classic and sharded pub/sub). */
   publishes: number;
   totalCommands: number;
   netInputBytes: number;
@@ -31,11 +31,11 @@ export async function redisCounters(redis: RedisConnection): Promise<RedisCounte
   const text = await redis.info('all');
   const field = (name: string): string | undefined => new RegExp(`^${name}:(.*)$`, 'm').exec(text)?.[1]?.trim();
   const num = (name: string) => Number(field(name) ?? Number.NaN);
-  const publishes = /^cmdstat_publish:calls=(\d+)/m.exec(text)?.[1];
+  const calls = (command: string) => Number(new RegExp(`^cmdstat_${command}:calls=(\\d+)`, 'm').exec(text)?.[1] ?? 0);
   return {
     version: field('redis_version') ?? '?',
     cpuSeconds: num('used_cpu_sys') + num('used_cpu_user'),
-    publishes: publishes ? Number(publishes) : 0,
+    publishes: calls('publish') + calls('spublish'),
     totalCommands: num('total_commands_processed'),
     netInputBytes: num('total_net_input_bytes'),
     netOutputBytes: num('total_net_output_bytes'),

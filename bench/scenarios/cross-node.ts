@@ -549,14 +549,14 @@ function renderMarkdown(results: SystemResult[], facts: Facts): string {
     ),
   );
   parts.push(
-    'How an edit crosses with stock extension-redis (read in its source): the writer\'s node publishes its state vector (SyncStep1) on the document\'s channel, at most once per event-loop turn; the other node answers on the writer\'s reply channel with its own SyncStep1 and a SyncStep2; the writer\'s node then publishes the diff (SyncStep2) on the other node\'s reply channel, which applies it and sends it to its clients: three Redis hops in sequence and about four PUBLISH calls per crossing, compared with one WebSocket send to a same-node reader.',
+    'How an edit crosses with stock extension-redis (read in its source): the writer\'s node publishes its state vector (SyncStep1) on the document\'s channel, at most once per event-loop turn; the other node answers on the writer\'s reply channel with its own SyncStep1 and a SyncStep2; the writer\'s node then publishes the diff (SyncStep2) on the other node\'s reply channel, which applies it and sends it to its clients: three Redis hops in sequence and about four PUBLISH calls per crossing, compared with one WebSocket send to a same-node reader. Ours (server/redis/fanout.ts): the writer\'s node publishes the update its client sent once on the document\'s channel and the other node applies it: one hop, one PUBLISH per edit (plus the anti-entropy announcements, one per document per node per REDIS_SYNC_INTERVAL_MS).',
   );
   parts.push(
-    'Cost of the window per 1,000 deliveries (cross-node + same-node): server = both node processes (/proc utime+stime), with each node\'s share; PostgreSQL = the backends connected to the bench database; Redis = the whole Redis process (`INFO` used_cpu_sys + used_cpu_user; PUBLISH calls from `INFO commandstats`; bytes = total_net_input_bytes + total_net_output_bytes), so anything else using this Redis meanwhile is counted too. "Other load" = the whole machine\'s busy time minus all of these and the bench process.',
+    'Cost of the window per 1,000 deliveries (cross-node + same-node): server = both node processes (/proc utime+stime), with each node\'s share; PostgreSQL = the backends connected to the bench database; Redis = the whole Redis process (`INFO` used_cpu_sys + used_cpu_user; PUBLISH + SPUBLISH calls from `INFO commandstats`; bytes = total_net_input_bytes + total_net_output_bytes), so anything else using this Redis meanwhile is counted too. "Other load" = the whole machine\'s busy time minus all of these and the bench process.',
   );
   parts.push(
     table(
-      ['server', 'server CPU s / 1,000 deliveries', 'node a / node b CPU s', 'PostgreSQL CPU s / 1,000', 'Redis CPU s / 1,000', 'server + PostgreSQL + Redis CPU s / 1,000', 'Redis PUBLISH / 1,000 deliveries', 'Redis kB / 1,000 deliveries', 'client CPU s', 'client loop p99 ms', 'other load, cores'],
+      ['server', 'server CPU s / 1,000 deliveries', 'node a / node b CPU s', 'PostgreSQL CPU s / 1,000', 'Redis CPU s / 1,000', 'server + PostgreSQL + Redis CPU s / 1,000', 'Redis PUBLISH / 1,000 deliveries', 'Redis PUBLISH+SPUBLISH / edit', 'Redis kB / 1,000 deliveries', 'client CPU s', 'client loop p99 ms', 'other load, cores'],
       rowsWithRatio(
         results,
         (r) => {
@@ -568,13 +568,14 @@ function renderMarkdown(results: SystemResult[], facts: Facts): string {
             [perK(r.redisCpuSeconds, r), fmt(perK(r.redisCpuSeconds, r), 4)],
             [total, fmt(total, 4)],
             [perK(r.redisPublishes, r), fmt(perK(r.redisPublishes, r), 0)],
+            [r.sent > 0 ? r.redisPublishes / r.sent : Number.NaN, fmt(r.sent > 0 ? r.redisPublishes / r.sent : Number.NaN, 2)],
             [perK(r.redisNetBytes / 1024, r), fmt(perK(r.redisNetBytes / 1024, r), 0)],
             [undefined, fmt(r.clientCpuSeconds, 2)],
             [undefined, ms(r.clientLoopDelayP99Ms)],
             [undefined, fmt(r.otherCores, 2)],
           ];
         },
-        [true, false, true, true, true, true, true, false, false, false],
+        [true, false, true, true, true, true, true, true, false, false, false],
       ),
     ),
   );
@@ -657,7 +658,7 @@ function renderMarkdown(results: SystemResult[], facts: Facts): string {
 }
 
 function renderConsole(results: SystemResult[]): string {
-  const lines = ['server                cross p50/p99 ms   same p50/p99 ms    deliv/s  srv s/1k  redis s/1k  pub/1k'];
+  const lines = ['server                cross p50/p99 ms   same p50/p99 ms    deliv/s  srv s/1k  redis s/1k  pub/1k  pub/edit'];
   for (const s of results) {
     const r = s.result;
     if (!r) {
@@ -673,7 +674,8 @@ function renderConsole(results: SystemResult[]): string {
         fmt(r.deliveredPerSecond, 0).padEnd(8),
         fmt((r.serverCpuSeconds / d) * 1000, 4).padEnd(9),
         fmt((r.redisCpuSeconds / d) * 1000, 4).padEnd(11),
-        fmt((r.redisPublishes / d) * 1000, 0),
+        fmt((r.redisPublishes / d) * 1000, 0).padEnd(7),
+        fmt(r.sent > 0 ? r.redisPublishes / r.sent : Number.NaN, 2),
       ].join(' '),
     );
   }

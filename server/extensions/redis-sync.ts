@@ -1,54 +1,63 @@
 /**
  * Cross-node fan-out through Redis, composed of small parts (server/redis/):
  *
- * - **Live path**: @hocuspocus/extension-redis (each change publishes a state vector on the
- *   document's channel, peers answer with the diff on the sender's reply channel; awareness is
- *   relayed the same way), minus its store lock: its `onStoreDocument` takes a Redlock with no
- *   retry and makes a node that misses it skip its store. Our log is append-only and idempotent and
- *   compaction has its own advisory lock (persistence/update-log.ts), so every node's persistence
- *   hooks always run.
- * - **Anti-entropy** (`anti-entropy.ts`): pub/sub is at-most-once; every `syncIntervalMs`, and at
- *   once when a Redis connection is ready again, each loaded document's state is announced and
- *   peers that hold more answer the sender alone.
+ * - **Live path** (`fanout.ts`): one hop. The exact update a client of this node sent (the bytes
+ *   of the document's `update` event for every change whose origin is not redis) is published
+ *   once on the document's channel; other nodes apply it with the redis origin (not logged there:
+ *   the accepting node logged it). Awareness changes and stateless broadcasts likewise. Replaces
+ *   @hocuspocus/extension-redis, whose state vector → reply → diff exchange took three Redis hops
+ *   and about four PUBLISH calls per crossing, and whose store Redlock made a node that missed it
+ *   skip its store (our log is append-only and idempotent; compaction has its own advisory lock).
+ * - **Joining a document**: after subscribing its channels a node publishes `hello` with its state
+ *   vector; every peer answers on the node's own channel with the diff (even empty) and its
+ *   awareness, and the load waits (at most `initialSyncMs`) for the first answer when a peer is
+ *   subscribed, so a node that loads a document already open elsewhere serves it caught up.
+ * - **Anti-entropy** (`anti-entropy.ts`): pub/sub is at-most-once; every `syncIntervalMs`, at once
+ *   when a Redis connection is ready again, and soon after a publish that did not reach Redis,
+ *   each loaded document's state is announced and peers that hold more answer the sender alone.
+ *   This also heals an update that arrived before one it builds on (Yjs keeps it pending).
  * - **Awareness claims** (`claims.ts`): clientIDs bound to users cluster-wide.
  * - **Liveness** (`liveness.ts`): a node is alive in a session while subscribed to its own channel
  *   of that session — the one answer the claims and the sweep both use.
  * - **Presence sweep** (`presence-sweep.ts`): states whose clientID no live node uses (a node
  *   killed with -9 publishes no removals) are removed, instead of lingering for y-protocols' 30 s.
- * - **Presence removals**: Hocuspocus re-encodes relayed awareness through a scratch Awareness,
- *   which drops `null` (removed) states, and extension-redis publishes nothing once the last local
- *   connection is gone; removals caused by a local connection closing are published here and
- *   applied with `removeAwarenessStates` on every other node. Awareness changes relayed from Redis
- *   are not published again (stock re-publishes them, N-1 times each).
+ * - **Presence removals**: relayed awareness passes Hocuspocus's `beforeHandleAwareness` through a
+ *   scratch Awareness, which drops `null` (removed) states; removals caused by a local connection
+ *   closing are published as `awareness-removed` and applied with `removeAwarenessStates` on every
+ *   other node. Awareness changes relayed from Redis are not published again.
  * - **Redis unreachable**: loading a document does not wait for Redis longer than `loadWaitMs`;
  *   each node keeps serving its own clients; when Redis is back, document channels are
  *   re-subscribed and an anti-entropy round runs at once, so nodes reconverge without new edits.
  *
- * The messages of our own parts are typed and encoded by `wire.ts`; every key and channel name
- * comes from `keys.ts`.
+ * The messages are typed and encoded by `wire.ts`; every key and channel name comes from `keys.ts`.
  */
 import { randomBytes } from 'node:crypto';
-import { Redis as RedisExtension } from '@hocuspocus/extension-redis';
-import { OutgoingMessage, isTransactionOrigin } from '@hocuspocus/server';
+import { IncomingMessage, MessageReceiver, MessageType, isTransactionOrigin } from '@hocuspocus/server';
 import type {
   afterLoadDocumentPayload,
-  afterStoreDocumentPayload,
   afterUnloadDocumentPayload,
+  beforeBroadcastStatelessPayload,
   Document,
+  Extension,
   Hocuspocus,
   onAwarenessUpdatePayload,
+  onConfigurePayload,
+  RedisTransactionOrigin,
 } from '@hocuspocus/server';
 import type { Redis } from 'ioredis';
+import * as encoding from 'lib0/encoding';
 import type { Logger } from 'pino';
-import { removeAwarenessStates } from 'y-protocols/awareness';
+import { encodeAwarenessUpdate, removeAwarenessStates } from 'y-protocols/awareness';
+import * as Y from 'yjs';
 import type { AwarenessClaims } from './awareness.ts';
 import { diffFor, stateMessage } from '../redis/anti-entropy.ts';
 import { ClaimRegistry } from '../redis/claims.ts';
 import { openCommands, openSubscriber } from '../redis/connection.ts';
+import { Fanout } from '../redis/fanout.ts';
 import { RedisNames } from '../redis/keys.ts';
 import { Liveness } from '../redis/liveness.ts';
 import { PresenceSweep } from '../redis/presence-sweep.ts';
-import { decodeMessage, encodeMessage, type SyncMessage } from '../redis/wire.ts';
+import type { SyncMessage } from '../redis/wire.ts';
 
 export interface RedisSyncOptions {
   url: string;
@@ -60,65 +69,58 @@ export interface RedisSyncOptions {
   logger: Logger;
   /** Longest a document load waits for Redis (subscribe, initial peer sync), ms. */
   loadWaitMs?: number;
+  /** Longest a load waits for a peer's answer to its `hello` once subscribed, ms. */
+  initialSyncMs?: number;
   /** Released awareness bindings kept per user and document (the awareness cap). */
   releasedBindingsPerUser?: number;
 }
 
-export class RedisSyncExtension extends RedisExtension implements AwarenessClaims {
-  override priority = 1000;
+export class RedisSyncExtension implements Extension, AwarenessClaims {
+  priority = 1000;
+  readonly redisTransactionOrigin: RedisTransactionOrigin = { source: 'redis' };
   readonly #opts: RedisSyncOptions;
   readonly #names: RedisNames;
-  /** Commands: claims, anti-entropy publishes, the save limit's counters. */
+  readonly #identifier: string;
+  /** Commands: publishes (in order), claims, the save limit's counters. */
   readonly commands: Redis;
-  /** Our own subscriptions: the control channel and each loaded session's liveness channel. */
+  /** Subscriptions: each loaded session's document channel and this node's own channel of it. */
   readonly #subscriber: Redis;
-  readonly #controlChannel: string;
+  readonly #fanout: Fanout;
   readonly #liveness: Liveness;
   readonly #claims: ClaimRegistry;
   readonly #sweep: PresenceSweep;
+  /** Documents from the start of their load (Hocuspocus lists them only once loaded). */
+  readonly #documents = new Map<string, Document>();
+  /** Loads waiting for a peer's answer to their `hello`. */
+  readonly #answered = new Map<string, () => void>();
   readonly #disposers: Array<() => void> = [];
+  #instance: Hocuspocus | undefined;
   #closed = false;
   /** Anti-entropy diffs this node sent to peers that were behind (metrics). */
   diffsSent = 0;
 
   constructor(options: RedisSyncOptions) {
-    const identifier = `${options.nodeId}-${randomBytes(4).toString('hex')}`;
-    const url = new URL(options.url);
-    super({
-      prefix: options.prefix,
-      identifier,
-      host: url.hostname,
-      port: Number(url.port || 6379),
-      options: {
-        ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
-        ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
-        db: Number(url.pathname.slice(1) || 0),
-        ...(url.protocol === 'rediss:' ? { tls: {} } : {}),
-        // Subscriptions wait for Redis however long it takes (see the publisher below).
-        maxRetriesPerRequest: null,
-        retryStrategy: (times: number) => Math.min(times * 100, 1000),
-        connectionName: `${options.prefix}:${options.nodeId}`,
-      },
-      // The store lock is not used (see onStoreDocument).
-      lockTimeout: 1000,
-      disconnectDelay: 500,
-      awaitInitialSyncTimeout: 1000,
-    });
-    // Publisher: a publish fails after one reconnect attempt instead of piling up in memory during
-    // an outage (read by ioredis when a connection closes); anti-entropy repairs what it missed.
-    (this.pub.options as { maxRetriesPerRequest: number | null }).maxRetriesPerRequest = 1;
+    this.#identifier = `${options.nodeId}-${randomBytes(4).toString('hex')}`;
     this.#opts = options;
     this.#names = new RedisNames(options.prefix);
-    this.#controlChannel = `${options.prefix}#control`;
     this.commands = openCommands({ url: options.url, name: `${options.prefix}:${options.nodeId}:commands` });
     this.#subscriber = openSubscriber({ url: options.url, name: `${options.prefix}:${options.nodeId}:subscriber` });
+    this.#fanout = new Fanout({
+      commands: this.commands,
+      subscriber: this.#subscriber,
+      names: this.#names,
+      identifier: this.#identifier,
+      logger: options.logger,
+      onMessage: (message) => this.#handle(message),
+      onLost: () => this.#soon(),
+    });
     this.#liveness = new Liveness({ numsub: 'NUMSUB', settleMs: options.syncIntervalMs * 3 });
     this.#claims = new ClaimRegistry({
       redis: this.commands,
       ready: () => this.commands.status === 'ready',
       names: this.#names,
       liveness: this.#liveness,
-      identifier,
+      identifier: this.#identifier,
       syncIntervalMs: options.syncIntervalMs,
       releasedBindingsPerUser: options.releasedBindingsPerUser ?? 4,
       logger: options.logger,
@@ -127,20 +129,6 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
     for (const client of this.#connections()) {
       client.on('error', (error: Error) => options.logger.debug({ err: error }, 'redis connection error'));
     }
-    this.#subscriber.on('messageBuffer', (channel: Buffer, data: Buffer) => {
-      if (channel.toString() !== this.#controlChannel) return;
-      let message: SyncMessage;
-      try {
-        message = decodeMessage(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-      } catch (error) {
-        options.logger.warn({ err: error }, 'redis sync: bad control message');
-        return;
-      }
-      if (message.sender !== this.identifier) this.#handle(message);
-    });
-    void this.#subscriber.subscribe(this.#controlChannel).catch((error: unknown) => {
-      options.logger.warn({ err: error }, 'redis sync: control subscription failed');
-    });
     // Reconnected: re-subscribe every loaded document's channels (a load during the outage may have
     // given up on them) and exchange state at once, so nodes reconverge without waiting for an edit.
     const onReady = () => {
@@ -156,18 +144,32 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
     this.#disposers.push(() => clearInterval(timer));
   }
 
-  get identifier(): string {
-    return this.configuration.identifier;
+  onConfigure({ instance }: onConfigurePayload): Promise<void> {
+    this.#instance = instance;
+    return Promise.resolve();
   }
 
-  /** Every Redis connection of this node (extension-redis's two and ours). */
-  #connections(): Array<{ status: string; on(event: string, listener: (...args: never[]) => void): unknown }> {
-    return [this.pub, this.sub, this.commands, this.#subscriber];
+  get identifier(): string {
+    return this.#identifier;
+  }
+
+  /** Every Redis connection of this node. */
+  #connections(): Redis[] {
+    return [this.commands, this.#subscriber];
   }
 
   /** Redis reachable for publishing and for receiving. */
   healthy(): boolean {
     return this.#connections().every((client) => client.status === 'ready');
+  }
+
+  /** Messages this node published, and publishes that never reached Redis (metrics, bench). */
+  get published(): number {
+    return this.#fanout.published;
+  }
+
+  get publishesLost(): number {
+    return this.#fanout.lost;
   }
 
   /** Awareness states removed because no live node used their clientID any more (metrics). */
@@ -188,64 +190,102 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
     this.#claims.release(name, clientId);
   }
 
-  #hocuspocus(): Hocuspocus | undefined {
-    return (this as { instance?: Hocuspocus }).instance;
+  #document(name: string): Document | undefined {
+    return this.#documents.get(name) ?? this.#instance?.documents.get(name);
   }
 
   /**
-   * Subscribes the document's channels (extension-redis's, and this node's liveness channel of the
-   * session); never blocks a load on Redis longer than `loadWaitMs`: an outage must not refuse clients.
+   * Starts the live path of the document (every change not from Redis is published once), then
+   * subscribes its channels and says `hello`; never blocks a load on Redis longer than
+   * `loadWaitMs`: an outage must not refuse clients.
    */
-  override async afterLoadDocument(payload: afterLoadDocumentPayload): Promise<void> {
+  async afterLoadDocument({ documentName, document }: afterLoadDocumentPayload): Promise<void> {
+    this.#documents.set(documentName, document);
+    document.on('update', (update: Uint8Array, origin: unknown) => {
+      if (isTransactionOrigin(origin) && origin.source === 'redis') return;
+      this.#fanout.broadcast({ type: 'update', sender: this.#identifier, document: documentName, bytes: update });
+    });
     const waitMs = this.#opts.loadWaitMs ?? 2_000;
     let timer: NodeJS.Timeout | undefined;
-    const work = Promise.all([super.afterLoadDocument(payload), this.#subscriber.subscribe(this.#liveChannel(payload.documentName))]).catch((error: unknown) => {
-      this.#opts.logger.warn({ err: error, session: payload.documentName }, 'redis sync: subscribing the document failed; will retry on reconnect');
+    const work = this.#join(documentName, document).catch((error: unknown) => {
+      this.#opts.logger.warn({ err: error, session: documentName }, 'redis sync: subscribing the document failed; will retry on reconnect');
     });
     await Promise.race([work, new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)))]);
     clearTimeout(timer);
   }
 
-  /** No Redlock: every node stores what its own clients sent (append-only log; see file comment). */
-  override onStoreDocument(): Promise<void> {
-    return Promise.resolve();
+  /** Subscribe, say hello, and wait for the first peer's answer if a peer has the document open. */
+  async #join(name: string, document: Document): Promise<void> {
+    await this.#fanout.subscribe(name);
+    const peers = await this.#fanout.peers(name);
+    const answered =
+      peers > 0
+        ? new Promise<void>((resolve) => {
+            const timer = setTimeout(done, this.#opts.initialSyncMs ?? 1_000);
+            function done(): void {
+              clearTimeout(timer);
+              resolve();
+            }
+            this.#answered.set(name, () => {
+              this.#answered.delete(name);
+              done();
+            });
+          })
+        : undefined;
+    this.#fanout.broadcast({ type: 'hello', sender: this.#identifier, document: name, stateVector: Y.encodeStateVector(document) });
+    await answered;
+    this.#answered.delete(name);
   }
 
-  override afterStoreDocument(payload: afterStoreDocumentPayload): Promise<void> {
-    return super.afterStoreDocument(payload);
-  }
-
-  override async afterUnloadDocument(payload: afterUnloadDocumentPayload): Promise<void> {
-    await super.afterUnloadDocument(payload);
+  async afterUnloadDocument(payload: afterUnloadDocumentPayload): Promise<void> {
+    // Loaded again meanwhile (a fast reconnect): its channels stay.
     if (payload.instance.documents.has(payload.documentName)) return;
+    this.#documents.delete(payload.documentName);
+    this.#answered.get(payload.documentName)?.();
     this.#claims.forget(payload.documentName);
     this.#sweep.reset(payload.documentName);
-    this.#subscriber.unsubscribe(this.#liveChannel(payload.documentName)).catch((error: unknown) => {
+    await this.#fanout.unsubscribe(payload.documentName).catch((error: unknown) => {
       this.#opts.logger.debug({ err: error, session: payload.documentName }, 'redis sync: unsubscribing failed');
     });
   }
 
-  /** This node's liveness channel of a session (server/redis/liveness.ts). */
-  #liveChannel(name: string): string {
-    return this.#names.node(name, this.identifier);
+  onAwarenessUpdate({ documentName, document, awareness, added, updated, removed, transactionOrigin: origin }: onAwarenessUpdatePayload): Promise<void> {
+    // Relayed changes were published by the node whose client made them.
+    if (isTransactionOrigin(origin) && origin.source === 'redis') return Promise.resolve();
+    const changed = [...added, ...updated];
+    if (changed.length > 0 && document.connections.size > 0) {
+      this.#fanout.broadcast({ type: 'awareness', sender: this.#identifier, document: documentName, bytes: encodeAwarenessUpdate(awareness, changed) });
+    }
+    // Only removals of this node's own clients: `null` is Hocuspocus removing a closed
+    // connection's states. Timeouts (origin 'timeout') are not re-published.
+    if (removed.length > 0 && (origin === null || origin === undefined)) {
+      this.#fanout.broadcast({ type: 'awareness-removed', sender: this.#identifier, document: documentName, clientIds: removed });
+    }
+    return Promise.resolve();
   }
 
-  override async onAwarenessUpdate(payload: onAwarenessUpdatePayload): Promise<void> {
-    const origin = payload.transactionOrigin;
-    // Relayed changes were published by the node whose client made them; publishing them again
-    // only costs every node a message it ignores (same clock).
-    if (isTransactionOrigin(origin) && origin.source === 'redis') return;
-    await super.onAwarenessUpdate(payload);
-    // Only removals of this node's own clients: `null` is Hocuspocus removing a closed
-    // connection's states. Timeouts (origin 'timeout') and relayed removals are not re-published.
-    if (payload.removed.length === 0 || (origin !== null && origin !== undefined)) return;
-    await this.#publish({ type: 'awareness-removed', sender: this.identifier, document: payload.documentName, clientIds: payload.removed });
+  /** `Document.broadcastStateless` here: the document's connections on the other nodes get it too. */
+  beforeBroadcastStateless({ documentName, payload }: beforeBroadcastStatelessPayload): Promise<void> {
+    this.#fanout.broadcast({ type: 'stateless', sender: this.#identifier, document: documentName, payload });
+    return Promise.resolve();
   }
 
   #handle(message: SyncMessage): void {
-    const document = this.#hocuspocus()?.documents.get(message.document);
+    const document = this.#document(message.document);
     if (!document) return;
     switch (message.type) {
+      case 'update':
+      case 'diff':
+        try {
+          Y.applyUpdate(document, message.bytes, this.redisTransactionOrigin);
+        } catch (error) {
+          this.#opts.logger.warn({ err: error, session: message.document, from: message.sender }, 'redis sync: update from a peer refused');
+        }
+        if (message.type === 'diff') this.#answered.get(message.document)?.();
+        return;
+      case 'awareness':
+        this.#applyAwareness(document, message.document, message.bytes);
+        return;
       case 'awareness-removed': {
         // Never a client connected here: a removal of it from another node is a forgery made there.
         const states = document.awareness.getStates();
@@ -258,39 +298,46 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
         if (diff) this.#sendDiff(message.sender, message.document, diff);
         return;
       }
+      case 'hello': {
+        this.#fanout.to(message.sender, { type: 'diff', sender: this.#identifier, document: message.document, bytes: Y.encodeStateAsUpdate(document, message.stateVector) });
+        const clients = [...document.awareness.getStates().keys()];
+        if (clients.length > 0) {
+          this.#fanout.to(message.sender, { type: 'awareness', sender: this.#identifier, document: message.document, bytes: encodeAwarenessUpdate(document.awareness, clients) });
+        }
+        return;
+      }
+      case 'stateless':
+        document.relayStateless(message.payload);
+        return;
     }
   }
 
-  /** The diff for one peer's state vector, on that peer's reply channel only (#1151). */
+  /**
+   * Through Hocuspocus's own awareness handling with the redis origin, so `beforeHandleAwareness`
+   * (server/extensions/awareness.ts: another node never overwrites a client connected here) runs.
+   */
+  #applyAwareness(document: Document, name: string, update: Uint8Array): void {
+    const e = encoding.createEncoder();
+    encoding.writeVarString(e, name);
+    encoding.writeVarUint(e, MessageType.Awareness);
+    encoding.writeVarUint8Array(e, update);
+    const message = new IncomingMessage(encoding.toUint8Array(e));
+    message.writeVarString(message.readVarString());
+    new MessageReceiver(message, this.redisTransactionOrigin).apply(document, undefined).catch((error: unknown) => {
+      this.#opts.logger.debug({ err: error, session: name }, 'redis sync: awareness from a peer refused');
+    });
+  }
+
+  /** The diff for one peer's state vector, on that peer's own channel only (#1151). */
   #sendDiff(peer: string, name: string, diff: Uint8Array): void {
-    const message = new OutgoingMessage(name).createSyncMessage().writeUpdate(diff).toUint8Array();
-    // extension-redis's envelope: identifier length (1 byte), identifier, Hocuspocus message.
-    const id = Buffer.from(this.identifier, 'utf8');
-    const envelope = Buffer.concat([Buffer.from([id.length]), id, Buffer.from(message)]);
     this.diffsSent += 1;
-    void this.#send(`${this.#opts.prefix}#reply:${peer}`, envelope);
-  }
-
-  #publish(message: SyncMessage): Promise<void> {
-    return this.#send(this.#controlChannel, encodeMessage(message));
-  }
-
-  async #send(channel: string, bytes: Uint8Array): Promise<void> {
-    if (this.commands.status !== 'ready') return; // anti-entropy repairs it once Redis is back
-    try {
-      await this.commands.publish(channel, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-    } catch (error) {
-      this.#opts.logger.debug({ err: error, channel }, 'redis publish failed');
-    }
+    this.#fanout.to(peer, { type: 'diff', sender: this.#identifier, document: name, bytes: diff });
   }
 
   #resubscribe(): void {
-    const documents = this.#hocuspocus()?.documents;
-    if (!documents) return;
-    const fail = (name: string) => (error: unknown) => this.#opts.logger.debug({ err: error, session: name }, 'redis resubscribe failed');
-    for (const name of documents.keys()) {
-      if (this.sub.status === 'ready') this.sub.subscribe(`${this.#opts.prefix}:${name}`).catch(fail(name));
-      if (this.#subscriber.status === 'ready') this.#subscriber.subscribe(this.#liveChannel(name)).catch(fail(name));
+    if (this.#subscriber.status !== 'ready') return;
+    for (const name of this.#documents.keys()) {
+      this.#fanout.subscribe(name).catch((error: unknown) => this.#opts.logger.debug({ err: error, session: name }, 'redis resubscribe failed'));
     }
   }
 
@@ -316,10 +363,10 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
       this.#sweep.reset();
       return;
     }
-    const documents = this.#hocuspocus()?.documents ?? new Map<string, Document>();
+    const documents = this.#documents;
     const work: Promise<void>[] = [];
     for (const [name, document] of documents) {
-      work.push(this.#publish(stateMessage(this.identifier, name, document)));
+      this.#fanout.broadcast(stateMessage(this.#identifier, name, document));
       // Claims to renew here, or states of other nodes' clients that may have lost their owner.
       if (!this.#claims.hasLocal(name) && !this.#hasRemoteStates(name, document)) continue;
       const askedAt = Date.now();
@@ -342,25 +389,19 @@ export class RedisSyncExtension extends RedisExtension implements AwarenessClaim
     return false;
   }
 
-  override async onDestroy(): Promise<void> {
+  async onDestroy(): Promise<void> {
+    if (this.#closed) return;
     this.#closed = true;
     for (const dispose of this.#disposers.splice(0)) dispose();
     if (this.#soonTimer) clearTimeout(this.#soonTimer);
+    for (const resolve of [...this.#answered.values()]) resolve();
     this.#subscriber.disconnect(false);
     this.commands.disconnect(false);
-    try {
-      await super.onDestroy();
-    } catch (error) {
-      // Redlock's quit fails while Redis is unreachable; the connections are dropped either way.
-      this.#opts.logger.debug({ err: error }, 'redis sync: closing');
-      this.pub.disconnect(false);
-      this.sub.disconnect(false);
-    }
+    return Promise.resolve();
   }
 
   /** Disposer for the server's close(): same as Hocuspocus's onDestroy (idempotent). */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    await this.onDestroy();
+  close(): Promise<void> {
+    return this.onDestroy();
   }
 }

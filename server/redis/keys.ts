@@ -22,6 +22,14 @@ export class RedisNames {
     return `${this.prefix}:aw:${RedisNames.tag(session)}`;
   }
 
+  /**
+   * The document's channel: every node that has the session loaded subscribes to it; the live
+   * updates, awareness, anti-entropy announcements and stateless broadcasts of the session travel on it.
+   */
+  document(session: string): string {
+    return `${this.prefix}:doc:${RedisNames.tag(session)}`;
+  }
+
   /** Prefix of the per-node channels of `session` (a node's name is appended): see `node`. */
   nodePrefix(session: string): string {
     return `${this.prefix}:node:${RedisNames.tag(session)}:`;

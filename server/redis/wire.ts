@@ -1,6 +1,6 @@
 /**
- * The messages nodes send each other through Redis, as a discriminated union with a pure encoder
- * and decoder (lib0 varints, like the Yjs protocols). Every message starts with the format version
+ * The messages nodes send each other through Redis (server/redis/fanout.ts), as a discriminated
+ * union with a pure encoder and decoder (lib0 varints, like the Yjs protocols). Every message starts with the format version
  * and its type, then the sending node's identifier and the document's name, so a node can drop its
  * own messages (Redis delivers them to the publisher too) and a message never depends on the channel
  * it came by. A message of another format version or type, or a truncated one, is refused with a
@@ -28,9 +28,39 @@ export interface AwarenessRemovedMessage {
   clientIds: number[];
 }
 
-export type SyncMessage = StateMessage | AwarenessRemovedMessage;
+/**
+ * Bytes for a document: `update` = a Yjs update one of the sender's clients made (the live path,
+ * on the document's channel); `diff` = what the addressee lacked, answering its `state` or `hello`
+ * (on the addressee's own channel only: hocuspocus#1151); `awareness` = a y-protocols awareness
+ * update (the sender's clients' changes on the document's channel, or every state it holds in
+ * answer to a `hello`).
+ */
+export interface BytesMessage {
+  type: 'update' | 'diff' | 'awareness';
+  sender: string;
+  document: string;
+  bytes: Uint8Array;
+}
 
-const TYPES = { state: 0, 'awareness-removed': 1 } as const satisfies Record<SyncMessage['type'], number>;
+/** A node has just subscribed the document: every peer answers with a `diff` (even empty) and its awareness. */
+export interface HelloMessage {
+  type: 'hello';
+  sender: string;
+  document: string;
+  stateVector: Uint8Array;
+}
+
+/** A stateless payload broadcast to the document's connections on every node (e.g. `versionSaved`). */
+export interface StatelessMessage {
+  type: 'stateless';
+  sender: string;
+  document: string;
+  payload: string;
+}
+
+export type SyncMessage = StateMessage | AwarenessRemovedMessage | BytesMessage | HelloMessage | StatelessMessage;
+
+const TYPES = { state: 0, 'awareness-removed': 1, update: 2, diff: 3, awareness: 4, hello: 5, stateless: 6 } as const satisfies Record<SyncMessage['type'], number>;
 
 export class WireError extends Error {
   override name = 'WireError';
@@ -50,6 +80,17 @@ export function encodeMessage(message: SyncMessage): Uint8Array {
     case 'awareness-removed':
       encoding.writeVarUint(e, message.clientIds.length);
       for (const id of message.clientIds) encoding.writeVarUint(e, id);
+      break;
+    case 'update':
+    case 'diff':
+    case 'awareness':
+      encoding.writeVarUint8Array(e, message.bytes);
+      break;
+    case 'hello':
+      encoding.writeVarUint8Array(e, message.stateVector);
+      break;
+    case 'stateless':
+      encoding.writeVarString(e, message.payload);
       break;
   }
   return encoding.toUint8Array(e);
@@ -78,6 +119,21 @@ export function decodeMessage(bytes: Uint8Array): SyncMessage {
         message = { type: 'awareness-removed', sender, document, clientIds };
         break;
       }
+      case TYPES.update:
+        message = { type: 'update', sender, document, bytes: decoding.readVarUint8Array(d) };
+        break;
+      case TYPES.diff:
+        message = { type: 'diff', sender, document, bytes: decoding.readVarUint8Array(d) };
+        break;
+      case TYPES.awareness:
+        message = { type: 'awareness', sender, document, bytes: decoding.readVarUint8Array(d) };
+        break;
+      case TYPES.hello:
+        message = { type: 'hello', sender, document, stateVector: decoding.readVarUint8Array(d) };
+        break;
+      case TYPES.stateless:
+        message = { type: 'stateless', sender, document, payload: decoding.readVarString(d) };
+        break;
       default:
         throw new WireError(`unknown message type ${type}`);
     }

@@ -1,0 +1,109 @@
+/**
+ * The live path between nodes, one Redis hop per change: a node publishes the exact update its
+ * client sent (the bytes of the document's `update` event, after the guard accepted and applied it)
+ * once on the document's channel, framed by `wire.ts` with the node's identifier; every other node
+ * that has the document loaded applies those bytes as they are (with the redis origin, so it neither
+ * logs nor publishes them again). Awareness changes, anti-entropy announcements and stateless
+ * broadcasts of the document travel on the same channel; answers meant for one node (diffs, the
+ * awareness answering a `hello`) on that node's own channel of the session (keys.ts), so a diff
+ * computed for one state vector never reaches another node (hocuspocus#1151).
+ *
+ * Pub/sub delivers at most once and Redis drops what is published while a subscriber reconnects,
+ * so this part only promises "once, or reported": a publish while the command connection is not
+ * ready, or one that fails, is counted (`lost`) and reported to `onLost`, which runs an
+ * anti-entropy round (server/redis/anti-entropy.ts) as soon as Redis answers again. An update that
+ * arrives before one it builds on stays pending in Yjs until that round's diff brings the missing
+ * structs (tested in test/multi-node.test.ts).
+ */
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { RedisNames } from './keys.ts';
+import { decodeMessage, encodeMessage, type SyncMessage } from './wire.ts';
+
+export interface FanoutOptions {
+  /** Publishes go out on this connection, in order. */
+  commands: Redis;
+  /** Subscriptions: the documents' channels and this node's own channel of each. */
+  subscriber: Redis;
+  names: RedisNames;
+  identifier: string;
+  logger: Logger;
+  /** A message of another node, decoded (this node's own messages are dropped here). */
+  onMessage: (message: SyncMessage) => void;
+  /** A publish did not reach Redis: anti-entropy must repair it. */
+  onLost: () => void;
+}
+
+export class Fanout {
+  readonly #o: FanoutOptions;
+  /** Messages published (metrics, bench). */
+  published = 0;
+  /** Publishes that never reached Redis (left to anti-entropy). */
+  lost = 0;
+
+  constructor(options: FanoutOptions) {
+    this.#o = options;
+    options.subscriber.on('messageBuffer', (channel: Buffer, data: Buffer) => this.#receive(channel, data));
+  }
+
+  #receive(channel: Buffer, data: Buffer): void {
+    let message: SyncMessage;
+    try {
+      message = decodeMessage(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    } catch (error) {
+      this.#o.logger.warn({ err: error, channel: channel.toString() }, 'redis fan-out: bad message');
+      return;
+    }
+    // Redis delivers a node's publishes to its own subscriber too.
+    if (message.sender === this.#o.identifier) return;
+    this.#o.onMessage(message);
+  }
+
+  /** To every node that has `message.document` loaded. */
+  broadcast(message: SyncMessage): void {
+    this.#send(this.#o.names.document(message.document), message);
+  }
+
+  /** To one node only (its own channel of the session). */
+  to(node: string, message: SyncMessage): void {
+    this.#send(this.#o.names.node(message.document, node), message);
+  }
+
+  #send(channel: string, message: SyncMessage): void {
+    const { commands, logger } = this.#o;
+    if (commands.status !== 'ready') {
+      this.#lose();
+      return;
+    }
+    const bytes = encodeMessage(message);
+    this.published += 1;
+    commands.publish(channel, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).catch((error: unknown) => {
+      logger.debug({ err: error, channel }, 'redis publish failed');
+      this.#lose();
+    });
+  }
+
+  #lose(): void {
+    this.lost += 1;
+    this.#o.onLost();
+  }
+
+  /** The channels of `document` this node listens on: the document's and its own. */
+  channels(document: string): [string, string] {
+    return [this.#o.names.document(document), this.#o.names.node(document, this.#o.identifier)];
+  }
+
+  async subscribe(document: string): Promise<void> {
+    await this.#o.subscriber.subscribe(...this.channels(document));
+  }
+
+  async unsubscribe(document: string): Promise<void> {
+    await this.#o.subscriber.unsubscribe(...this.channels(document));
+  }
+
+  /** Subscribers of the document's channel other than this node (`PUBSUB NUMSUB`). */
+  async peers(document: string): Promise<number> {
+    const reply = (await this.#o.commands.call('PUBSUB', 'NUMSUB', this.#o.names.document(document))) as [string, number | string];
+    return Math.max(0, Number(reply[1] ?? 0) - 1);
+  }
+}
