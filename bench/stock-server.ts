@@ -30,7 +30,11 @@ const pool = new pg.Pool({ connectionString: url, max: 10 });
 pool.on('error', (error) => process.stderr.write(`stock-server: idle pg client error: ${error.message}\n`));
 
 // A bench-only table in the bench's throw-away database (the app's schema lives in migrations/).
-await pool.query('CREATE TABLE IF NOT EXISTS stock_documents (name text PRIMARY KEY, data bytea NOT NULL)');
+// Several nodes starting at once race on IF NOT EXISTS (PostgreSQL then fails one with a unique
+// violation on pg_type, 23505, or 42P07): the table exists either way.
+await pool.query('CREATE TABLE IF NOT EXISTS stock_documents (name text PRIMARY KEY, data bytea NOT NULL)').catch((error: { code?: string }) => {
+  if (error.code !== '23505' && error.code !== '42P07') throw error;
+});
 
 const extensions: Extension[] = [];
 if (redisUrl) {

@@ -13,7 +13,8 @@
  * - `storm-watch` (the storm scenario): from now on every client is watched (closes, outages until
  *   synced again, refusals, acknowledgements: bench/lib/fleet.ts attachWatch, epoch clock), shows a
  *   cursor and edits its document every `editEveryMs` (key `<tag>-<index>:<seq>`, value its send time);
- *   `storm-status` answers how many clients are synced again after `since`; `storm-report` stops
+ *   `storm-status` answers how many clients are synced again after `since`; `storm-acked` each
+ *   client's acknowledged edits so far (taken just before a kill); `storm-report` stops
  *   the edits, waits (at most `drainMs`) for every client to be acknowledged, and answers each
  *   client's outage and acknowledged edits.
  * - `close`: destroys every client and exits.
@@ -39,6 +40,7 @@ export type LoadgenRequest =
   | { op: 'ack-step'; ratePerClient: number; warmupMs: number; windowMs: number; drainMs: number }
   | { op: 'storm-watch'; editEveryMs: number; tag: string }
   | { op: 'storm-status'; since: number }
+  | { op: 'storm-acked' }
   | { op: 'storm-report'; since: number; drainMs: number }
   | { op: 'close' };
 
@@ -48,6 +50,7 @@ export type LoadgenReply =
   | { op: 'storm-watching' }
   | { op: 'storm-status'; resynced: number; disconnected: number; total: number }
   | { op: 'storm-reported'; clients: StormClientReport[] }
+  | { op: 'storm-acked'; clients: Array<{ name: string; key: string; acked: number }> }
   | { op: 'closed' }
   | { op: 'error'; message: string };
 
@@ -212,6 +215,7 @@ process.on('message', (message: LoadgenRequest) => {
       else if (message.op === 'ack-step') reply(await ackStep(message));
       else if (message.op === 'storm-watch') reply(stormWatch(message));
       else if (message.op === 'storm-status') reply(stormStatus(message));
+      else if (message.op === 'storm-acked') reply({ op: 'storm-acked', clients: watched.map((w) => ({ name: w.client.provider.configuration.name, key: w.key, acked: w.watch.acked })) });
       else if (message.op === 'storm-report') reply(await stormReport(message));
       else {
         for (const stop of stormStops.splice(0)) stop();

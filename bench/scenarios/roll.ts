@@ -36,6 +36,7 @@ import { busyCores } from '../lib/procfs.ts';
 import { writeSection } from '../lib/results-file.ts';
 import { fmt, summarize, type Summary } from '../lib/stats.ts';
 import { MeasureWindow, tickEvery } from '../lib/window.ts';
+import { STOCK_STORE_WAIT_MS } from './storm.ts';
 
 export interface RollOptions {
   /** Editing clients in all. */
@@ -258,6 +259,8 @@ export async function measureRoll(options: RollOptions, kind: 'plain' | 'typed',
     const cursorsBackMs = await until(() => cursorCheck().missing === 0, CURSORS_BACK_MS, 'every cursor shown again').catch(() => Number.NaN);
     const missing = cursorCheck().missing;
     const { stale: stale, inUse: claimsInUse } = await staleClaims(fleet, docs);
+    // Stock stores a document 2 s after its last change (at most 10 s): its rows are read after that.
+    if (system === 'stock') await sleep(STOCK_STORE_WAIT_MS);
     // Nothing acknowledged is missing: not in any client's document, not in the log.
     let lostAckedLog = 0;
     let lostAckedDocs = 0;
@@ -359,7 +362,7 @@ export function renderRoll(r: RollResult, options: RollOptions, run: RollRun, st
   lines.push(`- Refusals seen by clients: **${formatCounts(r.refusals)}**. Closes seen: ${formatCounts(r.closes)}. Balancer: ${r.balancerFailures} backend connections refused (each retried on another node), ${r.balancerDropped} client connections dropped.`);
   if (stock) {
     lines.push(
-      `- Stock = \`bench/stock-server.ts\` (\`Server\` + extension-database, one row of the whole document per document, + extension-redis), the balancer checking \`/\` (stock has no /readyz). On SIGTERM stock's \`Server\` closes its listener, closes every connection with reason "Reset Connection" (not counted as a refusal above), flushes its pending stores and exits 0; it acknowledges an edit once applied in memory, before any store. "Lost from the PostgreSQL log" reads its stored row.`,
+      `- Stock = \`bench/stock-server.ts\` (\`Server\` + extension-database, one row of the whole document per document, + extension-redis), the balancer checking \`/\` (stock has no /readyz). On SIGTERM stock's \`Server\` closes its listener, closes every connection with reason "Reset Connection" (not counted as a refusal above), flushes its pending stores and exits 0; it acknowledges an edit once applied in memory, before any store. "Missing from the PostgreSQL log" reads its stored rows ${STOCK_STORE_WAIT_MS / 1000} s after convergence (it stores at most 10 s after a change).`,
     );
   } else {
     lines.push(`- Stock Hocuspocus + extension-redis doing the same roll: \`BENCH_ROLL_TARGET=stock\` (section \`roll-stock\`).`);
