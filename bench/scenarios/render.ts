@@ -280,8 +280,9 @@ ${rows.join('\n')}
 **Ours ÷ the peer, same run** (each of our renders followed by one of the peer's; median (min–max) of the ${RUNS} pairs): full PNG cold ${ratioOf(coldFull.paired!.wallRatios)} the peer's wall time, ${ratioOf(coldFull.paired!.cpuRatios)} its CPU; full PNG repeated ${ratioOf(warmFull.paired!.wallRatios)} wall, ${ratioOf(warmFull.paired!.cpuRatios)} CPU. The peer (\`sharpPeer\`): the background decoded and scaled to 1920 × 1080 and 19 of the 400 × 300 originals decoded, rotated and composited with libvips' native blends in one \`composite()\`, PNG at the renderer's settings — no text, vectors, filters, adjustments or non-native modes, and libvips' blends are off for translucent pixels (libvips#4614): the floor a sharp-based renderer starts from, not the same picture.
 
 CPU time is the process's (this thread and libvips' worker threads); with other work on the cores
-it is the steadier figure. The renderer rasterises up to three layers ahead while it composites,
-so on an idle machine a cold render's wall time can be below its CPU time.
+it is the steadier figure. The renderer rasterises up to eight layers ahead while it composites
+(as many as 128 MiB holds at the frame's size, at least three), so on an idle machine a cold
+render's wall time can be below its CPU time; on a loaded one the two are about equal.
 
 Where the CPU goes, cold (ms per render, \`profileRenders\` in renderer/index.ts, ${PROFILE_RUNS} renders each, sequential — no look-ahead while profiling; stages are named after what they do):
 
