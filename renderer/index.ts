@@ -207,9 +207,9 @@ async function rasterizeLayer(layer: Exclude<Layer, { type: 'adjustment' }>, m: 
  * of the frame, never fewer than `LOOKAHEAD_MIN`; and by `LOOKAHEAD_MAX`, because libuv's thread
  * pool (4 threads) is process-wide: the main thread's fs and zlib work queues behind whatever a
  * render has started. Measured against three ahead (what this was), alternating in one process on
- * the loaded machine, cold bench canvas: 8 ahead full PNG 0.85–0.96× the wall and 0.88–0.94× the
- * CPU, 320-px thumbnail 0.96× the wall, the same CPU (16 ahead: 0.92× / 0.94×, not enough more to
- * queue twice as much in the shared pool).
+ * the loaded machine, cold bench canvas: 8 ahead full PNG 0.85–1.02× the wall and 0.88–0.99× the
+ * CPU over three runs, 320-px thumbnail 0.96× the wall, the same CPU; 16–20 ahead not clearly
+ * better (README "Speed"), not worth queueing twice as much in the shared pool.
  */
 const LOOKAHEAD_BYTES = 128 * 1024 * 1024;
 const LOOKAHEAD_MIN = 3;
