@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import * as Y from 'yjs';
 import { connectCanvas, type CanvasClient } from '../../client/index.ts';
 import { startBalancer, type Balancer } from '../../test/support/balancer.ts';
+import { uwsLauncher } from '../../test/support/uws-runtime.ts';
 import type { ServerChild } from './child.ts';
 import { connect, type BenchClient } from './clients.ts';
 import type { BenchDatabase } from './database.ts';
@@ -64,6 +65,14 @@ export async function startFleet(db: BenchDatabase, count: number, env: Record<s
   const teardowns: Array<() => Promise<void>> = [];
   // Stock Hocuspocus has no /readyz: its HTTP answer at / (200 while it listens) is all a balancer can check.
   const balancer = await startBalancer({ intervalMs: 50, healthPath: system === 'stock' ? '/' : '/readyz', register: (fn) => void teardowns.unshift(fn) });
+  // BENCH_FLEET_TRANSPORT=uws: our nodes on the uWebSockets.js transport (where it can start).
+  const transport = process.env.BENCH_FLEET_TRANSPORT === 'uws' ? 'uws' : 'node';
+  let launcher: readonly string[] = [];
+  if (transport === 'uws') {
+    const uws = uwsLauncher();
+    if (!uws.ok) throw new Error(`BENCH_FLEET_TRANSPORT=uws: ${uws.reason}`);
+    launcher = uws.prefix;
+  }
   const redis = await openRedis();
   const nodes: FleetNode[] = Array.from({ length: count }, (_, i) => {
     const name = `node-${i}`;
@@ -72,7 +81,7 @@ export async function startFleet(db: BenchDatabase, count: number, env: Record<s
       const target = stockTarget(db, { id: `stock-${name}`, label: `stock ${name}`, env: { REDIS_URL, REDIS_PREFIX: prefix, NAME: `bench-${run}-${name}` } });
       return { name, target, child: undefined };
     }
-    const target = oursTarget(db, 'node', [], {
+    const target = oursTarget(db, transport, launcher, {
       id: `ours-${name}`,
       label: `ours ${name}`,
       env: {

@@ -1,7 +1,8 @@
 /**
  * A rolling restart under a steady editing load, a scenario of bench/run.ts:
  * `npm run bench -- --only roll` (`--quick`, `--tiny`; `BENCH_ROLL_CLIENTS=typed` for our typed
- * client instead of plain HocuspocusProviders).
+ * client instead of plain HocuspocusProviders; `BENCH_ROLL_TARGET=stock` for three stock
+ * Hocuspocus + extension-redis nodes; `BENCH_FLEET_TRANSPORT=uws` for ours on uWebSockets.js).
  *
  * Three of our nodes (child processes on one bench database and the real Redis, bench/lib/fleet.ts)
  * behind the /readyz-polling balancer (test/support/balancer.ts); N clients connected through it

@@ -1,5 +1,7 @@
 /**
- * A reconnect storm, a scenario of bench/run.ts: `npm run bench -- --only storm` (`--quick`, `--tiny`).
+ * A reconnect storm, a scenario of bench/run.ts: `npm run bench -- --only storm` (`--quick`, `--tiny`;
+ * `BENCH_STORM_TARGET=stock` for stock Hocuspocus + extension-redis; `BENCH_FLEET_TRANSPORT=uws`
+ * for ours on uWebSockets.js).
  *
  * Two of our nodes (child processes on one bench database and the real Redis, bench/lib/fleet.ts)
  * behind the /readyz-polling balancer (test/support/balancer.ts). The first holds C connections
