@@ -18,7 +18,7 @@ import { UrlSigner } from './signed-urls.ts';
 import { AccessFeed } from './auth/access-feed.ts';
 import { createAccessSource } from './auth/access-cache.ts';
 import { AccessWatch } from './auth/access-watch.ts';
-import type { Config } from './config.ts';
+import { redisTarget, type Config } from './config.ts';
 import { AuthExtension } from './extensions/auth.ts';
 import { AwarenessGuardExtension } from './extensions/awareness.ts';
 import { LimitsExtension } from './extensions/limits.ts';
@@ -155,10 +155,11 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   const auth = new AuthExtension(access.cached, tokens, logger, accessWatch);
   const presence = new PresenceExtension({ db, nodeId, logger, heartbeatMs: config.PRESENCE_HEARTBEAT_MS });
   await presence.start();
-  // Only with REDIS_URL: otherwise a single node, and nothing Redis-related runs.
-  const redis = config.REDIS_URL
+  // Only with REDIS_URL or REDIS_CLUSTER_NODES: otherwise a single node, and nothing Redis-related runs.
+  const target = redisTarget(config);
+  const redis = target
     ? new RedisSyncExtension({
-        url: config.REDIS_URL,
+        target,
         nodeId,
         prefix: config.REDIS_PREFIX,
         syncIntervalMs: config.REDIS_SYNC_INTERVAL_MS,

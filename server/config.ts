@@ -15,9 +15,15 @@ const schema = z
       .string()
       .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
       .optional(),
+    /** One Redis (`redis://`, `rediss://`), or a Redis Cluster's seeds (`redis+cluster://host:port,host:port`). */
     REDIS_URL: z
       .string()
-      .regex(/^rediss?:\/\//, 'must be a redis:// URL')
+      .regex(/^(rediss?|redis\+cluster):\/\//, 'must be a redis://, rediss:// or redis+cluster:// URL')
+      .optional(),
+    /** Seeds of a Redis Cluster, comma-separated `host:port` (instead of REDIS_URL): sharded pub/sub. */
+    REDIS_CLUSTER_NODES: z
+      .string()
+      .regex(/^[^\s,:/@]+:\d{1,5}(,[^\s,:/@]+:\d{1,5})*$/, 'must be comma-separated host:port')
       .optional(),
     /** Namespace of this deployment's Redis keys and channels. */
     REDIS_PREFIX: z
@@ -143,12 +149,45 @@ const schema = z
     if (env.DATABASE_URL && !env.AUTH_JWT_SECRET) {
       ctx.addIssue({ code: 'custom', path: ['AUTH_JWT_SECRET'], message: 'is required when DATABASE_URL is set' });
     }
+    if (env.REDIS_URL && env.REDIS_CLUSTER_NODES) {
+      ctx.addIssue({ code: 'custom', path: ['REDIS_CLUSTER_NODES'], message: 'and REDIS_URL are both set: name one Redis or one Redis Cluster' });
+    }
+    if (env.REDIS_URL?.startsWith('redis+cluster://') && !CLUSTER_URL.test(env.REDIS_URL)) {
+      ctx.addIssue({ code: 'custom', path: ['REDIS_URL'], message: 'must be redis+cluster://[user:password@]host:port[,host:port…]' });
+    }
     if (env.BLOB_STORE === 's3' && !env.S3_BUCKET) {
       ctx.addIssue({ code: 'custom', path: ['S3_BUCKET'], message: 'is required when BLOB_STORE=s3' });
     }
   });
 
 export type Config = Readonly<z.infer<typeof schema>>;
+
+const CLUSTER_URL = /^redis\+cluster:\/\/(?:([^:@/]*):([^@/]*)@)?([^\s,:/@]+:\d{1,5}(?:,[^\s,:/@]+:\d{1,5})*)\/?$/;
+
+/** Where the nodes meet: one Redis (classic pub/sub) or a Redis Cluster (sharded pub/sub). */
+export type RedisTarget =
+  | { kind: 'single'; url: string }
+  | { kind: 'cluster'; nodes: Array<{ host: string; port: number }>; username?: string; password?: string };
+
+/** The Redis of a configuration, or undefined for a single node without Redis. */
+export function redisTarget(config: Pick<Config, 'REDIS_URL' | 'REDIS_CLUSTER_NODES'>): RedisTarget | undefined {
+  const seeds = (list: string) =>
+    list.split(',').map((seed) => {
+      const at = seed.lastIndexOf(':');
+      return { host: seed.slice(0, at), port: Number(seed.slice(at + 1)) };
+    });
+  if (config.REDIS_CLUSTER_NODES) return { kind: 'cluster', nodes: seeds(config.REDIS_CLUSTER_NODES) };
+  if (!config.REDIS_URL) return undefined;
+  const cluster = CLUSTER_URL.exec(config.REDIS_URL);
+  if (!cluster) return { kind: 'single', url: config.REDIS_URL };
+  const [, username, password, list] = cluster;
+  return {
+    kind: 'cluster',
+    nodes: seeds(list!),
+    ...(username ? { username: decodeURIComponent(username) } : {}),
+    ...(password ? { password: decodeURIComponent(password) } : {}),
+  };
+}
 
 export class ConfigError extends Error {
   override name = 'ConfigError';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../server/config.ts';
+import { ConfigError, loadConfig, redisTarget } from '../server/config.ts';
 
 describe('configuration', () => {
   it('has the contract defaults', () => {
@@ -15,6 +15,10 @@ describe('configuration', () => {
     [{ AUTH_JWT_SECRET: 'short' }, /^invalid configuration: AUTH_JWT_SECRET must be at least 32 characters$/],
     [{ NODE_ID: 'has space' }, /^invalid configuration: NODE_ID /],
     [{ REDIS_URL: 'http://x' }, /^invalid configuration: REDIS_URL /],
+    [{ REDIS_URL: 'redis+cluster://a:1,b' }, /^invalid configuration: REDIS_URL must be redis\+cluster:\/\/\[user:password@\]host:port/],
+    [{ REDIS_CLUSTER_NODES: 'a:1,,b:2' }, /^invalid configuration: REDIS_CLUSTER_NODES must be comma-separated host:port$/],
+    [{ REDIS_CLUSTER_NODES: 'a' }, /^invalid configuration: REDIS_CLUSTER_NODES must be comma-separated host:port$/],
+    [{ REDIS_URL: 'redis://x', REDIS_CLUSTER_NODES: 'a:1' }, /^invalid configuration: REDIS_CLUSTER_NODES and REDIS_URL are both set/],
     [{ AUTOSAVE_QUIET_MS: '-1' }, /^invalid configuration: AUTOSAVE_QUIET_MS /],
     [{ AUTOSAVE_QUIET_MS: 'soon' }, /^invalid configuration: AUTOSAVE_QUIET_MS /],
     [{ ACCESS_RECHECK_MS: '10' }, /^invalid configuration: ACCESS_RECHECK_MS /],
@@ -28,6 +32,15 @@ describe('configuration', () => {
     expect(error).toBeInstanceOf(ConfigError);
     expect((error as Error).message).toMatch(message);
     expect((error as Error).message).not.toContain('\n');
+  });
+
+  it('names one Redis, a Redis Cluster (REDIS_CLUSTER_NODES or a redis+cluster:// URL), or none', () => {
+    expect(redisTarget(loadConfig({}))).toBeUndefined();
+    expect(redisTarget(loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379/2' }))).toEqual({ kind: 'single', url: 'redis://127.0.0.1:6379/2' });
+    const nodes = [{ host: '10.0.0.1', port: 7000 }, { host: 'redis-b', port: 7001 }];
+    expect(redisTarget(loadConfig({ REDIS_CLUSTER_NODES: '10.0.0.1:7000,redis-b:7001' }))).toEqual({ kind: 'cluster', nodes });
+    expect(redisTarget(loadConfig({ REDIS_URL: 'redis+cluster://10.0.0.1:7000,redis-b:7001' }))).toEqual({ kind: 'cluster', nodes });
+    expect(redisTarget(loadConfig({ REDIS_URL: 'redis+cluster://me:p%40ss@10.0.0.1:7000,redis-b:7001/' }))).toEqual({ kind: 'cluster', nodes, username: 'me', password: 'p@ss' });
   });
 
   it('autosaves after 30 s of quiet by default; 0 turns the timer off', () => {

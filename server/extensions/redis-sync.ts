@@ -29,6 +29,11 @@
  *   each node keeps serving its own clients; when Redis is back, document channels are
  *   re-subscribed and an anti-entropy round runs at once, so nodes reconverge without new edits.
  *
+ * - **One Redis or a Redis Cluster** (`connection.ts`): on a cluster the live path, anti-entropy
+ *   and answers use sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`) and liveness asks `SHARDNUMSUB`;
+ *   every name of a session carries its hash tag, so all of a session's traffic, claims and
+ *   liveness checks stay on its slot's shard.
+ *
  * The messages are typed and encoded by `wire.ts`; every key and channel name comes from `keys.ts`.
  */
 import { randomBytes } from 'node:crypto';
@@ -44,7 +49,6 @@ import type {
   onConfigurePayload,
   RedisTransactionOrigin,
 } from '@hocuspocus/server';
-import type { Redis } from 'ioredis';
 import * as encoding from 'lib0/encoding';
 import type { Logger } from 'pino';
 import { encodeAwarenessUpdate, removeAwarenessStates } from 'y-protocols/awareness';
@@ -52,15 +56,18 @@ import * as Y from 'yjs';
 import type { AwarenessClaims } from './awareness.ts';
 import { diffFor, stateMessage } from '../redis/anti-entropy.ts';
 import { ClaimRegistry } from '../redis/claims.ts';
+import type { RedisTarget } from '../config.ts';
 import { openCommands, openSubscriber } from '../redis/connection.ts';
 import { Fanout } from '../redis/fanout.ts';
 import { RedisNames } from '../redis/keys.ts';
 import { Liveness } from '../redis/liveness.ts';
 import { PresenceSweep } from '../redis/presence-sweep.ts';
+import type { RedisClient } from '../redis/script.ts';
 import type { SyncMessage } from '../redis/wire.ts';
 
 export interface RedisSyncOptions {
-  url: string;
+  /** One Redis, or a Redis Cluster (sharded pub/sub; every name of a session in its slot, keys.ts). */
+  target: RedisTarget;
   nodeId: string;
   /** Key and channel namespace; distinct per deployment (and per test file). */
   prefix: string;
@@ -82,9 +89,9 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
   readonly #names: RedisNames;
   readonly #identifier: string;
   /** Commands: publishes (in order), claims, the save limit's counters. */
-  readonly commands: Redis;
+  readonly commands: RedisClient;
   /** Subscriptions: each loaded session's document channel and this node's own channel of it. */
-  readonly #subscriber: Redis;
+  readonly #subscriber: RedisClient;
   readonly #fanout: Fanout;
   readonly #liveness: Liveness;
   readonly #claims: ClaimRegistry;
@@ -103,18 +110,20 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
     this.#identifier = `${options.nodeId}-${randomBytes(4).toString('hex')}`;
     this.#opts = options;
     this.#names = new RedisNames(options.prefix);
-    this.commands = openCommands({ url: options.url, name: `${options.prefix}:${options.nodeId}:commands` });
-    this.#subscriber = openSubscriber({ url: options.url, name: `${options.prefix}:${options.nodeId}:subscriber` });
+    const sharded = options.target.kind === 'cluster';
+    this.commands = openCommands({ target: options.target, name: `${options.prefix}:${options.nodeId}:commands` });
+    this.#subscriber = openSubscriber({ target: options.target, name: `${options.prefix}:${options.nodeId}:subscriber` });
     this.#fanout = new Fanout({
       commands: this.commands,
       subscriber: this.#subscriber,
       names: this.#names,
       identifier: this.#identifier,
       logger: options.logger,
+      sharded,
       onMessage: (message) => this.#handle(message),
       onLost: () => this.#soon(),
     });
-    this.#liveness = new Liveness({ numsub: 'NUMSUB', settleMs: options.syncIntervalMs * 3 });
+    this.#liveness = new Liveness({ numsub: sharded ? 'SHARDNUMSUB' : 'NUMSUB', settleMs: options.syncIntervalMs * 3 });
     this.#claims = new ClaimRegistry({
       redis: this.commands,
       ready: () => this.commands.status === 'ready',
@@ -154,7 +163,7 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
   }
 
   /** Every Redis connection of this node. */
-  #connections(): Redis[] {
+  #connections(): RedisClient[] {
     return [this.commands, this.#subscriber];
   }
 

@@ -15,16 +15,23 @@
  * arrives before one it builds on stays pending in Yjs until that round's diff brings the missing
  * structs (tested in test/multi-node.test.ts).
  */
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { RedisNames } from './keys.ts';
+import type { NumsubCommand } from './liveness.ts';
+import { LuaScript, type RedisClient } from './script.ts';
 import { decodeMessage, encodeMessage, type SyncMessage } from './wire.ts';
 
 export interface FanoutOptions {
   /** Publishes go out on this connection, in order. */
-  commands: Redis;
+  commands: RedisClient;
   /** Subscriptions: the documents' channels and this node's own channel of each. */
-  subscriber: Redis;
+  subscriber: RedisClient;
+  /**
+   * Sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`, a Redis Cluster): a session's channels hash to its
+   * slot (keys.ts), so its messages touch only its shard. Classic `PUBLISH` on a cluster is
+   * broadcast to every shard.
+   */
+  sharded: boolean;
   names: RedisNames;
   identifier: string;
   logger: Logger;
@@ -33,6 +40,9 @@ export interface FanoutOptions {
   /** A publish did not reach Redis: anti-entropy must repair it. */
   onLost: () => void;
 }
+
+/** Subscribers of a channel, asked on the slot of KEYS[1] (on a cluster `SHARDNUMSUB` is shard-local). */
+const NUMSUB = new LuaScript(`return redis.call('PUBSUB', ARGV[1], ARGV[2])`);
 
 export class Fanout {
   readonly #o: FanoutOptions;
@@ -43,7 +53,8 @@ export class Fanout {
 
   constructor(options: FanoutOptions) {
     this.#o = options;
-    options.subscriber.on('messageBuffer', (channel: Buffer, data: Buffer) => this.#receive(channel, data));
+    // A cluster's subscriber emits a sharded message on both `smessage` and `smessageBuffer`.
+    options.subscriber.on(options.sharded ? 'smessageBuffer' : 'messageBuffer', (channel: Buffer, data: Buffer) => this.#receive(channel, data));
   }
 
   #receive(channel: Buffer, data: Buffer): void {
@@ -77,7 +88,8 @@ export class Fanout {
     }
     const bytes = encodeMessage(message);
     this.published += 1;
-    commands.publish(channel, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).catch((error: unknown) => {
+    const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    (this.#o.sharded ? commands.spublish(channel, buffer) : commands.publish(channel, buffer)).catch((error: unknown) => {
       logger.debug({ err: error, channel }, 'redis publish failed');
       this.#lose();
     });
@@ -94,16 +106,20 @@ export class Fanout {
   }
 
   async subscribe(document: string): Promise<void> {
-    await this.#o.subscriber.subscribe(...this.channels(document));
+    const { subscriber, sharded } = this.#o;
+    await (sharded ? subscriber.ssubscribe(...this.channels(document)) : subscriber.subscribe(...this.channels(document)));
   }
 
   async unsubscribe(document: string): Promise<void> {
-    await this.#o.subscriber.unsubscribe(...this.channels(document));
+    const { subscriber, sharded } = this.#o;
+    await (sharded ? subscriber.sunsubscribe(...this.channels(document)) : subscriber.unsubscribe(...this.channels(document)));
   }
 
-  /** Subscribers of the document's channel other than this node (`PUBSUB NUMSUB`). */
+  /** Subscribers of the document's channel other than this node (`PUBSUB NUMSUB`/`SHARDNUMSUB` on its slot). */
   async peers(document: string): Promise<number> {
-    const reply = (await this.#o.commands.call('PUBSUB', 'NUMSUB', this.#o.names.document(document))) as [string, number | string];
+    const numsub: NumsubCommand = this.#o.sharded ? 'SHARDNUMSUB' : 'NUMSUB';
+    const { names, commands } = this.#o;
+    const reply = (await NUMSUB.run(commands, [names.claims(document)], [numsub, names.document(document)])) as [string, number | string];
     return Math.max(0, Number(reply[1] ?? 0) - 1);
   }
 }

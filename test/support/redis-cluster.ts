@@ -58,7 +58,8 @@ export async function startRedisCluster(register: (fn: () => Promise<void>) => v
     const child = spawn(
       'redis-server',
       ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, `nodes-${port}.conf`),
-        '--cluster-node-timeout', '1000', '--save', '', '--appendonly', 'no', '--dir', dir],
+        // Fail over within about two seconds, whatever the replica's data age.
+        '--cluster-node-timeout', '1000', '--cluster-replica-validity-factor', '0', '--save', '', '--appendonly', 'no', '--dir', dir],
       { stdio: 'ignore' },
     );
     children.set(port, child);
@@ -68,6 +69,14 @@ export async function startRedisCluster(register: (fn: () => Promise<void>) => v
   const created = spawnSync('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '1', '--cluster-yes'], { encoding: 'utf8' });
   if (created.status !== 0) throw new Error(`redis-cli --cluster create failed: ${created.stdout}${created.stderr}`);
   await waitFor(() => ports.every((p) => cli(p, 'CLUSTER', 'INFO').includes('cluster_state:ok')), { timeout: 20_000, what: 'cluster_state:ok on every node' });
+  // A replica takes over only once it has synced with its master.
+  await waitFor(
+    () => ports.every((p) => {
+      const info = cli(p, 'INFO', 'replication');
+      return info.includes('role:master') || info.includes('master_link_status:up');
+    }),
+    { timeout: 20_000, what: 'every replica in sync' },
+  );
   return {
     ports,
     seeds: ports.map((p) => `127.0.0.1:${p}`).join(','),
