@@ -35,6 +35,7 @@ import { migrate } from '../persistence/migrate.ts';
 import type { AccessChange } from '../persistence/repositories/access-changes.ts';
 import { insertUser } from '../persistence/repositories/users.ts';
 import { AccessFeed } from '../server/auth/access-feed.ts';
+import { redisTopologies } from './support/redis-cluster.ts';
 
 const fns: Array<() => Promise<void>> = [];
 const register = (fn: () => Promise<void>) => void fns.unshift(fn);
@@ -62,7 +63,7 @@ function measured(what: string, ms: number): number {
 /** Counts the lines of a node's log with this message. */
 const logCount = (node: ServerProcess, msg: string) => node.output().split('\n').filter((l) => l.includes(`"msg":"${msg}"`)).length;
 
-describe('two nodes on one database: access changes act everywhere', () => {
+describe.each(redisTopologies(register))('two nodes on one database, over $name: access changes act everywhere', (topology) => {
   let a: ServerProcess;
   let b: ServerProcess;
   let dbProxy: TcpProxy;
@@ -78,8 +79,9 @@ describe('two nodes on one database: access changes act everywhere', () => {
     dbProxy = await startProxy(direct.hostname, Number(direct.port || 5432), register);
     const proxied = new URL(database.url);
     proxied.port = String(dbProxy.port);
+    const redisEnv = await topology.env();
     const env = (id: string) => ({
-      REDIS_URL: 'redis://127.0.0.1:6379',
+      ...redisEnv,
       REDIS_PREFIX: prefix,
       REDIS_SYNC_INTERVAL_MS: '500',
       PRESENCE_HEARTBEAT_MS: '500',

@@ -1,5 +1,6 @@
 /**
- * Presence in `session_participants` across nodes: two real servers on one database (and Redis),
+ * Presence in `session_participants` across nodes: two real servers on one database (and Redis:
+ * the shared one, then a real Redis Cluster of this file's own, test/support/redis-cluster.ts),
  * real clients. Joining sets `joined_at` once and `is_online`; the owner gets a participant row with
  * a colour distinct within the session; cursor moves do not write `last_active_at` each time; the
  * user is offline only when their last connection on any node closes; a node killed with -9 does
@@ -13,6 +14,7 @@ import { acknowledged, connectClient, waitFor, type Client } from './support/cli
 import { metric } from './support/metrics.ts';
 import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool } from './support/fixtures.ts';
+import { redisTopologies } from './support/redis-cluster.ts';
 import { startServerProcess, type ServerProcess } from './support/server-process.ts';
 
 const fns: Array<() => Promise<void>> = [];
@@ -30,7 +32,7 @@ interface Row {
   left_at: Date | null;
 }
 
-describe('presence in session_participants', () => {
+describe.each(redisTopologies(register))('presence in session_participants, over $name', (topology) => {
   let nodes: ServerProcess[];
   let pool: pg.Pool;
   let owner: { userId: string; token: string };
@@ -56,13 +58,14 @@ describe('presence in session_participants', () => {
     const database = await createDatabase('pr');
     register(database.drop);
     const prefix = `imageflow-test-${randomBytes(4).toString('hex')}`;
+    const redisEnv = await topology.env();
     const start = (i: number) =>
       startServerProcess({
         transport: 'node',
         databaseUrl: database.url,
         register,
         env: {
-          REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+          ...redisEnv,
           REDIS_PREFIX: prefix,
           REDIS_SYNC_INTERVAL_MS: '500',
           PRESENCE_HEARTBEAT_MS: '400',

@@ -87,3 +87,30 @@ export async function startRedisCluster(register: (fn: () => Promise<void>) => v
     cli,
   };
 }
+
+/** A Redis topology a multi-node test runs against: the environment its servers get. */
+export interface RedisTopology {
+  name: string;
+  /** The servers' Redis variables (the cluster is started on first use, torn down by `register`). */
+  env(): Promise<Record<string, string>>;
+}
+
+/**
+ * The topologies a multi-node scenario runs against (`describe.each(redisTopologies(register))`):
+ * the shared Redis, and — where redis-server is installed — a real cluster of the test file's own.
+ */
+export function redisTopologies(register: (fn: () => Promise<void>) => void): RedisTopology[] {
+  let cluster: Promise<RedisCluster> | undefined;
+  const single: RedisTopology = { name: 'one Redis', env: () => Promise.resolve({ REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' }) };
+  if (!clusterAvailable()) return [single];
+  return [
+    single,
+    {
+      name: 'a Redis Cluster',
+      env: async () => {
+        cluster ??= startRedisCluster(register);
+        return { REDIS_CLUSTER_NODES: (await cluster).seeds };
+      },
+    },
+  ];
+}
