@@ -1,7 +1,9 @@
 /**
  * Many nodes: three real servers (child processes, node transport) on one PostgreSQL database and
  * the shared Redis, reached through a TCP proxy the test controls (the shared Redis itself is
- * never stopped). Real HocuspocusProvider clients spread over the nodes.
+ * never stopped) — and the same scenarios again on a real Redis Cluster of this file's own
+ * (test/support/redis-cluster.ts; the Redis-cut scenarios need the proxy and run on one Redis
+ * only). Real HocuspocusProvider clients spread over the nodes.
  *
  * - Seeded random concurrent edits on every node converge; the seed is printed
  *   (`MULTINODE_SEED=<n>` replays one).
@@ -18,7 +20,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import type pg from 'pg';
 import { applyAwarenessUpdate } from 'y-protocols/awareness';
 import * as Y from 'yjs';
@@ -31,6 +33,7 @@ import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool } from './support/fixtures.ts';
 import { startServerProcess, type ServerProcess } from './support/server-process.ts';
 import { startProxy, type TcpProxy } from './support/tcp-proxy.ts';
+import { redisTopologies } from './support/redis-cluster.ts';
 import { metric } from './support/metrics.ts';
 import { mulberry32 } from './support/random.ts';
 import { encodeMessage } from '../server/redis/wire.ts';
@@ -84,9 +87,25 @@ async function logged(pool: pg.Pool, sessionId: string): Promise<Y.Doc> {
   return doc;
 }
 
-describe('three nodes over Redis', () => {
+describe.each(redisTopologies(register))('three nodes over $name', (topology) => {
+  /** On a cluster the Redis-cut scenarios are skipped: a TCP proxy cannot stand between the nodes and a cluster (redirections name the real nodes). */
+  const clustered = topology.name !== 'one Redis';
   let nodes: ServerProcess[];
   let proxy: TcpProxy;
+  /** The test's own view of Redis (claims, channels), on the topology under test. */
+  let inspect: Redis | Cluster;
+  let seeds: Array<{ host: string; port: number }> = [];
+  const newInspect = () => {
+    const client = clustered ? new Cluster(seeds) : new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+    register(async () => void client.disconnect());
+    return client;
+  };
+  /** Channels matching `pattern`: classic pub/sub, or sharded on every master of the cluster. */
+  const channelsMatching = async (pattern: string): Promise<string[]> => {
+    if (!(inspect instanceof Cluster)) return (await inspect.pubsub('CHANNELS', pattern)) as string[];
+    const lists = await Promise.all(inspect.nodes('master').map((node) => node.call('PUBSUB', 'SHARDCHANNELS', pattern) as Promise<string[]>));
+    return lists.flat();
+  };
   let pool: pg.Pool;
   let owner: { userId: string; token: string };
   let sessionId: string;
@@ -96,14 +115,22 @@ describe('three nodes over Redis', () => {
   beforeAll(async () => {
     const database = await createDatabase('mn');
     register(database.drop);
-    proxy = await startProxy('127.0.0.1', 6379, register);
+    const redisEnv = await topology.env();
+    if (redisEnv.REDIS_CLUSTER_NODES) {
+      seeds = redisEnv.REDIS_CLUSTER_NODES.split(',').map((seed) => ({ host: seed.split(':')[0]!, port: Number(seed.split(':')[1]) }));
+      inspect = new Cluster(seeds);
+    } else {
+      inspect = new Redis(redisEnv.REDIS_URL!);
+      proxy = await startProxy('127.0.0.1', 6379, register);
+    }
+    register(async () => void inspect.disconnect());
     start = (i: number) =>
       startServerProcess({
         transport: 'node',
         databaseUrl: database.url,
         register,
         env: {
-          REDIS_URL: `redis://127.0.0.1:${proxy.port}`,
+          ...(clustered ? redisEnv : { REDIS_URL: `redis://127.0.0.1:${proxy.port}` }),
           REDIS_PREFIX: prefix,
           REDIS_SYNC_INTERVAL_MS: '500',
           PRESENCE_HEARTBEAT_MS: '500',
@@ -213,7 +240,7 @@ describe('three nodes over Redis', () => {
   }, 30_000);
 
   it('lets a client that left one node use its clientID on another at once', async () => {
-    const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+    const redis = newInspect();
     register(async () => void redis.disconnect());
     const watcher = attach(nodes[0]!.wsUrl, sessionId, owner.token);
     const first = attach(nodes[0]!.wsUrl, sessionId, owner.token);
@@ -239,8 +266,8 @@ describe('three nodes over Redis', () => {
     watcher.destroy();
   }, 30_000);
 
-  it('releases a clientID left during a Redis outage once Redis is back, so another node accepts it', async () => {
-    const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+  it.skipIf(clustered)('releases a clientID left during a Redis outage once Redis is back, so another node accepts it', async () => {
+    const redis = newInspect();
     register(async () => void redis.disconnect());
     const watcher = attach(nodes[0]!.wsUrl, sessionId, owner.token);
     const first = attach(nodes[0]!.wsUrl, sessionId, owner.token);
@@ -269,11 +296,11 @@ describe('three nodes over Redis', () => {
     watcher.destroy();
   }, 60_000);
 
-  it('writes Redis keys only under REDIS_PREFIX, each expiring', async () => {
+  it.skipIf(clustered)('writes Redis keys only under REDIS_PREFIX, each expiring', async () => {
     const a = attach(nodes[0]!.wsUrl, sessionId, owner.token);
     await synced(a);
     a.provider.setAwarenessField('cursor', { x: 1, y: 1 });
-    const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+    const redis = newInspect();
     register(async () => void redis.disconnect());
     const keys = async () => {
       const found: string[] = [];
@@ -313,10 +340,10 @@ describe('three nodes over Redis', () => {
     const b = attach(nodes[1]!.wsUrl, session, owner.token);
     await Promise.all([a, b].map(synced));
     await converged([a, b]);
-    const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+    const redis = newInspect();
     register(async () => void redis.disconnect());
     // Each node's own channel of the session (an update published there reaches that node alone).
-    const channels = (await redis.pubsub('CHANNELS', `${prefix}:node:{${session}}:*`)) as string[];
+    const channels = await channelsMatching(`${prefix}:node:{${session}}:*`);
     const channelOf = (i: number) => {
       const channel = channels.find((c) => c.includes(`}:node-${i}-`));
       if (!channel) throw new Error(`no channel of node-${i} among ${channels.join(', ')}`);
@@ -331,9 +358,10 @@ describe('three nodes over Redis', () => {
     writer.getText('t').insert(10, 'pending-2 ');
     const frame = (bytes: Uint8Array) => Buffer.from(encodeMessage({ type: 'update', sender: 'node-elsewhere', document: session, bytes }));
     // Node 0 gets both; node 1 only the second, as if the first were lost in transit.
-    await redis.publish(channelOf(0), frame(updates[0]!));
-    await redis.publish(channelOf(0), frame(updates[1]!));
-    await redis.publish(channelOf(1), frame(updates[1]!));
+    const send = (channel: string, bytes: Buffer) => (redis instanceof Cluster ? redis.spublish(channel, bytes) : redis.publish(channel, bytes));
+    await send(channelOf(0), frame(updates[0]!));
+    await send(channelOf(0), frame(updates[1]!));
+    await send(channelOf(1), frame(updates[1]!));
     await waitFor(() => a.doc.getText('t').toString().startsWith('pending-1 pending-2 '), { timeout: 5_000, what: 'both edits at node 0' });
     // Node 1 cannot apply the second alone; the anti-entropy round's diff from node 0 brings the first.
     await waitFor(() => b.doc.getText('t').toString().startsWith('pending-1 pending-2 '), { timeout: 5_000, what: 'node 1 healed' });
@@ -342,7 +370,7 @@ describe('three nodes over Redis', () => {
     b.destroy();
   }, 30_000);
 
-  it('keeps serving through a Redis outage, says degraded, and reconverges without new edits', async () => {
+  it.skipIf(clustered)('keeps serving through a Redis outage, says degraded, and reconverges without new edits', async () => {
     const a = attach(nodes[0]!.wsUrl, sessionId, owner.token);
     const b = attach(nodes[1]!.wsUrl, sessionId, owner.token);
     await Promise.all([a, b].map(synced));
