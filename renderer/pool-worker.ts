@@ -3,11 +3,14 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { AppError } from '../shared/errors.ts';
 import { renderCanvas } from './index.ts';
 import { setLayerCacheBytes } from './layer-cache.ts';
+import { lowerOwnThread } from '../media/thread-priority.ts';
 import type { FromWorker, PoolWorkerData, ToWorker } from './pool.ts';
 
 const port = parentPort;
 if (!port) throw new Error('renderer/pool-worker.ts runs only as a worker thread');
 setLayerCacheBytes((workerData as PoolWorkerData).layerCacheBytes);
+// Renders yield the CPU to the event loop that delivers edits (media/thread-priority.ts).
+lowerOwnThread((workerData as PoolWorkerData).threadNice);
 
 let nextRequest = 1;
 const waiting = new Map<number, (bytes: Uint8Array | undefined) => void>();
@@ -28,9 +31,13 @@ port.on('message', (msg: ToWorker) => {
     });
   renderCanvas(msg.canvas, images, msg.options).then(
     (result) => {
-      // sharp's output buffers are external memory, which cannot be transferred: copied once.
-      const done: FromWorker = { type: 'done', id, result };
-      port.postMessage(done);
+      // sharp's output buffers are external memory, which cannot be transferred: copied once,
+      // here (a thread that yields to the event loop), into a buffer that is then transferred, so
+      // the main thread does not copy megabytes of PNG while it deserialises the message.
+      const data = new Uint8Array(result.data.byteLength);
+      data.set(result.data);
+      const done: FromWorker = { type: 'done', id, result: { ...result, data: data as Buffer } };
+      port.postMessage(done, [data.buffer]);
     },
     (err: unknown) => {
       const failed: FromWorker = {

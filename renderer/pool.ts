@@ -29,11 +29,14 @@ export interface RenderPoolOptions {
   maxHeapMb?: number;
   /** Bytes of rasterised layers each worker keeps between renders (renderer/layer-cache.ts; default 64 MiB, 0 = off). */
   layerCacheBytes?: number;
+  /** Nice value each render thread lowers itself to (media/thread-priority.ts); 0: unchanged. */
+  threadNice?: number;
 }
 
 /** What each worker is started with. */
 export interface PoolWorkerData {
   layerCacheBytes: number;
+  threadNice: number;
 }
 
 /** Messages between the pool and a worker (renderer/pool-worker.ts). */
@@ -66,6 +69,7 @@ export class RenderPool {
   private readonly timeoutMs: number;
   private readonly maxHeapMb: number;
   private readonly layerCacheBytes: number;
+  private readonly threadNice: number;
   private readonly slots: Slot[] = [];
   private readonly queue: Task[] = [];
   private nextId = 1;
@@ -78,6 +82,7 @@ export class RenderPool {
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.maxHeapMb = options.maxHeapMb ?? 512;
     this.layerCacheBytes = options.layerCacheBytes ?? DEFAULT_LAYER_CACHE_BYTES;
+    this.threadNice = options.threadNice ?? 0;
     for (let i = 0; i < this.size; i++) this.slots.push(this.spawn());
   }
 
@@ -115,7 +120,7 @@ export class RenderPool {
   private spawn(): Slot {
     const worker = new Worker(new URL('./pool-worker.ts', import.meta.url), {
       resourceLimits: { maxOldGenerationSizeMb: this.maxHeapMb },
-      workerData: { layerCacheBytes: this.layerCacheBytes } satisfies PoolWorkerData,
+      workerData: { layerCacheBytes: this.layerCacheBytes, threadNice: this.threadNice } satisfies PoolWorkerData,
     });
     const slot: Slot = { worker, task: undefined, timer: undefined };
     worker.on('message', (msg: FromWorker) => this.onMessage(slot, msg));

@@ -33,6 +33,7 @@ import { RedisSyncExtension } from './extensions/redis-sync.ts';
 import { createHttpApp } from './http/app.ts';
 import { createBlobStore } from '../storage/index.ts';
 import { JobQueue, hardenSharp } from '../media/sharp.ts';
+import { keepMediaThreadsLow } from '../media/thread-priority.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { createSocketHooks } from './transport/hooks.ts';
 import { migrateQueue, type RenderWorker, type ThumbnailReadyPayload } from '../worker/queue.ts';
@@ -115,6 +116,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   const blobs = createBlobStore(config);
   // Process-wide: only the accepted formats' loaders stay unblocked (media/sharp.ts).
   hardenSharp();
+  // Media work yields the CPU to this event loop (media/thread-priority.ts).
+  const stopMediaNice = await keepMediaThreadsLow(config.MEDIA_THREAD_NICE);
   const imageQueue = new JobQueue(config.IMAGE_CONCURRENCY, config.IMAGE_QUEUE_LIMIT);
   const metrics = new Metrics(nodeId);
   const log = new UpdateLog(db, {
@@ -360,6 +363,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   const close = () =>
     (closing ??= (async () => {
       drain.begin();
+      stopMediaNice();
       const connections = hocuspocus.getConnectionsCount();
       const documents = hocuspocus.getDocumentsCount();
       logger.info({ connections, documents, delayMs: config.DRAIN_DELAY_MS }, 'draining: /readyz answers 503, new WebSockets are refused');

@@ -142,6 +142,11 @@ const schema = z
     RENDER_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(30_000),
     /** Bytes of rasterised layers each render thread keeps for the next render (renderer/layer-cache.ts); 0 turns it off. */
     RENDER_LAYER_CACHE_BYTES: z.coerce.number().int().min(0).default(64 * 1024 * 1024),
+    /**
+     * Nice value of the threads that do media work (libuv's pool, where sharp runs, and the render
+     * threads): they lose to the event loop when both want a core (media/thread-priority.ts). 0: unchanged.
+     */
+    MEDIA_THREAD_NICE: z.coerce.number().int().min(0).max(19).default(10),
     /** How often each render worker looks for workers that are gone (killed) and unlocks their jobs. */
     RENDER_WORKER_SWEEP_MS: z.coerce.number().int().min(100).max(300_000).default(5_000),
   })

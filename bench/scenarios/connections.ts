@@ -2,10 +2,15 @@
  * Idle authenticated connections: N clients over D documents, opened from load-generator
  * processes (`loadgens` of them, `concurrency` in flight each) into a freshly started server.
  *
+ * First one connection per document loads the D documents (and stays), so both figures are of
+ * connections alone: a document's memory and load time are not a connection's (cold load is its
+ * own scenario), and a server whose documents are heavier (ours: a real canvas per session;
+ * stock: empty documents) is not charged for them per connection.
+ *
  * - Accept rate = connections authenticated and synced / the wall time from sending the first
  *   connect to the last one synced (every load generator starts at once).
- * - Memory per connection = (server RSS with every client connected − RSS just before) / N
- *   (VmRSS of the server process, median of 3 samples; loading the D documents included).
+ * - Memory per connection = (server RSS with every client connected − RSS just before, the
+ *   documents already loaded) / N (VmRSS of the server process, median of 3 samples).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ServerChild } from '../lib/child.ts';
@@ -50,6 +55,13 @@ export async function runConnections(target: Target, server: ServerChild, option
   const names = Array.from({ length: options.connections }, (_, i) => docs[i % docs.length]!);
   const loadgens = startLoadgens(options.loadgens);
   try {
+    const loaded = await loadgens[0]!.request(
+      { op: 'connect', url: server.wsUrl, names: docs, token: target.token(), concurrency: options.concurrency, timeoutMs: 30_000 },
+      'connected',
+      300_000,
+    );
+    if (loaded.failed > 0) throw new Error(`connections: ${loaded.failed} of the ${docs.length} document-loading connections failed: ${loaded.errors.join('; ')}`);
+    await sleep(500);
     const baselineBytes = await settledRss(server.pid);
     const cpu0 = cpuSeconds(server.pid);
     const t0 = performance.now();
