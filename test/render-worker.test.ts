@@ -222,7 +222,10 @@ describe('render worker', () => {
     }).catch(withLog(worker));
     expect(parked.attempts).toBe(2);
     expect(parked.last_error).toMatch(/does not match the schema/);
-    const entries = worker.entries().filter((e) => e.key === `render:${versionId}`);
+    // The worker logs after its database update: its line may reach us after the row does.
+    const ours = () => worker.entries().filter((e) => e.key === `render:${versionId}`);
+    await waitFor(() => ours().some((e) => e.msg === 'render job parked'), { timeout: 10_000, what: "the worker's 'parked' log line" });
+    const entries = ours();
     expect(entries.filter((e) => e.msg === 'render job failed; will retry')).toHaveLength(1);
     expect(entries.filter((e) => e.msg === 'render job parked')).toHaveLength(1);
     expect((await thumbnails([versionId])).get(versionId)).toBeNull();
