@@ -168,6 +168,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
         syncIntervalMs: config.REDIS_SYNC_INTERVAL_MS,
         releasedBindingsPerUser: config.MAX_AWARENESS_CLIENTS_PER_CONNECTION,
         logger,
+        durable: () => log.flushed(),
       })
     : undefined;
   const snapshots = new SnapshotExtension({

@@ -524,6 +524,56 @@ describe.each(redisTopologies(register))('three nodes over $name', (topology) =>
   }, 60_000);
 });
 
+describe('an edit reaches other nodes only once it is committed', () => {
+  it('is not published while its commit waits; a cursor move published after it arrives first', async () => {
+    const database = await createDatabase('pc');
+    register(database.drop);
+    const prefix = `imageflow-test-${randomBytes(4).toString('hex')}`;
+    // Anti-entropy far apart: only the live path could carry the edit within the test.
+    const nodeOn = (i: number) =>
+      startServerProcess({
+        transport: 'node',
+        databaseUrl: database.url,
+        register,
+        env: { REDIS_URL: 'redis://127.0.0.1:6379', REDIS_PREFIX: prefix, REDIS_SYNC_INTERVAL_MS: '60000', NODE_ID: `pc-${i}`, AUTOSAVE_QUIET_MS: '0' },
+      });
+    const a = await nodeOn(0);
+    const b = await nodeOn(1);
+    const pool = openPool(database.url, register);
+    const owner = await createActor(pool, 'owner');
+    const sessionId = await createSession(a.url, owner.token, await createImage(pool, owner.userId));
+    const writer = attach(a.wsUrl, sessionId, owner.token);
+    const mover = attach(a.wsUrl, sessionId, owner.token);
+    const reader = attach(b.wsUrl, sessionId, owner.token);
+    await Promise.all([writer, mover, reader].map(synced));
+    const locker = await pool.connect();
+    let locked = true;
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE document_updates IN SHARE ROW EXCLUSIVE MODE');
+      writer.doc.getMap('m').set('held', 1);
+      await waitFor(
+        async () =>
+          (await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")).rows[0]!.n > 0,
+        { what: 'the log insert waiting on the lock' },
+      );
+      // On the same channel, after the edit: had the edit been published at once, it would be there first.
+      mover.provider.setAwarenessField('cursor', { x: 7, y: 7 });
+      await waitFor(() => (reader.provider.awareness!.getStates().get(mover.doc.clientID) as { cursor?: { x: number } } | undefined)?.cursor?.x === 7, {
+        what: 'the cursor move on the other node',
+      });
+      expect(reader.doc.getMap('m').get('held'), 'the uncommitted edit reached the other node').toBeUndefined();
+      await locker.query('COMMIT');
+      locked = false;
+      await waitFor(() => reader.doc.getMap('m').get('held') === 1, { what: 'the edit on the other node after its commit' });
+    } finally {
+      if (locked) await locker.query('ROLLBACK').catch(() => {});
+      locker.release();
+    }
+    for (const p of [writer, mover, reader]) p.destroy();
+  }, 60_000);
+});
+
 describe('a plain provider that moves to another node while its last edit is still in transit', () => {
   it('is neither refused nor loses the edit: the update that builds on it waits for the handshake', async () => {
     const database = await createDatabase('mv');

@@ -80,6 +80,11 @@ export interface RedisSyncOptions {
   initialSyncMs?: number;
   /** Released awareness bindings kept per user and document (the awareness cap). */
   releasedBindingsPerUser?: number;
+  /**
+   * Resolves once everything the log was given until now is committed (`UpdateLog.flushed`): an
+   * update is published only then (see `afterLoadDocument`). Absent: published at once.
+   */
+  durable?: () => Promise<void>;
 }
 
 export class RedisSyncExtension implements Extension, AwarenessClaims {
@@ -210,9 +215,19 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
    */
   async afterLoadDocument({ documentName, document }: afterLoadDocumentPayload): Promise<void> {
     this.#documents.set(documentName, document);
+    // Published after its commit: another node never holds (and builds on) an update this node
+    // could still lose. Relayed updates are not logged again, and the author's client, seeing the
+    // update on its new node after this one died, would not send it again: an update published
+    // before its commit and lost with this node would leave the log without it and the edits built
+    // on it pending. The log's append runs in the same `update` event (the update path's listener,
+    // registered after this one), so the wait starts on the next microtask; commits resolve in
+    // order, so publishes keep their order.
     document.on('update', (update: Uint8Array, origin: unknown) => {
       if (isTransactionOrigin(origin) && origin.source === 'redis') return;
-      this.#fanout.broadcast({ type: 'update', sender: this.#identifier, document: documentName, bytes: update });
+      const publish = () => this.#fanout.broadcast({ type: 'update', sender: this.#identifier, document: documentName, bytes: update });
+      const durable = this.#opts.durable;
+      if (!durable) publish();
+      else queueMicrotask(() => void durable().then(publish));
     });
     const waitMs = this.#opts.loadWaitMs ?? 2_000;
     let timer: NodeJS.Timeout | undefined;
