@@ -185,7 +185,6 @@ export class UpdateLog {
   async close(): Promise<void> {
     await this.flushed();
     this.#closed = true;
-    this.retryNow();
   }
 
   /** Skips pending retries' backoff (tests and shutdown use it to retry at once). */

@@ -186,7 +186,6 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     }),
   });
   // Every acknowledgement of the node waits here for its commit (extensions/updates.ts, step 4).
-  let setAside = 0;
   const acks = new AckGate(() => log.flushed(), (seconds) => metrics.ackWaitSeconds.observe(seconds));
   const guard = new UpdateGuard({ budgetMs: config.UPDATE_DECODE_BUDGET_MS, budgetMsPerMiB: config.UPDATE_DECODE_BUDGET_MS_PER_MIB });
   const awareness = new AwarenessGuardExtension({
@@ -200,10 +199,6 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     maxDocumentBytes: config.MAX_DOCUMENT_BYTES,
     logger,
     inlineMaxBytes: config.UPDATE_GUARD_INLINE_BYTES,
-    onSetAside: () => {
-      setAside += 1;
-      metrics.updatesSetAside.inc();
-    },
   });
   const hocuspocus = new Hocuspocus({
     name: nodeId,
@@ -242,8 +237,9 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     logBacklog: () => log.backlog,
     logHealthy: () => log.healthy,
     // Updates set aside for a moving client's handshake (extensions/updates.ts) are not refusals.
-    updatesRefused: () => guard.rejected - setAside,
+    updatesRefused: () => guard.rejected - updatePath.setAside,
     updatesInline: () => updatePath.inlineChecked,
+    updatesSetAside: () => updatePath.setAside,
     access: {
       feedListening: () => accessFeed.listening,
       feedConnects: () => accessFeed.connects,

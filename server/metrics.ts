@@ -15,6 +15,8 @@ export interface MetricSources {
   updatesRefused: () => number;
   /** Updates the inline check let through without the guard's worker. */
   updatesInline?: () => number;
+  /** Updates of a moving client set aside until its handshake SyncStep2 carried them. */
+  updatesSetAside?: () => number;
   /** Connections closed for announcing more awareness clientIDs than allowed. */
   awarenessOverflows?: () => number;
   /** The access watch (server/auth/access-watch.ts) and its PostgreSQL feed. */
@@ -45,7 +47,6 @@ export class Metrics {
   readonly commitBatches: client.Histogram;
   readonly commitSeconds: client.Histogram;
   readonly ackWaitSeconds: client.Histogram;
-  readonly updatesSetAside: client.Counter;
   /** Image ingest: outcomes (`ok` or the refusal's error code) and time. */
   readonly imagesIngested: client.Counter<'result'>;
   readonly ingestSeconds: client.Histogram;
@@ -81,11 +82,6 @@ export class Metrics {
       name: 'imageflow_ack_wait_seconds',
       help: 'Time an update waited for its commit before the client was acknowledged.',
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5],
-      registers,
-    });
-    this.updatesSetAside = new client.Counter({
-      name: 'imageflow_updates_set_aside_total',
-      help: "Updates of a client that moved nodes, set aside until its handshake SyncStep2 carried them (not refused).",
       registers,
     });
     this.imagesIngested = new client.Counter({
@@ -189,6 +185,9 @@ export class Metrics {
     gauge('imageflow_update_log_backlog', 'Updates accepted but not yet committed.', sources.logBacklog);
     gauge('imageflow_update_log_healthy', '1 while update log writes succeed, 0 while retrying.', () => (sources.logHealthy() ? 1 : 0));
     gauge('imageflow_updates_refused_total', 'Updates refused by the decode guard (yjs#687 and invalid updates).', sources.updatesRefused);
+    if (sources.updatesSetAside) {
+      gauge('imageflow_updates_set_aside_total', "Updates of a client that moved nodes, set aside until its handshake SyncStep2 carried them (not refused).", sources.updatesSetAside);
+    }
     if (sources.updatesInline) {
       gauge('imageflow_updates_checked_inline_total', 'Small read-write updates proven harmless by a linear read and applied without the decode worker.', sources.updatesInline);
     }

@@ -26,6 +26,25 @@ afterAll(async () => {
   for (const fn of teardown) await fn().catch(() => {});
 });
 
+/** A server started in this process on `databaseUrl` (node transport, no render worker), closed at teardown. */
+async function inProcessServer(databaseUrl: string): Promise<RunningServer> {
+  const server = await startServer(
+    loadConfig({
+      DATABASE_URL: databaseUrl,
+      AUTH_JWT_SECRET: TEST_SECRET,
+      DATA_DIR: tempDir(register),
+      HOST: '127.0.0.1',
+      PORT: '0',
+      TRANSPORT: 'node',
+      AUTOSAVE_QUIET_MS: '0',
+      RENDER_WORKER: 'off',
+    }),
+    { logger: pino({ level: 'silent' }) },
+  );
+  register(() => server.close());
+  return server;
+}
+
 /** What a hook that runs after the update path saw of each client update. */
 interface Seen {
   payloadStart: number[];
@@ -43,20 +62,7 @@ describe('the update path, in process', () => {
   beforeAll(async () => {
     const database = await createDatabase('updpath');
     register(database.drop);
-    server = await startServer(
-      loadConfig({
-        DATABASE_URL: database.url,
-        AUTH_JWT_SECRET: TEST_SECRET,
-        DATA_DIR: tempDir(register),
-        HOST: '127.0.0.1',
-        PORT: '0',
-        TRANSPORT: 'node',
-        AUTOSAVE_QUIET_MS: '0',
-        RENDER_WORKER: 'off',
-      }),
-      { logger: pino({ level: 'silent' }) },
-    );
-    register(() => server.close());
+    server = await inProcessServer(database.url);
     wsUrl = `${server.url.replace('http', 'ws')}/collab`;
     // A probe after every other extension: what Hocuspocus itself is about to read.
     const probe: Extension = {
@@ -165,20 +171,7 @@ describe('a client whose first updates build on edits this node lacks (it moved 
   beforeAll(async () => {
     const database = await createDatabase('updmove');
     register(database.drop);
-    server = await startServer(
-      loadConfig({
-        DATABASE_URL: database.url,
-        AUTH_JWT_SECRET: TEST_SECRET,
-        DATA_DIR: tempDir(register),
-        HOST: '127.0.0.1',
-        PORT: '0',
-        TRANSPORT: 'node',
-        AUTOSAVE_QUIET_MS: '0',
-        RENDER_WORKER: 'off',
-      }),
-      { logger: pino({ level: 'silent' }) },
-    );
-    register(() => server.close());
+    server = await inProcessServer(database.url);
     wsUrl = `${server.url.replace('http', 'ws')}/collab`;
     pool = openPool(database.url, register);
     owner = await createActor(pool, 'owner');

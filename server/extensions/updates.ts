@@ -71,8 +71,6 @@ export interface UpdatePathOptions {
    * client's SyncStep2 before the document is refused `invalid_update`. Default 10 s.
    */
   handshakeGraceMs?: number;
-  /** Counts each update set aside (metrics). */
-  onSetAside?: () => void;
   /**
    * Read-write updates up to this many bytes that `inlineSafe` proves harmless skip the guard's
    * worker (UPDATE_GUARD_INLINE_BYTES); 0: every update goes to the worker.
@@ -114,6 +112,8 @@ export class UpdatePath implements Extension {
   readonly #opts: UpdatePathOptions;
   /** Updates checked inline, without the worker (metrics). */
   inlineChecked = 0;
+  /** Updates set aside for a moving client's handshake (metrics; the guard counted them as refused). */
+  setAside = 0;
   /** Estimated size of each loaded document: its state at load plus every accepted update. */
   readonly #sizes = new WeakMap<Document, number>();
   /** Connections whose client's handshake SyncStep2 has been applied. */
@@ -228,7 +228,7 @@ export class UpdatePath implements Extension {
     const socket = connection.webSocket;
     if (!(socket instanceof PeerSocket)) return false;
     socket.holdAcks(connection.messageAddress);
-    this.#opts.onSetAside?.();
+    this.setAside += 1;
     if (!this.#graceTimers.has(connection)) {
       const timer = setTimeout(() => {
         this.#graceTimers.delete(connection);

@@ -93,10 +93,6 @@ export class PeerSocket implements WebSocketLike {
     if (held) held.releaseAfterNext = true;
   }
 
-  /** Acknowledgements held back for `address` (tests). */
-  heldAcks(address: string): number {
-    return this.#heldAcks.get(address)?.frames.length ?? 0;
-  }
 
   #write(data: string | ArrayBufferLike | Blob | ArrayBufferView): void {
     if (this.readyState !== OPEN) return;
