@@ -168,7 +168,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
         syncIntervalMs: config.REDIS_SYNC_INTERVAL_MS,
         releasedBindingsPerUser: config.MAX_AWARENESS_CLIENTS_PER_CONNECTION,
         logger,
-        durable: () => log.flushed(),
+        persist: (document, update) => log.append(document, update),
       })
     : undefined;
   const snapshots = new SnapshotExtension({
@@ -254,6 +254,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
           redis: {
             healthy: () => redis.healthy(),
             diffsSent: () => redis.diffsSent,
+            relayedLogged: () => redis.relayedLogged,
             published: () => redis.published,
             publishesLost: () => redis.publishesLost,
             deadPeerStatesRemoved: () => redis.deadPeerStatesRemoved,

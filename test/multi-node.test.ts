@@ -524,18 +524,33 @@ describe.each(redisTopologies(register))('three nodes over $name', (topology) =>
   }, 60_000);
 });
 
-describe('an edit reaches other nodes only once it is committed', () => {
-  it('is not published while its commit waits; a cursor move published after it arrives first', async () => {
+describe.each([
+  { path: 'the live path', antiEntropy: false },
+  { path: 'an anti-entropy round', antiEntropy: true },
+])('an update another node holds is in the log, though its origin dies before committing it ($path)', ({ antiEntropy }) => {
+  it('the receiving node logs it: the edit built on it loads', async () => {
     const database = await createDatabase('pc');
     register(database.drop);
     const prefix = `imageflow-test-${randomBytes(4).toString('hex')}`;
-    // Anti-entropy far apart: only the live path could carry the edit within the test.
+    const proxy = await startProxy('127.0.0.1', 6379, register);
+    // Node 0 writes one batch at a time, so with the table locked its second edit stays in its
+    // memory (the first sits in PostgreSQL's lock queue, and would commit there even after a kill).
+    // Node 1 reaches Redis through the proxy: in the anti-entropy case it is cut while the edits
+    // are published, and gets them from the round that follows its reconnection (every 200 ms);
+    // in the live case rounds are too far apart to matter.
     const nodeOn = (i: number) =>
       startServerProcess({
         transport: 'node',
         databaseUrl: database.url,
         register,
-        env: { REDIS_URL: 'redis://127.0.0.1:6379', REDIS_PREFIX: prefix, REDIS_SYNC_INTERVAL_MS: '60000', NODE_ID: `pc-${i}`, AUTOSAVE_QUIET_MS: '0' },
+        env: {
+          REDIS_URL: `redis://127.0.0.1:${i === 1 ? proxy.port : 6379}`,
+          REDIS_PREFIX: prefix,
+          REDIS_SYNC_INTERVAL_MS: antiEntropy ? '200' : '60000',
+          NODE_ID: `pc-${i}`,
+          AUTOSAVE_QUIET_MS: '0',
+          ...(i === 0 ? { UPDATE_LOG_WRITERS: '1' } : {}),
+        },
       });
     const a = await nodeOn(0);
     const b = await nodeOn(1);
@@ -543,34 +558,43 @@ describe('an edit reaches other nodes only once it is committed', () => {
     const owner = await createActor(pool, 'owner');
     const sessionId = await createSession(a.url, owner.token, await createImage(pool, owner.userId));
     const writer = attach(a.wsUrl, sessionId, owner.token);
-    const mover = attach(a.wsUrl, sessionId, owner.token);
+    const watcher = attach(a.wsUrl, sessionId, owner.token);
     const reader = attach(b.wsUrl, sessionId, owner.token);
-    await Promise.all([writer, mover, reader].map(synced));
+    await Promise.all([writer, watcher, reader].map(synced));
+    const text = (p: Peer) => p.doc.getText('t').toString();
     const locker = await pool.connect();
     let locked = true;
     try {
       await locker.query('BEGIN');
       await locker.query('LOCK TABLE document_updates IN SHARE ROW EXCLUSIVE MODE');
-      writer.doc.getMap('m').set('held', 1);
+      if (antiEntropy) {
+        proxy.cut();
+        await waitFor(async () => (await metric(b, 'imageflow_redis_connected')) === 0, { what: 'node 1 cut off from Redis' });
+      }
+      writer.doc.getText('t').insert(0, 'first');
       await waitFor(
         async () =>
           (await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")).rows[0]!.n > 0,
         { what: 'the log insert waiting on the lock' },
       );
-      // On the same channel, after the edit: had the edit been published at once, it would be there first.
-      mover.provider.setAwarenessField('cursor', { x: 7, y: 7 });
-      await waitFor(() => (reader.provider.awareness!.getStates().get(mover.doc.clientID) as { cursor?: { x: number } } | undefined)?.cursor?.x === 7, {
-        what: 'the cursor move on the other node',
-      });
-      expect(reader.doc.getMap('m').get('held'), 'the uncommitted edit reached the other node').toBeUndefined();
+      writer.doc.getText('t').insert(5, 'HELD');
+      await waitFor(() => text(watcher) === 'firstHELD', { what: 'the second edit applied on node 0' });
+      if (antiEntropy) proxy.restore();
+      await waitFor(() => text(reader) === 'firstHELD', { what: 'the uncommitted edits on node 1' });
+      // Built on the edit no commit holds yet: its left neighbour is HELD's last character.
+      reader.doc.getText('t').insert(9, '+after');
+      await a.kill();
       await locker.query('COMMIT');
       locked = false;
-      await waitFor(() => reader.doc.getMap('m').get('held') === 1, { what: 'the edit on the other node after its commit' });
+      expect(await acknowledged(reader, 20_000), 'the edit built on it acknowledged by node 1').toBe(true);
     } finally {
       if (locked) await locker.query('ROLLBACK').catch(() => {});
       locker.release();
     }
-    for (const p of [writer, mover, reader]) p.destroy();
+    const stored = await logged(pool, sessionId);
+    expect(stored.store.pendingStructs, 'structs of the log waiting for a dependency it lacks').toBeNull();
+    expect(stored.getText('t').toString(), 'the document as the log holds it').toBe('firstHELD+after');
+    for (const p of [writer, watcher, reader]) p.destroy();
   }, 60_000);
 });
 

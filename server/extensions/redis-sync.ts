@@ -3,8 +3,10 @@
  *
  * - **Live path** (`fanout.ts`): one hop. The exact update a client of this node sent (the bytes
  *   of the document's `update` event for every change whose origin is not redis) is published
- *   once on the document's channel; other nodes apply it with the redis origin (not logged there:
- *   the accepting node logged it). Awareness changes and stateless broadcasts likewise. Replaces
+ *   once on the document's channel, at once (not after its commit); other nodes apply it with the
+ *   redis origin and append what it changed to their own log (`persist`), as they do with every
+ *   anti-entropy diff: a node never holds an update that no log has or is writing, whichever node
+ *   dies. Awareness changes and stateless broadcasts likewise (not logged). Replaces
  *   @hocuspocus/extension-redis, whose state vector → reply → diff exchange took three Redis hops
  *   and about four PUBLISH calls per crossing, and whose store Redlock made a node that missed it
  *   skip its store (our log is append-only and idempotent; compaction has its own advisory lock).
@@ -81,10 +83,12 @@ export interface RedisSyncOptions {
   /** Released awareness bindings kept per user and document (the awareness cap). */
   releasedBindingsPerUser?: number;
   /**
-   * Resolves once everything the log was given until now is committed (`UpdateLog.flushed`): an
-   * update is published only then (see `afterLoadDocument`). Absent: published at once.
+   * Logs a change relayed from another node (an update, a diff), from the document's `update`
+   * event: exactly what it integrated here, appended to this node's own log (`UpdateLog.append`)
+   * in the same event, so nothing this node holds in memory is left to another node's commit (see
+   * `afterLoadDocument`). Absent: relayed changes are not logged here.
    */
-  durable?: () => Promise<void>;
+  persist?: (document: string, update: Uint8Array) => void;
 }
 
 export class RedisSyncExtension implements Extension, AwarenessClaims {
@@ -110,6 +114,8 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
   #closed = false;
   /** Anti-entropy diffs this node sent to peers that were behind (metrics). */
   diffsSent = 0;
+  /** Changes relayed from other nodes that this node appended to its own log (metrics). */
+  relayedLogged = 0;
 
   constructor(options: RedisSyncOptions) {
     this.#identifier = `${options.nodeId}-${randomBytes(4).toString('hex')}`;
@@ -215,19 +221,21 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
    */
   async afterLoadDocument({ documentName, document }: afterLoadDocumentPayload): Promise<void> {
     this.#documents.set(documentName, document);
-    // Published after its commit: another node never holds (and builds on) an update this node
-    // could still lose. Relayed updates are not logged again, and the author's client, seeing the
-    // update on its new node after this one died, would not send it again: an update published
-    // before its commit and lost with this node would leave the log without it and the edits built
-    // on it pending. The log's append runs in the same `update` event (the update path's listener,
-    // registered after this one), so the wait starts on the next microtask; commits resolve in
-    // order, so publishes keep their order.
+    // Every change is published at once; every node logs what it holds. A change relayed from
+    // another node (live update, anti-entropy diff, the answer to a `hello`) is appended to this
+    // node's own log in the same `update` event that integrated it, before any edit of a client
+    // of this node can build on it (the update path's listener, registered after this one, logs
+    // those; their acknowledgements wait for a commit that includes the relayed rows before them).
+    // So an update is never held by a node whose log does not have it or is not writing it: if its
+    // origin dies before committing, the nodes that received it commit it themselves, and a client
+    // that sees it on its new node (and so never sends it again) finds it in the log on the next
+    // load. Duplicate rows are harmless (the log replays in any order, compaction merges them).
     document.on('update', (update: Uint8Array, origin: unknown) => {
-      if (isTransactionOrigin(origin) && origin.source === 'redis') return;
-      const publish = () => this.#fanout.broadcast({ type: 'update', sender: this.#identifier, document: documentName, bytes: update });
-      const durable = this.#opts.durable;
-      if (!durable) publish();
-      else queueMicrotask(() => void durable().then(publish));
+      if (isTransactionOrigin(origin) && origin.source === 'redis') {
+        this.#persist(documentName, update);
+        return;
+      }
+      this.#fanout.broadcast({ type: 'update', sender: this.#identifier, document: documentName, bytes: update });
     });
     const waitMs = this.#opts.loadWaitMs ?? 2_000;
     let timer: NodeJS.Timeout | undefined;
@@ -350,6 +358,19 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
     new MessageReceiver(message, this.redisTransactionOrigin).apply(document, undefined).catch((error: unknown) => {
       this.#opts.logger.debug({ err: error, session: name }, 'redis sync: awareness from a peer refused');
     });
+  }
+
+  #persist(name: string, update: Uint8Array): void {
+    const persist = this.#opts.persist;
+    if (!persist) return;
+    try {
+      persist(name, update);
+      this.relayedLogged += 1;
+    } catch (error) {
+      // The log closed (the node is stopping): the change stays in memory only, like an
+      // unacknowledged edit of a client of this node.
+      this.#opts.logger.warn({ err: error, session: name }, 'redis sync: logging a relayed change failed');
+    }
   }
 
   /** The diff for one peer's state vector, on that peer's own channel only (#1151). */

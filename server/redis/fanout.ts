@@ -2,8 +2,9 @@
  * The live path between nodes, one Redis hop per change: a node publishes the exact update its
  * client sent (the bytes of the document's `update` event, after the guard accepted and applied it)
  * once on the document's channel, framed by `wire.ts` with the node's identifier; every other node
- * that has the document loaded applies those bytes as they are (with the redis origin, so it neither
- * logs nor publishes them again). Awareness changes, anti-entropy announcements and stateless
+ * that has the document loaded applies those bytes as they are (with the redis origin, so it does
+ * not publish them again; server/extensions/redis-sync.ts appends what they changed to that node's
+ * own log). Awareness changes, anti-entropy announcements and stateless
  * broadcasts of the document travel on the same channel; answers meant for one node (diffs, the
  * awareness answering a `hello`) on that node's own channel of the session (keys.ts), so a diff
  * computed for one state vector never reaches another node (hocuspocus#1151).
