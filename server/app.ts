@@ -3,6 +3,8 @@
  * extensions, the HTTP app and a transport into one running server. The entry point and the tests
  * both start servers through `startServer`; nothing here reads the environment.
  */
+// First: before lib0 (through Yjs) binds crypto.getRandomValues at its load (server/random-pool.ts).
+import './random-pool.ts';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -239,6 +241,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     // Updates set aside for a moving client's handshake (extensions/updates.ts) are not refusals.
     updatesRefused: () => guard.rejected - updatePath.setAside,
     updatesInline: () => updatePath.inlineChecked,
+    presenceWrites: () => presence.writes,
     updatesSetAside: () => updatePath.setAside,
     access: {
       feedListening: () => accessFeed.listening,

@@ -3,6 +3,8 @@
  * connect, and on SIGTERM/SIGINT drains (server/drain.ts) and exits 0. A start-up failure an
  * operator can fix (configuration, database, port, DATA_DIR in use) is one line and exit code 1.
  */
+// First: before lib0 (through Yjs) binds crypto.getRandomValues at its load.
+import './random-pool.ts';
 import { loadConfig, type Config } from './config.ts';
 import { startServer } from './app.ts';
 import { ensureDemo } from './demo.ts';

@@ -15,6 +15,7 @@ export interface MetricSources {
   updatesRefused: () => number;
   /** Updates the inline check let through without the guard's worker. */
   updatesInline?: () => number;
+  presenceWrites?: () => number;
   /** Updates of a moving client set aside until its handshake SyncStep2 carried them. */
   updatesSetAside?: () => number;
   /** Connections closed for announcing more awareness clientIDs than allowed. */
@@ -191,6 +192,9 @@ export class Metrics {
     }
     if (sources.updatesInline) {
       gauge('imageflow_updates_checked_inline_total', 'Small read-write updates proven harmless by a linear read and applied without the decode worker.', sources.updatesInline);
+    }
+    if (sources.presenceWrites) {
+      gauge('imageflow_presence_writes_total', 'Statements written for presence joins, leaves and activity (batched: a burst of joins costs a few).', sources.presenceWrites);
     }
     if (sources.awarenessOverflows) {
       gauge('imageflow_awareness_overflows_total', 'Connections closed for announcing more awareness clientIDs than MAX_AWARENESS_CLIENTS_PER_CONNECTION.', sources.awarenessOverflows);

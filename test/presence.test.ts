@@ -132,20 +132,65 @@ describe.each(redisTopologies(register))('presence in session_participants, over
     // Opened at once: their joins queue behind each other and are coalesced (extensions/presence.ts).
     const burst = Array.from({ length: 15 }, () => connectClient(nodes[0]!.wsUrl, sessionId, guest.token, register));
     await Promise.all(burst.map((c) => c.synced));
-    await waitFor(async () => (await connections()) === 15, { timeout: 5_000, what: 'the count of 15 connections' });
-    expect(await online(guest.userId)).toBe(true);
+    // The node row is written before `is_online` (two statements of one batch): wait for both.
+    await waitFor(async () => (await connections()) === 15 && (await online(guest.userId)), { timeout: 5_000, what: 'the count of 15 connections, online' });
+    const before = await metric(nodes[0]!, 'imageflow_presence_writes_total');
     // Closing all but one writes nothing (only the last leave of a node does): still online.
     for (const c of burst.slice(1)) c.destroy();
     try {
       await waitFor(async () => (await metric(nodes[0]!, 'imageflow_connections')) <= 1, { timeout: 5_000, what: 'the other 14 closed' });
       expect(await online(guest.userId)).toBe(true);
       expect(await connections()).toBeGreaterThan(0);
+      expect((await metric(nodes[0]!, 'imageflow_presence_writes_total')) - before).toBe(0);
     } finally {
       burst[0]!.destroy();
     }
     await waitFor(async () => !(await online(guest.userId)), { timeout: 5_000, what: 'offline after the last' });
     expect(await connections()).toBe(0);
   }, 30_000);
+
+  it('writes the joins of many users at once in one batch, not two statements each', async () => {
+    // A session of its own: its 20 participants take every free cursor colour.
+    const crowdSession = await createSession(nodes[0]!.url, owner.token, imageId);
+    const users = await Promise.all(Array.from({ length: 20 }, (_, i) => createActor(pool, `crowd-${i}`)));
+    for (const user of users) {
+      const invited = await api(nodes[0]!.url, 'POST', `/api/sessions/${crowdSession}/participants`, {
+        token: owner.token,
+        body: { userId: user.userId, permissions: { canEdit: true } },
+      });
+      expect(invited.status).toBe(201);
+    }
+    const before = await metric(nodes[0]!, 'imageflow_presence_writes_total');
+    // Presence writes wait behind this lock (reads do not): the first batch is held, and every
+    // join arriving meanwhile must be written together after it (server/extensions/presence.ts).
+    const lock = await pool.connect();
+    const clients: Client[] = [];
+    try {
+      await lock.query('BEGIN');
+      await lock.query('LOCK TABLE node_presence IN EXCLUSIVE MODE');
+      clients.push(
+        ...(await Promise.all(
+          users.map(async (u) => {
+            const client = connectClient(nodes[0]!.wsUrl, crowdSession, u.token, register);
+            await client.synced;
+            return client;
+          }),
+        )),
+      );
+      await lock.query('COMMIT');
+    } finally {
+      lock.release();
+    }
+    const crowdOnline = async (userId: string) =>
+      (await pool.query('SELECT 1 FROM session_participants WHERE session_id = $1 AND user_id = $2 AND is_online', [crowdSession, userId])).rows.length === 1;
+    await waitFor(async () => (await Promise.all(users.map((u) => crowdOnline(u.userId)))).every(Boolean), { timeout: 10_000, what: 'all 20 online' });
+    const writes = (await metric(nodes[0]!, 'imageflow_presence_writes_total')) - before;
+    // One batch of two statements held by the lock, one more for everyone who joined meanwhile
+    // (one statement pair per connection would be 40).
+    expect(writes).toBeLessThanOrEqual(4);
+    for (const c of clients) c.destroy();
+    await waitFor(async () => !(await Promise.all(users.map((u) => crowdOnline(u.userId)))).some(Boolean), { timeout: 10_000, what: 'all 20 offline' });
+  }, 60_000);
 
   it('gives the owner a participant row with a colour distinct within the session', async () => {
     const c = await connect(nodes[0]!, owner.token);

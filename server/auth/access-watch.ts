@@ -174,7 +174,7 @@ export class AccessWatch {
     let set = this.#bySession.get(sessionId);
     if (!set) this.#bySession.set(sessionId, (set = new Set()));
     set.add(watched);
-    this.#armExpiry(sessionId);
+    this.#armExpiry(sessionId, { added: earliestDeadline(context) });
     // A change arrived between reading this connection's access and now: read it again.
     if (context.accessEpoch !== this.#epoch) void this.#recheck([watched], 'changed during authentication');
   }
@@ -186,7 +186,7 @@ export class AccessWatch {
     const set = this.#bySession.get(watched.sessionId);
     set?.delete(watched);
     if (set?.size === 0) this.#bySession.delete(watched.sessionId);
-    this.#armExpiry(watched.sessionId);
+    this.#armExpiry(watched.sessionId, { removed: earliestDeadline(watched.context) });
   }
 
   /** A change from the feed: re-check exactly the connections it names. */
@@ -337,8 +337,13 @@ export class AccessWatch {
     this.applied += 1;
   }
 
-  /** One timer per session, at the earliest deadline of its connections here. */
-  #armExpiry(sessionId: string): void {
+  /**
+   * One timer per session, at the earliest deadline of its connections here. `change` says what
+   * moved when it is one connection added or removed: a deadline later than the timer's (added) or
+   * other than the timer's (removed) leaves the earliest where it is, so a session's connections
+   * arriving one by one cost O(1) each here, not a pass over all of them.
+   */
+  #armExpiry(sessionId: string, change?: { added: number } | { removed: number }): void {
     const set = this.#bySession.get(sessionId);
     const existing = this.#expiry.get(sessionId);
     if (!set || set.size === 0 || this.#closed) {
@@ -346,8 +351,10 @@ export class AccessWatch {
       this.#expiry.delete(sessionId);
       return;
     }
+    if (existing && change && ('added' in change ? change.added >= existing.at : change.removed !== existing.at)) return;
     let at = Infinity;
-    for (const w of set) at = Math.min(at, earliestDeadline(w.context));
+    if (existing && change && 'added' in change) at = change.added;
+    else for (const w of set) at = Math.min(at, earliestDeadline(w.context));
     if (existing?.at === at) return;
     if (existing) clearTimeout(existing.timer);
     const timer = setTimeout(() => this.#expire(sessionId), Math.min(Math.max(0, at - Date.now()), MAX_TIMER_MS));

@@ -13,8 +13,13 @@
  *   heartbeats (nodes that died without saying so), marking whoever is left without a row offline.
  *   At start and at close the node deletes its own rows.
  *
- * Writes for one (session, user) run one after another, in the order of the events. A failed write
- * is logged; the next heartbeat's sweep and the next join/leave correct the columns.
+ * Writes are batched (`#enqueue`): what the events of one event-loop turn (and of the time the
+ * previous batch took) change is written together, one statement per kind for the whole batch
+ * (persistence/repositories/presence.ts), and one batch at a time, so the writes of one
+ * (session, user) land in the order of its events. A burst of joins — a node start, a reconnect
+ * storm, 5,000 clients opening at once — costs a few statements, not two round trips per
+ * connection. A failed write is logged; the next heartbeat's sweep and the next join/leave correct
+ * the columns.
  */
 import type { beforeHandleAwarenessPayload, beforeSyncPayload, connectedPayload, Extension } from '@hocuspocus/server';
 import type { Logger } from 'pino';
@@ -24,10 +29,11 @@ import {
   ensureOwnerParticipant,
   heartbeatNode,
   onlineElsewhere,
-  recordJoin,
-  recordLeave,
+  recordJoins,
+  recordLeaves,
   sweepPresence,
-  touchParticipant,
+  touchParticipants,
+  type PresenceKey,
 } from '../../persistence/repositories/presence.ts';
 import { CURSOR_PALETTE } from '../../shared/presence.ts';
 import type { ConnectionContext } from './auth.ts';
@@ -40,19 +46,36 @@ export interface PresenceOptions {
   activityThrottleMs?: number;
 }
 
+/**
+ * What the next batch writes for one (session, user): the state of its latest event — a join with
+ * this node's connection count, a leave, or only activity — and, when a first join (the count went
+ * from 0 to 1) is among the events not written yet, who waits for its cursor colour and whether it
+ * is the owner's (who gets a participant row first).
+ */
+interface Pending extends PresenceKey {
+  state: 'join' | 'leave' | 'touch';
+  first?: { contexts: ConnectionContext[]; owner: boolean };
+}
+
 export class PresenceExtension implements Extension {
   extensionName = 'presence';
   readonly #opts: PresenceOptions;
   readonly #throttleMs: number;
   /** `${session}\0${user}` → open connections on this node. */
   readonly #counts = new Map<string, number>();
-  /** Per key: the tail of its write chain. */
-  readonly #chains = new Map<string, Promise<void>>();
-  /** Per key: the write queued behind the running one, not started yet (`#enqueue`). */
-  readonly #waiting = new Map<string, { write: () => Promise<void>; kind: 'first' | 'state' | 'touch' }>();
   readonly #lastTouch = new Map<string, number>();
+  /** The next batch, by key: not started yet. */
+  #next = new Map<string, Pending>();
+  /** The batch being written (at most one) and its keys. */
+  #running: Promise<void> | undefined;
+  #runningKeys: ReadonlySet<string> = new Set();
+  #scheduled = false;
+  /** Resolved when the running (or, if none, the next) batch is written. */
+  #waiters: Array<() => void> = [];
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
+  /** Statements the batches have issued (imageflow_presence_writes_total). */
+  writes = 0;
 
   constructor(options: PresenceOptions) {
     this.#opts = options;
@@ -84,19 +107,8 @@ export class PresenceExtension implements Extension {
     const count = (this.#counts.get(key) ?? 0) + 1;
     this.#counts.set(key, count);
     this.#lastTouch.set(key, Date.now());
-    if (count === 1) {
-      this.#enqueue(
-        key,
-        async () => {
-          if (context.role === 'owner') await ensureOwnerParticipant(this.#opts.db, documentName, context.userId, CURSOR_PALETTE);
-          const color = await recordJoin(this.#opts.db, this.#opts.nodeId, documentName, context.userId, 1);
-          if (color) context.cursorColor = color;
-        },
-        'first',
-      );
-    } else {
-      this.#enqueue(key, () => recordJoin(this.#opts.db, this.#opts.nodeId, documentName, context.userId, count).then(() => undefined));
-    }
+    const first = count === 1 ? { context, owner: context.role === 'owner' } : undefined;
+    this.#enqueue(key, documentName, context.userId, 'join', count, first);
     connection.onClose(() => {
       const left = (this.#counts.get(key) ?? 1) - 1;
       if (left > 0) {
@@ -105,7 +117,7 @@ export class PresenceExtension implements Extension {
       }
       this.#counts.delete(key);
       this.#lastTouch.delete(key);
-      this.#enqueue(key, () => recordLeave(this.#opts.db, this.#opts.nodeId, documentName, context.userId));
+      this.#enqueue(key, documentName, context.userId, 'leave');
     });
     return Promise.resolve();
   }
@@ -116,8 +128,7 @@ export class PresenceExtension implements Extension {
    * users of two nodes leave at once, at least one of the two nodes sees the other's row gone.
    */
   async onlineElsewhere(sessionId: string): Promise<boolean> {
-    const prefix = `${sessionId}\0`;
-    await Promise.all([...this.#chains].filter(([key]) => key.startsWith(prefix)).map(([, tail]) => tail));
+    await this.#written((key) => key.startsWith(`${sessionId}\0`));
     return onlineElsewhere(this.#opts.db, sessionId, this.#opts.nodeId, (this.#opts.heartbeatMs * 3) / 1000);
   }
 
@@ -138,46 +149,101 @@ export class PresenceExtension implements Extension {
     const now = Date.now();
     if (now - (this.#lastTouch.get(key) ?? 0) < this.#throttleMs) return;
     this.#lastTouch.set(key, now);
-    this.#enqueue(key, () => touchParticipant(this.#opts.db, documentName, userId), 'touch');
+    this.#enqueue(key, documentName, userId, 'touch');
   }
 
   /**
-   * Runs `write` after every earlier write of `key`, in order. A join (with its connection count)
-   * and a leave each set the rows to the state of their moment, so one that has not started yet is
-   * replaced by a later join or leave instead of queueing behind it: a user opening many
-   * connections to one session at once (tabs, a reconnect) costs a few writes, not one per
-   * connection. A first join (`first`: it also reads the cursor colour) is never replaced. An
-   * activity touch is dropped when a write is already waiting (a join sets `last_active_at` too;
-   * behind a leave, the touch of a user who is leaving this node is not needed), and a waiting
-   * touch is replaced by a join or leave.
+   * Puts an event of `key` into the next batch. A join (with its connection count) and a leave
+   * each set the rows to the state of their moment, so a later one replaces an earlier one not
+   * written yet: a user opening many connections to one session at once (tabs, a reconnect) costs
+   * one write, not one per connection. A first join not written yet is kept with whatever replaces
+   * its state (its contexts still get the colour; the owner's participant row is still made).
+   * Activity is dropped when anything else is pending (a join sets `last_active_at` too; the touch
+   * of a user who is leaving this node is not needed).
    */
-  #enqueue(key: string, write: () => Promise<void>, kind: 'first' | 'state' | 'touch' = 'state'): void {
+  #enqueue(key: string, sessionId: string, userId: string, state: Pending['state'], connections?: number, first?: { context: ConnectionContext; owner: boolean }): void {
     if (this.#closed) return;
-    const waiting = this.#waiting.get(key);
-    if (waiting && kind === 'touch') return;
-    if (waiting && waiting.kind !== 'first' && kind === 'state') {
-      waiting.write = write;
-      waiting.kind = kind;
-      return;
+    const pending = this.#next.get(key);
+    if (pending && state === 'touch') return;
+    const entry: Pending = pending ?? { sessionId, userId, state };
+    entry.state = state;
+    entry.connections = connections;
+    if (first) {
+      entry.first ??= { contexts: [], owner: false };
+      entry.first.contexts.push(first.context);
+      entry.first.owner ||= first.owner;
     }
-    const job = { write, kind };
-    this.#waiting.set(key, job);
-    const tail = (this.#chains.get(key) ?? Promise.resolve())
-      .then(() => {
-        if (this.#waiting.get(key) === job) this.#waiting.delete(key);
-        return job.write();
-      })
-      .catch((error: unknown) => this.#opts.logger.warn({ err: error, key: key.replace('\0', '/') }, 'presence write failed'));
-    this.#chains.set(key, tail);
-    void tail.then(() => {
-      if (this.#chains.get(key) === tail) this.#chains.delete(key);
+    this.#next.set(key, entry);
+    this.#schedule();
+  }
+
+  /** The next batch starts after this event-loop turn, once the running one is written. */
+  #schedule(): void {
+    if (this.#scheduled || this.#running || this.#next.size === 0) return;
+    this.#scheduled = true;
+    setImmediate(() => {
+      this.#scheduled = false;
+      if (this.#running || this.#next.size === 0) return;
+      const batch = this.#next;
+      this.#next = new Map();
+      this.#runningKeys = new Set(batch.keys());
+      this.#running = this.#write([...batch.values()]).finally(() => {
+        this.#running = undefined;
+        this.#runningKeys = new Set();
+        for (const resolve of this.#waiters.splice(0)) resolve();
+        this.#schedule();
+      });
     });
+  }
+
+  async #write(batch: Pending[]): Promise<void> {
+    const { db, nodeId, logger } = this.#opts;
+    const failed = (what: string, keys: readonly PresenceKey[]) => (error: unknown) =>
+      logger.warn({ err: error, keys: keys.length, first: `${keys[0]?.sessionId}/${keys[0]?.userId}` }, `presence ${what} failed`);
+    const owners = batch.filter((p) => p.first?.owner);
+    await Promise.all(
+      owners.map((p) => {
+        this.writes++;
+        return ensureOwnerParticipant(db, p.sessionId, p.userId, CURSOR_PALETTE).catch(failed('owner row', [p]));
+      }),
+    );
+    const joins = batch.filter((p) => p.state === 'join');
+    const leaves = batch.filter((p) => p.state === 'leave');
+    const touches = batch.filter((p) => p.state === 'touch');
+    const writes: Array<Promise<void>> = [];
+    if (joins.length > 0) {
+      this.writes += 2;
+      writes.push(
+        recordJoins(db, nodeId, joins).then((colors) => {
+          for (const join of joins) {
+            const color = colors.get(`${join.sessionId}\0${join.userId}`);
+            if (color) for (const context of join.first?.contexts ?? []) context.cursorColor = color;
+          }
+        }, failed('join', joins)),
+      );
+    }
+    if (leaves.length > 0) {
+      this.writes += 2;
+      writes.push(recordLeaves(db, nodeId, leaves).catch(failed('leave', leaves)));
+    }
+    if (touches.length > 0) {
+      this.writes += 1;
+      writes.push(touchParticipants(db, touches).catch(failed('activity', touches)));
+    }
+    await Promise.all(writes);
+  }
+
+  /** Resolves once no key `which` selects is pending or being written. */
+  async #written(which: (key: string) => boolean = () => true): Promise<void> {
+    while ([...this.#next.keys()].some(which) || [...this.#runningKeys].some(which)) {
+      await new Promise<void>((resolve) => this.#waiters.push(resolve));
+    }
   }
 
   /** Stops the heartbeat, waits for pending writes, deletes this node's rows. Before the database closes. */
   async close(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
-    await Promise.all([...this.#chains.values()]);
+    await this.#written();
     this.#closed = true;
     await clearNodePresence(this.#opts.db, this.#opts.nodeId).catch((error: unknown) =>
       this.#opts.logger.warn({ err: error }, 'presence: clearing this node failed'),

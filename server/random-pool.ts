@@ -1,0 +1,53 @@
+/**
+ * Small random requests served from a pool of CSPRNG bytes.
+ *
+ * Yjs draws a new document's clientID and guid from lib0, which asks `crypto.getRandomValues` for
+ * four bytes at a time: 32 calls for every `new Y.Doc()`. Hocuspocus 4.7 makes a scratch `Y.Doc`
+ * for every awareness message it receives (its `beforeHandleAwareness` hook gets a scratch
+ * Awareness), so on this server each cursor move and each connection's first awareness state paid
+ * those 32 calls: about 10 % of the CPU of accepting a connection in its profile.
+ *
+ * Node's `crypto.randomUUID()` caches its entropy the same way. Here a request of up to 256 bytes
+ * into an integer typed array is copied from a 4 KiB pool that `randomFillSync` (OpenSSL's CSPRNG,
+ * what `getRandomValues` itself calls) refills when it runs out; each pool byte is handed out once.
+ * Anything else — larger requests, other views, wrong arguments — goes to Node's own
+ * `getRandomValues`, which validates and throws as the Web Crypto API says.
+ *
+ * Imported first by the server's entry (server/main.ts) and app (server/app.ts), before lib0 binds
+ * `getRandomValues` at its load.
+ */
+import { randomFillSync, webcrypto } from 'node:crypto';
+
+const POOL_BYTES = 4096;
+const MAX_POOLED = 256;
+const INSTALLED = Symbol.for('imageflow.randomPool');
+
+type Crypto = typeof webcrypto & { [INSTALLED]?: true };
+
+const target = webcrypto as Crypto;
+if (!target[INSTALLED]) {
+  const original = target.getRandomValues.bind(target);
+  const pool = new Uint8Array(POOL_BYTES);
+  let offset = POOL_BYTES;
+  const pooled = <T extends ArrayBufferView | null>(array: T): T => {
+    if (
+      !(array instanceof Uint8Array || array instanceof Uint32Array || array instanceof Int32Array || array instanceof Uint16Array || array instanceof Int8Array || array instanceof Int16Array || array instanceof Uint8ClampedArray) ||
+      array.byteLength > MAX_POOLED
+    ) {
+      return original(array as never) as T;
+    }
+    const n = array.byteLength;
+    if (offset + n > POOL_BYTES) {
+      randomFillSync(pool);
+      offset = 0;
+    }
+    new Uint8Array(array.buffer, array.byteOffset, n).set(pool.subarray(offset, offset + n));
+    pool.fill(0, offset, offset + n);
+    offset += n;
+    return array;
+  };
+  Object.defineProperty(target, 'getRandomValues', { value: pooled, writable: true, configurable: true, enumerable: true });
+  Object.defineProperty(target, INSTALLED, { value: true });
+}
+
+export {};

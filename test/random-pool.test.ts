@@ -1,0 +1,55 @@
+/**
+ * server/random-pool.ts: small getRandomValues requests come from a pool of CSPRNG bytes, each byte
+ * handed out once; everything else behaves as Node's own Web Crypto (errors included), and Yjs's
+ * clientIDs, drawn through lib0 after the pool is installed, are still random.
+ */
+import { webcrypto } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import '../server/random-pool.ts';
+
+describe('the random pool', () => {
+  it('is what crypto.getRandomValues is once the server is imported', () => {
+    expect(globalThis.crypto.getRandomValues).toBe(webcrypto.getRandomValues);
+    expect(Object.getOwnPropertyDescriptor(webcrypto, 'getRandomValues')).toBeDefined();
+  });
+
+  it('fills small requests across many pool refills with bytes that look random and never repeat a draw', () => {
+    const seen = new Set<string>();
+    const counts = new Array<number>(256).fill(0);
+    // 3,000 draws of 16 bytes: 48 KB, twelve refills of the 4 KiB pool, boundaries included.
+    for (let i = 0; i < 3_000; i++) {
+      const a = webcrypto.getRandomValues(new Uint8Array(16));
+      const key = Buffer.from(a).toString('hex');
+      expect(seen.has(key)).toBe(false);
+      seen.add(key);
+      for (const b of a) counts[b]!++;
+    }
+    // 48,000 bytes over 256 values: 187.5 expected each; a stuck or zeroed pool would fail this.
+    expect(Math.min(...counts)).toBeGreaterThan(100);
+    expect(Math.max(...counts)).toBeLessThan(290);
+  });
+
+  it('fills a typed array through its own view, offset included, and returns it', () => {
+    const backing = new Uint32Array(8);
+    const view = new Uint32Array(backing.buffer, 8, 4);
+    const out = webcrypto.getRandomValues(view);
+    expect(out).toBe(view);
+    expect(backing[0]).toBe(0);
+    expect(backing[1]).toBe(0);
+    expect(backing[6]).toBe(0);
+    expect([...view].some((v) => v !== 0)).toBe(true);
+  });
+
+  it('leaves large and invalid requests to Node, with the Web Crypto errors', () => {
+    const big = webcrypto.getRandomValues(new Uint8Array(65_536));
+    expect(big.some((v) => v !== 0)).toBe(true);
+    expect(() => webcrypto.getRandomValues(new Uint8Array(65_537))).toThrow(expect.objectContaining({ name: 'QuotaExceededError' }));
+    expect(() => webcrypto.getRandomValues(new Float32Array(4) as unknown as Uint8Array)).toThrow(expect.objectContaining({ name: 'TypeMismatchError' }));
+  });
+
+  it('still gives Yjs documents distinct random clientIDs', async () => {
+    const Y = await import('yjs');
+    const ids = new Set(Array.from({ length: 2_000 }, () => new Y.Doc().clientID));
+    expect(ids.size).toBe(2_000);
+  });
+});
