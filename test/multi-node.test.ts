@@ -17,6 +17,8 @@
  * - A client on one node cannot use a clientID a client on another node has (no forged or
  *   removed presence anywhere).
  * - Two nodes compacting one document concurrently while both append lose nothing.
+ * - An update another node received (live, or in an anti-entropy round) before its origin's
+ *   commit is in the log although the origin dies before committing it: the receiving node logs it.
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
