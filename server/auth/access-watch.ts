@@ -186,7 +186,7 @@ export class AccessWatch {
     const set = this.#bySession.get(watched.sessionId);
     set?.delete(watched);
     if (set?.size === 0) this.#bySession.delete(watched.sessionId);
-    this.#armExpiry(watched.sessionId, { removed: earliestDeadline(watched.context) });
+    this.#armExpiry(watched.sessionId, { removed: true });
   }
 
   /** A change from the feed: re-check exactly the connections it names. */
@@ -339,11 +339,13 @@ export class AccessWatch {
 
   /**
    * One timer per session, at the earliest deadline of its connections here. `change` says what
-   * moved when it is one connection added or removed: a deadline later than the timer's (added) or
-   * other than the timer's (removed) leaves the earliest where it is, so a session's connections
-   * arriving one by one cost O(1) each here, not a pass over all of them.
+   * moved when it is one connection added or removed, so a session's connections arriving and
+   * leaving one by one cost O(1) each here, not a pass over all of them: an added deadline later
+   * than the timer's changes nothing, an earlier one becomes the timer's; a removal leaves the
+   * timer as it is (it may then fire early: `#expire` refuses only connections past their
+   * deadline and arms the next one).
    */
-  #armExpiry(sessionId: string, change?: { added: number } | { removed: number }): void {
+  #armExpiry(sessionId: string, change?: { added: number } | { removed: true }): void {
     const set = this.#bySession.get(sessionId);
     const existing = this.#expiry.get(sessionId);
     if (!set || set.size === 0 || this.#closed) {
@@ -351,7 +353,7 @@ export class AccessWatch {
       this.#expiry.delete(sessionId);
       return;
     }
-    if (existing && change && ('added' in change ? change.added >= existing.at : change.removed !== existing.at)) return;
+    if (existing && change && ('removed' in change || change.added >= existing.at)) return;
     let at = Infinity;
     if (existing && change && 'added' in change) at = change.added;
     else for (const w of set) at = Math.min(at, earliestDeadline(w.context));
