@@ -10,7 +10,7 @@ const port = parentPort;
 if (!port) throw new Error('renderer/pool-worker.ts runs only as a worker thread');
 setLayerCacheBytes((workerData as PoolWorkerData).layerCacheBytes);
 // Renders yield the CPU to the event loop that delivers edits (media/thread-priority.ts).
-lowerOwnThread((workerData as PoolWorkerData).threadNice);
+lowerOwnThread((workerData as PoolWorkerData).threadNice, (workerData as PoolWorkerData).threadPolicy);
 
 let nextRequest = 1;
 const waiting = new Map<number, (bytes: Uint8Array | undefined) => void>();

@@ -17,6 +17,7 @@ import { AppError, type ErrorCode } from '../shared/errors.ts';
 import { useShippedFonts } from './fonts.ts';
 import { DEFAULT_LAYER_CACHE_BYTES } from './layer-cache.ts';
 import type { ImageSource, RenderOptions, RenderResult } from './types.ts';
+import type { MediaThreadPolicy } from '../media/thread-priority.ts';
 
 export interface RenderPoolOptions {
   /** Worker threads (default: cores − 1, at least 1, at most 4). */
@@ -31,12 +32,15 @@ export interface RenderPoolOptions {
   layerCacheBytes?: number;
   /** Nice value each render thread lowers itself to (media/thread-priority.ts); 0: unchanged. */
   threadNice?: number;
+  /** `idle`: each render thread also puts itself under SCHED_IDLE (media/thread-priority.ts). */
+  threadPolicy?: MediaThreadPolicy;
 }
 
 /** What each worker is started with. */
 export interface PoolWorkerData {
   layerCacheBytes: number;
   threadNice: number;
+  threadPolicy: MediaThreadPolicy;
 }
 
 /** Messages between the pool and a worker (renderer/pool-worker.ts). */
@@ -70,6 +74,7 @@ export class RenderPool {
   private readonly maxHeapMb: number;
   private readonly layerCacheBytes: number;
   private readonly threadNice: number;
+  private readonly threadPolicy: MediaThreadPolicy;
   private readonly slots: Slot[] = [];
   private readonly queue: Task[] = [];
   private nextId = 1;
@@ -83,6 +88,7 @@ export class RenderPool {
     this.maxHeapMb = options.maxHeapMb ?? 512;
     this.layerCacheBytes = options.layerCacheBytes ?? DEFAULT_LAYER_CACHE_BYTES;
     this.threadNice = options.threadNice ?? 0;
+    this.threadPolicy = options.threadPolicy ?? 'nice';
     for (let i = 0; i < this.size; i++) this.slots.push(this.spawn());
   }
 
@@ -120,7 +126,7 @@ export class RenderPool {
   private spawn(): Slot {
     const worker = new Worker(new URL('./pool-worker.ts', import.meta.url), {
       resourceLimits: { maxOldGenerationSizeMb: this.maxHeapMb },
-      workerData: { layerCacheBytes: this.layerCacheBytes, threadNice: this.threadNice } satisfies PoolWorkerData,
+      workerData: { layerCacheBytes: this.layerCacheBytes, threadNice: this.threadNice, threadPolicy: this.threadPolicy } satisfies PoolWorkerData,
     });
     const slot: Slot = { worker, task: undefined, timer: undefined };
     worker.on('message', (msg: FromWorker) => this.onMessage(slot, msg));

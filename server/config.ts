@@ -147,6 +147,11 @@ const schema = z
      * threads): they lose to the event loop when both want a core (media/thread-priority.ts). 0: unchanged.
      */
     MEDIA_THREAD_NICE: z.coerce.number().int().min(0).max(19).default(10),
+    /**
+     * `idle`: those threads are also put under Linux's SCHED_IDLE (they run only on a core nothing
+     * else wants); `nice`: the nice value alone. Needs MEDIA_THREAD_NICE > 0.
+     */
+    MEDIA_THREAD_POLICY: z.enum(['nice', 'idle']).default('nice'),
     /** How often each render worker looks for workers that are gone (killed) and unlocks their jobs. */
     RENDER_WORKER_SWEEP_MS: z.coerce.number().int().min(100).max(300_000).default(5_000),
   })

@@ -13,7 +13,7 @@ import { defaultProcessName, RenderWorker, type ThumbnailReadyPayload } from './
 
 /** The render pool of this process: worker threads (the renderer's default count), RENDER_TIMEOUT_MS each. */
 export function createRenderPool(config: Config): RenderPool {
-  return new RenderPool({ timeoutMs: config.RENDER_TIMEOUT_MS, layerCacheBytes: config.RENDER_LAYER_CACHE_BYTES, threadNice: config.MEDIA_THREAD_NICE });
+  return new RenderPool({ timeoutMs: config.RENDER_TIMEOUT_MS, layerCacheBytes: config.RENDER_LAYER_CACHE_BYTES, threadNice: config.MEDIA_THREAD_NICE, threadPolicy: config.MEDIA_THREAD_POLICY });
 }
 
 export function createRenderService(db: Database, blobs: BlobStore, pool: RenderPool, metrics?: Metrics): RenderService {
