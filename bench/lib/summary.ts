@@ -127,10 +127,10 @@ export function renderTableDetails(records: RoundRecord[], facts: SizeFacts): st
     parts.push(`### Idle authenticated connections (${facts.sizes.connections.connections.toLocaleString('en-US')} on ${facts.sizes.connections.documents} documents)`);
     parts.push(
       table(
-        ['round', 'server', 'connected', 'failed', 'seconds', 'accepted / s', 'connect → synced p50 / p99 ms', 'RSS before MB', 'RSS after MB', 'kB per connection', 'server CPU s / 1,000 connections'],
+        ['round', 'server', 'connected', 'failed', 'seconds', 'accepted / s', 'connect → synced p50 / p99 ms', 'RSS before MB', 'RSS after MB', 'kB per connection', 'server CPU s / 1,000 connections', 'write syscalls / connection'],
         by((r) => {
           const c = r.connections;
-          return c && [fmt(c.connections, 0), fmt(c.failed, 0), fmt(c.seconds, 2), fmt(c.acceptedPerSecond, 0), `${fmt(c.connectMs.p50)} / ${fmt(c.connectMs.p99)}`, fmt(c.baselineBytes / MB, 1), fmt(c.loadedBytes / MB, 1), fmt(c.perConnectionBytes / 1024, 1), fmt(c.serverCpuPer1000, 3)];
+          return c && [fmt(c.connections, 0), fmt(c.failed, 0), fmt(c.seconds, 2), fmt(c.acceptedPerSecond, 0), `${fmt(c.connectMs.p50)} / ${fmt(c.connectMs.p99)}`, fmt(c.baselineBytes / MB, 1), fmt(c.loadedBytes / MB, 1), fmt(c.perConnectionBytes / 1024, 1), fmt(c.serverCpuPer1000, 3), c.serverWritesPerConnection === undefined ? '—' : fmt(c.serverWritesPerConnection, 1)];
         }),
       ),
     );

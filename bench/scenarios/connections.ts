@@ -15,7 +15,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ServerChild } from '../lib/child.ts';
 import { split, startLoadgens } from '../lib/loadgen.ts';
-import { cpuSeconds, rssBytes } from '../lib/procfs.ts';
+import { cpuSeconds, rssBytes, writeSyscalls } from '../lib/procfs.ts';
 import { summarize, type Summary } from '../lib/stats.ts';
 import type { Target } from '../lib/targets.ts';
 
@@ -38,6 +38,8 @@ export interface ConnectionsResult {
   perConnectionBytes: number;
   /** Server CPU seconds per 1,000 connections accepted. */
   serverCpuPer1000: number;
+  /** The server's write system calls per connection accepted (`syscw`: one per socket write, database writes included). */
+  serverWritesPerConnection: number;
 }
 
 /** Median of three RSS samples `gapMs` apart (RSS moves with GC; one sample is noisy). */
@@ -64,6 +66,7 @@ export async function runConnections(target: Target, server: ServerChild, option
     await sleep(500);
     const baselineBytes = await settledRss(server.pid);
     const cpu0 = cpuSeconds(server.pid);
+    const writes0 = writeSyscalls(server.pid);
     const t0 = performance.now();
     const replies = await Promise.all(
       split(names, loadgens.length).map((part, i) =>
@@ -72,6 +75,7 @@ export async function runConnections(target: Target, server: ServerChild, option
     );
     const seconds = (performance.now() - t0) / 1000;
     const cpu1 = cpuSeconds(server.pid);
+    const writes1 = writeSyscalls(server.pid);
     const connected = replies.reduce((n, r) => n + r.connected, 0);
     await sleep(1_500);
     const loadedBytes = await settledRss(server.pid);
@@ -86,6 +90,7 @@ export async function runConnections(target: Target, server: ServerChild, option
       loadedBytes,
       perConnectionBytes: (loadedBytes - baselineBytes) / Math.max(1, connected),
       serverCpuPer1000: ((cpu1 - cpu0) / Math.max(1, connected)) * 1000,
+      serverWritesPerConnection: (writes1 - writes0) / Math.max(1, connected),
     };
   } finally {
     await Promise.all(loadgens.map((l) => l.close()));
