@@ -70,6 +70,9 @@ export class PresenceExtension implements Extension {
   #running: Promise<void> | undefined;
   #runningKeys: ReadonlySet<string> = new Set();
   #scheduled = false;
+  /** Batches started and written so far (numbered from 1). */
+  #started = 0;
+  #done = 0;
   /** Resolved when the running (or, if none, the next) batch is written. */
   #waiters: Array<() => void> = [];
   #timer: NodeJS.Timeout | undefined;
@@ -187,7 +190,9 @@ export class PresenceExtension implements Extension {
       const batch = this.#next;
       this.#next = new Map();
       this.#runningKeys = new Set(batch.keys());
+      const seq = ++this.#started;
       this.#running = this.#write([...batch.values()]).finally(() => {
+        this.#done = seq;
         this.#running = undefined;
         this.#runningKeys = new Set();
         for (const resolve of this.#waiters.splice(0)) resolve();
@@ -233,18 +238,21 @@ export class PresenceExtension implements Extension {
     await Promise.all(writes);
   }
 
-  /** Resolves once no key `which` selects is pending or being written. */
+  /**
+   * Resolves once what is pending now for the keys `which` selects is written: the batch running
+   * or the next one. Events arriving later are not waited for, so a busy session cannot keep its
+   * caller waiting.
+   */
   async #written(which: (key: string) => boolean = () => true): Promise<void> {
-    while ([...this.#next.keys()].some(which) || [...this.#runningKeys].some(which)) {
-      await new Promise<void>((resolve) => this.#waiters.push(resolve));
-    }
+    const target = [...this.#next.keys()].some(which) ? this.#started + 1 : [...this.#runningKeys].some(which) ? this.#started : this.#done;
+    while (this.#done < target) await new Promise<void>((resolve) => this.#waiters.push(resolve));
   }
 
   /** Stops the heartbeat, waits for pending writes, deletes this node's rows. Before the database closes. */
   async close(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
-    await this.#written();
     this.#closed = true;
+    await this.#written();
     await clearNodePresence(this.#opts.db, this.#opts.nodeId).catch((error: unknown) =>
       this.#opts.logger.warn({ err: error }, 'presence: clearing this node failed'),
     );
