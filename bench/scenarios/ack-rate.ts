@@ -70,6 +70,14 @@ export async function runAckRate(target: Target, server: ServerChild, options: A
         }),
       ),
     );
+    // One unmeasured step at the lowest rate first: a freshly started server's first edits pay
+    // for JIT compilation, pool connections and the first group commits, and one such outlier
+    // in the first measured step would end the stepping at 0.
+    await Promise.all(
+      loadgens.map((l) =>
+        l.request({ op: 'ack-step', ratePerClient: options.rates[0]! / options.clients, warmupMs: options.warmupMs, windowMs: options.windowMs, drainMs: options.drainMs }, 'ack-stepped'),
+      ),
+    );
     for (const offered of options.rates) {
       const wal0 = db ? await walBytes(db) : null;
       const commits0 = await scrapeCommitMetrics(server.httpUrl);
