@@ -201,6 +201,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     maxDocumentBytes: config.MAX_DOCUMENT_BYTES,
     logger,
     inlineMaxBytes: config.UPDATE_GUARD_INLINE_BYTES,
+    handshakeGraceMs: config.UPDATE_HANDSHAKE_GRACE_MS,
   });
   const hocuspocus = new Hocuspocus({
     name: nodeId,

@@ -78,6 +78,12 @@ const schema = z
      */
     UPDATE_GUARD_INLINE_BYTES: z.coerce.number().int().min(0).max(16_384).default(1_024),
     /**
+     * How long an update of a client that moved nodes, set aside before its handshake SyncStep2
+     * (server/extensions/updates.ts), waits for that SyncStep2 before the document is refused
+     * `invalid_update`.
+     */
+    UPDATE_HANDSHAKE_GRACE_MS: z.coerce.number().int().min(100).max(600_000).default(10_000),
+    /**
      * Group commits of the update log written at once, each on its own pooled connection
      * (persistence/update-log.ts). The embedded database always uses 1.
      */

@@ -68,7 +68,7 @@ export interface UpdatePathOptions {
   logger: Logger;
   /**
    * How long an update set aside before the handshake (see `UpdatePath.beforeSync`) waits for the
-   * client's SyncStep2 before the document is refused `invalid_update`. Default 10 s.
+   * client's SyncStep2 before the document is refused `invalid_update` (UPDATE_HANDSHAKE_GRACE_MS). Default 10 s.
    */
   handshakeGraceMs?: number;
   /**
