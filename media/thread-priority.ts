@@ -40,9 +40,12 @@ export function ownThreadId(): number | null {
  */
 export type MediaThreadPolicy = 'nice' | 'idle';
 
+/** util-linux's `chrt` arguments that put thread `tid` under SCHED_IDLE. */
+const idleArgs = (tid: number) => ['--idle', '-p', '0', String(tid)];
+
 function idleSync(tid: number): boolean {
   try {
-    execFileSync('chrt', ['--idle', '-p', '0', String(tid)], { stdio: 'ignore', timeout: 5_000 });
+    execFileSync('chrt', idleArgs(tid), { stdio: 'ignore', timeout: 5_000 });
     return true;
   } catch {
     return false;
@@ -90,7 +93,7 @@ export function lowerLibuvPool(nice: number, done: Set<number>, policy: MediaThr
       if (readFileSync(`/proc/self/task/${task}/comm`, 'utf8').trim() !== 'libuv-worker') continue;
       setPriority(tid, nice);
       // Off the event loop: chrt is a child process (a few ms); the thread is already at `nice`.
-      if (policy === 'idle') execFile('chrt', ['--idle', '-p', '0', String(tid)], () => {});
+      if (policy === 'idle') execFile('chrt', idleArgs(tid), () => {});
       done.add(tid);
       lowered += 1;
     } catch {
@@ -104,7 +107,7 @@ export function lowerLibuvPool(nice: number, done: Set<number>, policy: MediaThr
  * Keeps the libuv pool's threads at `nice` (see the header) until the returned stop function is
  * called. `nice` 0 disables it.
  */
-export async function keepMediaThreadsLow(nice: number, rescanMs = 30_000, policy: MediaThreadPolicy = 'nice'): Promise<() => void> {
+export async function keepMediaThreadsLow(nice: number, policy: MediaThreadPolicy = 'nice', rescanMs = 30_000): Promise<() => void> {
   if (nice <= 0 || ownThreadId() === null) return () => {};
   // libuv starts all its pool threads on the first piece of work given to the pool.
   await stat('/');

@@ -119,7 +119,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   // Process-wide: only the accepted formats' loaders stay unblocked (media/sharp.ts).
   hardenSharp();
   // Media work yields the CPU to this event loop (media/thread-priority.ts).
-  const stopMediaNice = await keepMediaThreadsLow(config.MEDIA_THREAD_NICE, undefined, config.MEDIA_THREAD_POLICY);
+  const stopMediaNice = await keepMediaThreadsLow(config.MEDIA_THREAD_NICE, config.MEDIA_THREAD_POLICY);
   const imageQueue = new JobQueue(config.IMAGE_CONCURRENCY, config.IMAGE_QUEUE_LIMIT);
   const metrics = new Metrics(nodeId);
   const log = new UpdateLog(db, {

@@ -15,6 +15,7 @@ export interface MetricSources {
   updatesRefused: () => number;
   /** Updates the inline check let through without the guard's worker. */
   updatesInline?: () => number;
+  /** Statements the presence batches issued (joins, leaves, activity). */
   presenceWrites?: () => number;
   /** Updates of a moving client set aside until its handshake SyncStep2 carried them. */
   updatesSetAside?: () => number;

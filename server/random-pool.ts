@@ -20,6 +20,8 @@ import { randomFillSync, webcrypto } from 'node:crypto';
 
 const POOL_BYTES = 4096;
 const MAX_POOLED = 256;
+/** The views Web Crypto fills; anything else goes to Node, which throws TypeMismatchError. */
+const POOLED_VIEWS = new Set<unknown>([Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array]);
 const INSTALLED = Symbol.for('imageflow.randomPool');
 
 type Crypto = typeof webcrypto & { [INSTALLED]?: true };
@@ -30,12 +32,7 @@ if (!target[INSTALLED]) {
   const pool = new Uint8Array(POOL_BYTES);
   let offset = POOL_BYTES;
   const pooled = <T extends ArrayBufferView | null>(array: T): T => {
-    if (
-      !(array instanceof Uint8Array || array instanceof Uint32Array || array instanceof Int32Array || array instanceof Uint16Array || array instanceof Int8Array || array instanceof Int16Array || array instanceof Uint8ClampedArray) ||
-      array.byteLength > MAX_POOLED
-    ) {
-      return original(array as never) as T;
-    }
+    if (!array || !POOLED_VIEWS.has(array.constructor) || array.byteLength > MAX_POOLED) return original(array as never) as T;
     const n = array.byteLength;
     if (offset + n > POOL_BYTES) {
       randomFillSync(pool);

@@ -11,6 +11,8 @@ describe('the random pool', () => {
   it('is what crypto.getRandomValues is once the server is imported', () => {
     expect(globalThis.crypto.getRandomValues).toBe(webcrypto.getRandomValues);
     expect(Object.getOwnPropertyDescriptor(webcrypto, 'getRandomValues')).toBeDefined();
+    // Not Node's own method (globalThis.crypto is the same object, so the line above alone says little).
+    expect(webcrypto.getRandomValues).not.toBe((Object.getPrototypeOf(webcrypto) as typeof webcrypto).getRandomValues);
   });
 
   it('fills small requests across many pool refills with bytes that look random and never repeat a draw', () => {

@@ -17,7 +17,7 @@ async function lowered(policy: 'nice' | 'idle'): Promise<{ own: { policy: string
     import { readdirSync, readFileSync } from 'node:fs';
     import { getPriority } from 'node:os';
     import { keepMediaThreadsLow, lowerOwnThread, ownThreadId, threadPolicy } from ${JSON.stringify(moduleUrl)};
-    const stop = await keepMediaThreadsLow(10, 30000, ${JSON.stringify(policy)});
+    const stop = await keepMediaThreadsLow(10, ${JSON.stringify(policy)});
     const pool = () => readdirSync('/proc/self/task').filter((t) => readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim() === 'libuv-worker').map(Number);
     // chrt runs as child processes for the pool's threads: wait for them, with a deadline.
     const deadline = Date.now() + 10000;

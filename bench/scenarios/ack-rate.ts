@@ -73,21 +73,19 @@ export async function runAckRate(target: Target, server: ServerChild, options: A
     // One unmeasured step at the lowest rate first: a freshly started server's first edits pay
     // for JIT compilation, pool connections and the first group commits, and one such outlier
     // in the first measured step would end the stepping at 0.
-    await Promise.all(
-      loadgens.map((l) =>
-        l.request({ op: 'ack-step', ratePerClient: options.rates[0]! / options.clients, warmupMs: options.warmupMs, windowMs: options.windowMs, drainMs: options.drainMs }, 'ack-stepped'),
-      ),
-    );
+    const runStep = (offered: number) =>
+      Promise.all(
+        loadgens.map((l) =>
+          l.request({ op: 'ack-step', ratePerClient: offered / options.clients, warmupMs: options.warmupMs, windowMs: options.windowMs, drainMs: options.drainMs }, 'ack-stepped'),
+        ),
+      );
+    await runStep(options.rates[0]!);
     for (const offered of options.rates) {
       const wal0 = db ? await walBytes(db) : null;
       const commits0 = await scrapeCommitMetrics(server.httpUrl);
       const cpu0 = cpuSeconds(server.pid);
       const t0 = performance.now();
-      const replies = await Promise.all(
-        loadgens.map((l) =>
-          l.request({ op: 'ack-step', ratePerClient: offered / options.clients, warmupMs: options.warmupMs, windowMs: options.windowMs, drainMs: options.drainMs }, 'ack-stepped'),
-        ),
-      );
+      const replies = await runStep(offered);
       const wall = (performance.now() - t0) / 1000;
       const cpu1 = cpuSeconds(server.pid);
       const wal1 = db ? await walBytes(db) : null;

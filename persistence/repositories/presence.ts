@@ -10,6 +10,17 @@
  */
 import type { Queryable } from '../db.ts';
 
+/**
+ * The participants ($1 sessions, $2 users, pairwise) of a batch, as `l`, their rows locked in key
+ * order: two nodes' batches over the same participants then take their locks in the same order.
+ */
+const lockedInKeyOrder = (where: string) => `(
+      SELECT sp.session_id, sp.user_id FROM session_participants sp
+      JOIN unnest($1::varchar[], $2::varchar[]) AS t(s, u) ON sp.session_id = t.s AND sp.user_id = t.u
+      ${where}
+      ORDER BY sp.session_id, sp.user_id FOR UPDATE OF sp
+    ) l`;
+
 export const presenceQueries = {
   /** This node holds `connections` (> 0) connections of each user to the session. */
   upsertNodes: `
@@ -20,11 +31,7 @@ export const presenceQueries = {
   markOnlineMany: `
     UPDATE session_participants p
     SET is_online = TRUE, joined_at = COALESCE(p.joined_at, now()), last_active_at = now(), left_at = NULL
-    FROM (
-      SELECT sp.session_id, sp.user_id FROM session_participants sp
-      JOIN unnest($1::varchar[], $2::varchar[]) AS t(s, u) ON sp.session_id = t.s AND sp.user_id = t.u
-      ORDER BY sp.session_id, sp.user_id FOR UPDATE OF sp
-    ) l
+    FROM ${lockedInKeyOrder('')}
     WHERE p.session_id = l.session_id AND p.user_id = l.user_id
     RETURNING p.session_id, p.user_id, p.cursor_color`,
   /** Left this node: its rows go. */
@@ -35,22 +42,13 @@ export const presenceQueries = {
   recomputeMany: `
     UPDATE session_participants p
     SET is_online = FALSE, left_at = now()
-    FROM (
-      SELECT sp.session_id, sp.user_id FROM session_participants sp
-      JOIN unnest($1::varchar[], $2::varchar[]) AS t(s, u) ON sp.session_id = t.s AND sp.user_id = t.u
-      WHERE sp.is_online
-      ORDER BY sp.session_id, sp.user_id FOR UPDATE OF sp
-    ) l
+    FROM ${lockedInKeyOrder('WHERE sp.is_online')}
     WHERE p.session_id = l.session_id AND p.user_id = l.user_id
       AND NOT EXISTS (SELECT 1 FROM node_presence n WHERE n.session_id = p.session_id AND n.user_id = p.user_id)`,
   /** Activity: last_active_at = now. */
   touchMany: `
     UPDATE session_participants p SET last_active_at = now()
-    FROM (
-      SELECT sp.session_id, sp.user_id FROM session_participants sp
-      JOIN unnest($1::varchar[], $2::varchar[]) AS t(s, u) ON sp.session_id = t.s AND sp.user_id = t.u
-      ORDER BY sp.session_id, sp.user_id FOR UPDATE OF sp
-    ) l
+    FROM ${lockedInKeyOrder('')}
     WHERE p.session_id = l.session_id AND p.user_id = l.user_id`,
   heartbeat: `UPDATE node_presence SET heartbeat_at = now() WHERE node_id = $1`,
   /** Rows of nodes that stopped heartbeating (dead), or of this node's previous life. */

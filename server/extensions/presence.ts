@@ -66,8 +66,7 @@ export class PresenceExtension implements Extension {
   readonly #lastTouch = new Map<string, number>();
   /** The next batch, by key: not started yet. */
   #next = new Map<string, Pending>();
-  /** The batch being written (at most one) and its keys. */
-  #running: Promise<void> | undefined;
+  /** The keys of the batch being written (at most one: while `#started > #done`). */
   #runningKeys: ReadonlySet<string> = new Set();
   #scheduled = false;
   /** Batches started and written so far (numbered from 1). */
@@ -182,18 +181,17 @@ export class PresenceExtension implements Extension {
 
   /** The next batch starts after this event-loop turn, once the running one is written. */
   #schedule(): void {
-    if (this.#scheduled || this.#running || this.#next.size === 0) return;
+    if (this.#scheduled || this.#started > this.#done || this.#next.size === 0) return;
     this.#scheduled = true;
     setImmediate(() => {
       this.#scheduled = false;
-      if (this.#running || this.#next.size === 0) return;
+      if (this.#started > this.#done || this.#next.size === 0) return;
       const batch = this.#next;
       this.#next = new Map();
       this.#runningKeys = new Set(batch.keys());
       const seq = ++this.#started;
-      this.#running = this.#write([...batch.values()]).finally(() => {
+      void this.#write([...batch.values()]).finally(() => {
         this.#done = seq;
-        this.#running = undefined;
         this.#runningKeys = new Set();
         for (const resolve of this.#waiters.splice(0)) resolve();
         this.#schedule();
