@@ -38,6 +38,7 @@ import { JobQueue, hardenSharp } from '../media/sharp.ts';
 import { keepMediaThreadsLow } from '../media/thread-priority.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { createSocketHooks } from './transport/hooks.ts';
+import { publishBroadcasts, publishStats } from './transport/publish.ts';
 import { migrateQueue, type RenderWorker, type ThumbnailReadyPayload } from '../worker/queue.ts';
 import { createRenderPool, createRenderService, createRenderWorker } from '../worker/compose.ts';
 import { ThumbnailNotifier } from './thumbnails.ts';
@@ -226,6 +227,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
       snapshots,
       presence,
       ...(redis ? [redis] : []),
+      // Broadcasts as one native publish per document on uWebSockets.js (server/transport/publish.ts).
+      { extensionName: 'publish', afterLoadDocument: ({ document }) => Promise.resolve(publishBroadcasts(document)) },
     ],
   });
 
@@ -242,6 +245,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     // Updates set aside for a moving client's handshake (extensions/updates.ts) are not refusals.
     updatesRefused: () => guard.rejected - updatePath.setAside,
     updatesInline: () => updatePath.inlineChecked,
+    published: { broadcasts: () => publishStats.broadcasts, frames: () => publishStats.publishes },
     presenceWrites: () => presence.writes,
     updatesSetAside: () => updatePath.setAside,
     access: {
@@ -323,12 +327,13 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     config.TRANSPORT,
     {
       fetch: (request) => http.fetch(request),
-      socketHooks: ({ copyMessages }) =>
+      socketHooks: ({ copyMessages, publish }) =>
         drain.guardUpgrades(createSocketHooks({
           hocuspocus,
           acks,
           logger,
           copyMessages,
+          ...(publish && config.NATIVE_PUBLISH ? { publish } : {}),
           rateLimit: { messages: config.RATE_LIMIT_MESSAGES, bytes: config.RATE_LIMIT_BYTES },
           authTimeoutMs: config.AUTH_TIMEOUT_MS,
           maxBufferedBytes: config.MAX_BUFFERED_BYTES,

@@ -42,6 +42,14 @@ const schema = z
     AUTH_JWT_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
     DATA_DIR: z.string().min(1).default('./data'),
     TRANSPORT: z.enum(['auto', 'uws', 'node']).default('auto'),
+    /**
+     * On uWebSockets.js, a document broadcast is one native publish per topic instead of one send
+     * per connection (server/transport/publish.ts); `false` sends one at a time, as on node.
+     */
+    NATIVE_PUBLISH: z
+      .enum(['true', 'false', '1', '0'])
+      .default('true')
+      .transform((v) => v === 'true' || v === '1'),
     NODE_ID: z
       .string()
       .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'must be 1-64 characters of A-Z a-z 0-9 _ . -')

@@ -15,6 +15,8 @@ export interface MetricSources {
   updatesRefused: () => number;
   /** Updates the inline check let through without the guard's worker. */
   updatesInline?: () => number;
+  /** Document broadcasts sent as native publishes, and the frames published (transport/publish.ts). */
+  published?: { broadcasts: () => number; frames: () => number };
   /** Statements the presence batches issued (joins, leaves, activity). */
   presenceWrites?: () => number;
   /** Updates of a moving client set aside until its handshake SyncStep2 carried them. */
@@ -190,6 +192,10 @@ export class Metrics {
     gauge('imageflow_updates_refused_total', 'Updates refused by the decode guard (yjs#687 and invalid updates).', sources.updatesRefused);
     if (sources.updatesSetAside) {
       gauge('imageflow_updates_set_aside_total', "Updates of a client that moved nodes, set aside until its handshake SyncStep2 carried them (not refused).", sources.updatesSetAside);
+    }
+    if (sources.published) {
+      gauge('imageflow_broadcasts_published_total', 'Document broadcasts sent as native uWebSockets.js publishes (one per topic) instead of one send per connection.', sources.published.broadcasts);
+      gauge('imageflow_publish_frames_total', 'Frames published natively: one per topic (document address and protocol) per broadcast.', sources.published.frames);
     }
     if (sources.updatesInline) {
       gauge('imageflow_updates_checked_inline_total', 'Small read-write updates proven harmless by a linear read and applied without the decode worker.', sources.updatesInline);

@@ -13,6 +13,7 @@ import { authFrame, awarenessFrame, frame, rawClient, syncFrame, MessageType, ty
 import { startServerProcess, type ServerProcess } from './support/server-process.ts';
 import { mulberry32 } from './support/random.ts';
 import { metric } from './support/metrics.ts';
+import { uwsLauncher } from './support/uws-runtime.ts';
 import * as encoding from 'lib0/encoding';
 import { generateNKeysBetween } from 'fractional-indexing';
 import { IDENTITY, textLayerSchema } from '../shared/canvas.ts';
@@ -50,10 +51,10 @@ interface Env {
   witnessSession: string;
 }
 
-async function environment(name: string, env: Record<string, string>): Promise<Env> {
+async function environment(name: string, env: Record<string, string>, transport: 'node' | 'uws' = 'node'): Promise<Env> {
   const database = await createDatabase(name);
   register(database.drop);
-  const server = await startServerProcess({ transport: 'node', databaseUrl: database.url, env, register });
+  const server = await startServerProcess({ transport, databaseUrl: database.url, env, register });
   const db = openPool(database.url, register);
   const actor = await createActor(db, 'attacker');
   const imageId = await createImage(db, actor.userId);
@@ -606,6 +607,31 @@ describe('a client that does not read', () => {
     // What it sees depends on whether the close frame reached it before the cut: 1008 or 1006.
     expect([1006, 1008]).toContain(closed.code);
   });
+});
+
+const uws = uwsLauncher();
+describe.skipIf(!uws.ok)(`a client that does not read, on uWebSockets.js${uws.ok ? '' : ` (skipped: ${uws.reason})`}`, () => {
+  it('is closed client_too_slow when the broadcasts published to it overflow MAX_BUFFERED_BYTES', async () => {
+    const env = await environment('slowpub', { MAX_BUFFERED_BYTES: String(2 * MiB) }, 'uws');
+    const raw = await attacker(env);
+    const writer = connectClient(env.server.wsUrl, env.sessionId, env.token, register);
+    await writer.synced;
+    const published = await metric(env.server, 'imageflow_broadcasts_published_total');
+    raw.ws.pause();
+    // 24 edits of 256 KiB, each broadcast (published) to the paused reader too: 6 MiB owed.
+    for (let i = 0; i < 24; i++) {
+      writer.doc.getText(`big${i}`).insert(0, 'y'.repeat(256 * 1024));
+      await acknowledged(writer, 20_000);
+    }
+    await waitFor(() => env.server.output().includes('"code":"client_too_slow"'), { timeout: 30_000, what: 'the server closing the slow socket' });
+    expect(await metric(env.server, 'imageflow_broadcasts_published_total')).toBeGreaterThan(published);
+    await witnessesStillSync(env);
+    writer.doc.getMap('meta').set('after', true);
+    await acknowledged(writer);
+    raw.ws.resume();
+    const closed = await raw.closed;
+    expect([1006, 1008]).toContain(closed.code);
+  }, 90_000);
 });
 
 describe('a legitimate large edit', () => {

@@ -9,6 +9,7 @@ import { acknowledged, connectClient, waitFor } from './support/clients.ts';
 import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool, tokens } from './support/fixtures.ts';
 import { matrix } from './support/matrix.ts';
+import { metric } from './support/metrics.ts';
 import { startServerProcess, tempDir, type ServerProcess } from './support/server-process.ts';
 
 const teardown: Array<() => Promise<void>> = [];
@@ -126,6 +127,58 @@ for (const c of matrix()) {
         ws.addEventListener('close', (event) => resolve({ code: event.code, reason: event.reason }));
       });
       expect(await closed).toEqual({ code: 4401, reason: 'unauthorized' });
+    });
+
+    it(`broadcasts ${c.transport === 'uws' ? 'as one native publish per topic, leaving a topic with its last connection' : 'one send per connection (no native pub/sub on node)'}`, async () => {
+      const db = openPool(server.databaseUrl, register);
+      const owner = await createActor(db, 'owner');
+      const imageId = await createImage(db, owner.userId);
+      const sessionId = await createSession(server.url, owner.token, imageId);
+      const counts = async () => ({
+        broadcasts: await metric(server, 'imageflow_broadcasts_published_total'),
+        frames: await metric(server, 'imageflow_publish_frames_total'),
+      });
+      const a = connectClient(server.wsUrl, sessionId, owner.token, register);
+      const b = connectClient(server.wsUrl, sessionId, await tokens.sign(owner.userId), register);
+      const yDoc = new Y.Doc();
+      const yws = new WebsocketProvider(server.wsUrl.replace(/\/collab$/, '/yjs'), sessionId, yDoc, { params: { token: owner.token }, disableBc: true });
+      register(async () => yws.destroy());
+      await Promise.all([a.synced, b.synced, waitFor(() => yws.synced, { what: 'y-websocket sync' })]);
+
+      // Both protocols' topics exist: every broadcast is two frames, one per topic.
+      const before = await counts();
+      // One at a time: edits of one event-loop turn are merged into one broadcast.
+      for (let i = 0; i < 5; i++) {
+        a.doc.getMap('meta').set(`k${i}`, i);
+        await waitFor(() => b.doc.getMap('meta').get(`k${i}`) === i && yDoc.getMap('meta').get(`k${i}`) === i, { what: `b and y-websocket see edit ${i}` });
+      }
+      const during = await counts();
+      if (c.transport === 'node') {
+        expect(during).toEqual({ broadcasts: 0, frames: 0 });
+      } else {
+        expect(during.broadcasts - before.broadcasts).toBeGreaterThanOrEqual(5);
+        expect(during.frames - before.frames).toBe(2 * (during.broadcasts - before.broadcasts));
+      }
+
+      // The last HocuspocusProvider connection leaves its topic: y-websocket's frames alone remain.
+      a.destroy();
+      b.destroy();
+      await waitFor(() => yws.awareness.getStates().size === 1, { what: 'y-websocket sees both providers leave' });
+      const alone = await counts();
+      let after = alone;
+      for (let i = 0; i < 5; i++) {
+        yDoc.getMap('meta').set(`y${i}`, i);
+        const previous = after.broadcasts;
+        after = await waitFor(async () => {
+          const now = await counts();
+          return c.transport === 'node' || now.broadcasts > previous ? now : null;
+        }, { what: `the broadcast of y-websocket's edit ${i}` });
+      }
+      expect(after.frames - alone.frames).toBe(after.broadcasts - alone.broadcasts);
+      const check = connectClient(server.wsUrl, sessionId, owner.token, register);
+      await check.synced;
+      expect(check.doc.getMap('meta').get('y4')).toBe(4);
+      check.destroy();
     });
 
     it('refuses a session that does not exist, has ended or has expired, and a bad token', async () => {

@@ -12,6 +12,7 @@ import { isId } from '../../shared/ids.ts';
 import { AppError, type ErrorCode } from '../../shared/errors.ts';
 import { statelessError } from '../../shared/protocol.ts';
 import { isSyncStatusFrame, type AckGate } from '../extensions/updates.ts';
+import type { Subscriber, Subscription } from './publish.ts';
 import { authFrame, fromHocuspocus, toHocuspocus, YJS_PREFIX, yjsDocumentName } from './y-websocket.ts';
 
 const OPEN = 1;
@@ -22,7 +23,7 @@ const CLOSED = 3;
  * A socket as Hocuspocus sees it. Sends and closes after the socket closed are ignored (uWS throws
  * on a closed socket); `readyState` follows our own view of the socket.
  */
-export class PeerSocket implements WebSocketLike {
+export class PeerSocket implements WebSocketLike, Subscriber {
   readyState = OPEN;
   readonly #peer: Peer;
   /** For a `/yjs/<id>` socket: its document, whose frames are re-addressed both ways. */
@@ -121,7 +122,16 @@ export class PeerSocket implements WebSocketLike {
   #checkBackpressure(): void {
     const buffered = this.#peer.bufferedAmount ?? 0;
     if (buffered <= this.#limits.maxBufferedBytes) return;
+    this.#tooSlow(buffered);
+  }
+
+  #tooSlow(buffered: number): void {
     this.#limits.onTooSlow?.(buffered);
+    this.#cut();
+  }
+
+  /** Closes `client_too_slow`, and terminates after a grace if the client does not read the close. */
+  #cut(): void {
     this.close(new AppError('client_too_slow').closeCode, 'client_too_slow');
     this.#terminateTimer = setTimeout(() => {
       this.#terminateTimer = null;
@@ -133,6 +143,43 @@ export class PeerSocket implements WebSocketLike {
       }
     }, TERMINATE_GRACE_MS);
     this.#terminateTimer.unref();
+  }
+
+  /**
+   * On a transport with native pub/sub (`limits.publish`): subscribes this socket to the topic of a
+   * document address, for `publishBroadcasts` (transport/publish.ts). Null otherwise.
+   */
+  subscribe(address: string): Subscription | null {
+    const publish = this.#limits.publish;
+    if (!publish || this.readyState !== OPEN) return null;
+    const yjs = this.yjsDocument !== null;
+    const topic = `${yjs ? 'y' : 'h'}\u0000${address}`;
+    this.#peer.subscribe(topic);
+    return { topic, yjs, publish };
+  }
+
+  unsubscribe(topic: string): void {
+    if (this.readyState === CLOSED) return; // uWS dropped a closed socket's subscriptions itself
+    try {
+      this.#peer.unsubscribe(topic);
+    } catch {
+      // closed meanwhile: nothing left to unsubscribe
+    }
+  }
+
+  /**
+   * uWS dropped a published frame for this socket (over `maxBackpressure`): as `#checkBackpressure`,
+   * in two steps (transport/uws.ts says why): the report at once, the close later.
+   */
+  #reported = false;
+  reportTooSlow(): void {
+    if (this.readyState !== OPEN || this.#reported) return;
+    this.#reported = true;
+    this.#limits.onTooSlow?.(this.#peer.bufferedAmount ?? 0);
+  }
+
+  closeTooSlow(): void {
+    if (this.readyState === OPEN) this.#cut();
   }
 
   close(code?: number, reason?: string): void {
@@ -159,6 +206,8 @@ export interface SocketLimits {
   onTooSlow?: (buffered: number) => void;
   /** Holds acknowledgements until their commit; absent: they go out as Hocuspocus sends them. */
   acks?: AckGate;
+  /** The transport's app-level publish, where it has native pub/sub (transport/publish.ts). */
+  publish?: (topic: string, frame: Uint8Array) => void;
 }
 
 /** How long a socket closed for not reading gets to read the close before it is cut. */
@@ -346,6 +395,16 @@ export interface SocketHooksOptions {
   isAuthenticated: (request: Request) => boolean;
   /** The node's acknowledgement gate (extensions/updates.ts). */
   acks?: AckGate;
+  /** The transport's app-level publish, where it has native pub/sub (transport/publish.ts). */
+  publish?: (topic: string, frame: Uint8Array) => void;
+}
+
+/** Each open socket's `PeerSocket`, for transport callbacks crossws does not pass on (uWS `dropped`). */
+const sockets = new WeakMap<Peer, PeerSocket>();
+
+/** The `PeerSocket` of an open crossws peer. */
+export function socketOf(peer: Peer): PeerSocket | undefined {
+  return sockets.get(peer);
 }
 
 export function createSocketHooks(options: SocketHooksOptions): Partial<Hooks> {
@@ -369,6 +428,7 @@ export function createSocketHooks(options: SocketHooksOptions): Partial<Hooks> {
       const yjsDocument = yjsDocumentName(url.pathname);
       const socket = new PeerSocket(peer, yjsDocument, {
         ...(options.acks ? { acks: options.acks } : {}),
+        ...(options.publish ? { publish: options.publish } : {}),
         maxBufferedBytes: options.maxBufferedBytes,
         onTooSlow: (buffered) => logger.warn({ peer: peer.id, buffered, code: 'client_too_slow' }, 'socket does not read what it is sent: closing it'),
       });
@@ -378,6 +438,7 @@ export function createSocketHooks(options: SocketHooksOptions): Partial<Hooks> {
         if (!options.isAuthenticated(request)) socket.close(4408, 'authentication_timeout');
       }, options.authTimeoutMs);
       attached.set(peer, { socket, connection, bucket: new TokenBucket(options.rateLimit), authTimer });
+      sockets.set(peer, socket);
     },
     message(peer, message) {
       const entry = attached.get(peer);
@@ -416,6 +477,7 @@ export function createSocketHooks(options: SocketHooksOptions): Partial<Hooks> {
       clearTimeout(entry.authTimer);
       entry.socket.markClosed();
       attached.delete(peer);
+      sockets.delete(peer);
       entry.connection.handleClose({ code: event.code ?? 1005, reason: event.reason ?? '' });
     },
     error(peer, error) {

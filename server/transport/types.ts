@@ -5,8 +5,11 @@ export type TransportName = 'node' | 'uws';
 /** What a transport serves: web-standard HTTP handlers and the WebSocket hooks, on one port. */
 export interface TransportHandlers {
   fetch: (request: Request) => Response | Promise<Response>;
-  /** Built per transport: uWS needs message bytes copied, node does not. */
-  socketHooks: (options: { copyMessages: boolean }) => Partial<Hooks>;
+  /**
+   * Built per transport: uWS needs message bytes copied, node does not; uWS offers its app-level
+   * `publish` (native pub/sub, transport/publish.ts).
+   */
+  socketHooks: (options: { copyMessages: boolean; publish?: (topic: string, frame: Uint8Array) => void }) => Partial<Hooks>;
   /** WebSocket paths served: exact paths, or prefixes ending in `/` (uWS: `prefix*`). Others get 404. */
   wsPaths: readonly string[];
   maxMessageBytes: number;

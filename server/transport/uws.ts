@@ -10,6 +10,8 @@
 import { createRequire } from 'node:module';
 import type * as UWS from 'uWebSockets.js';
 import crossws from 'crossws/adapters/uws';
+import type { Peer } from 'crossws';
+import { socketOf } from './hooks.ts';
 import type { Listening, TransportHandlers } from './types.ts';
 
 type UwsModule = typeof UWS;
@@ -50,17 +52,29 @@ export function compareVersions(a: string, b: string): number {
 }
 
 export async function listenUws(uws: UwsModule, handlers: TransportHandlers, host: string, port: number): Promise<Listening> {
+  const app = uws.App();
   const ws = crossws({
-    hooks: handlers.socketHooks({ copyMessages: true }),
+    hooks: handlers.socketHooks({ copyMessages: true, publish: (topic, frame) => app.publish(topic, frame, true) }),
     uws: {
       maxPayloadLength: handlers.maxMessageBytes,
       maxBackpressure: handlers.maxBufferedBytes,
       closeOnBackpressureLimit: true,
       idleTimeout: 120,
       sendPingsAutomatically: true,
+      // A published frame uWS would not buffer (over maxBackpressure): reported client_too_slow now,
+      // closed on the next turn. Not closed from inside this callback: uWS calls it while draining
+      // the topic tree, and closing frees the socket's subscriber under that loop (the process died
+      // without a message when it did). uWS itself usually has closed the socket by then
+      // (`closeOnBackpressureLimit`): the client sees 1006, as when the JavaScript check cuts it.
+      dropped: (socket) => {
+        const peer = (socket.getUserData() as { peer?: Peer }).peer;
+        const target = peer ? socketOf(peer) : undefined;
+        if (!target) return;
+        target.reportTooSlow();
+        setImmediate(() => target.closeTooSlow());
+      },
     },
   });
-  const app = uws.App();
   for (const path of handlers.wsPaths) app.ws(path.endsWith('/') ? `${path}*` : path, ws.websocket);
   app.any('/*', (res, req) => serveHttp(handlers, host, res, req));
 
