@@ -45,6 +45,25 @@ pg.types.setTypeParser(20, (v) => {
   return n;
 });
 
+/** SQL text of the hot statements → their prepared-statement name (see `prepared`). */
+const preparedNames = new Map<string, string>();
+
+/**
+ * Marks a hot statement to run as a named prepared statement on PostgreSQL: parsed and planned once
+ * per pooled connection instead of at every call. The update log's append runs once per group
+ * commit; named, it costs 10-25 µs less client CPU per call, and PostgreSQL skips its parse and
+ * plan (measured in the README's levers table). Only through `Database.query` on a real
+ * PostgreSQL: PGlite behind pglite-socket, transaction clients and plain pools run it unnamed.
+ * (A transaction-pooling proxy such as PgBouncer in transaction mode needs its prepared-statement
+ * support turned on for this.)
+ */
+export function prepared(name: string, text: string): string {
+  const known = preparedNames.get(text);
+  if (known !== undefined && known !== name) throw new Error(`statement already prepared as ${known}`);
+  preparedNames.set(text, name);
+  return text;
+}
+
 class PoolDatabase implements Database {
   readonly kind: 'postgres' | 'pglite';
   readonly url: string;
@@ -73,7 +92,8 @@ class PoolDatabase implements Database {
   }
 
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
-    return this.#pool.query<R>(text, values);
+    const name = this.kind === 'postgres' ? preparedNames.get(text) : undefined;
+    return name === undefined ? this.#pool.query<R>(text, values) : this.#pool.query<R>({ name, text, values: values ?? [] });
   }
 
   async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {

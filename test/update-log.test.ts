@@ -141,3 +141,23 @@ describe('update log with two writers (PostgreSQL)', () => {
     }
   });
 });
+
+describe('the append as a prepared statement (PostgreSQL)', () => {
+  it('runs as the named statement append_updates on the pooled connection', async () => {
+    const { connectPostgres } = await import('../persistence/db.ts');
+    const setup = await openEngine('postgres', register);
+    // One pooled connection, so the query after the appends sees that connection's statements.
+    const db = connectPostgres(setup.url, 1);
+    register(() => db.close());
+    const sessionId = await newSession(db);
+    const log = new UpdateLog(db, { nodeId: 'test' });
+    register(() => log.close());
+    for (let i = 0; i < 3; i++) {
+      log.append(sessionId, new Uint8Array([0, 0]));
+      await log.flushed();
+    }
+    expect(await rowCount(db, sessionId)).toBe(3);
+    const { rows } = await db.query<{ name: string }>('SELECT name FROM pg_prepared_statements');
+    expect(rows.map((r) => r.name)).toEqual(['append_updates']);
+  });
+});

@@ -4,7 +4,7 @@
  * commute, so nothing depends on commit order — compaction deletes exactly the rows it merged,
  * never "everything below seq N", so a row committed late by another writer is never lost.
  */
-import type { Queryable } from '../db.ts';
+import { prepared, type Queryable } from '../db.ts';
 
 export interface LogRow {
   seq: number;
@@ -18,9 +18,11 @@ export interface AppendRow {
 }
 
 export const documentQueries = {
-  appendMany: `
-    INSERT INTO document_updates (session_id, kind, payload, node_id)
+  appendMany: prepared(
+    'append_updates',
+    `INSERT INTO document_updates (session_id, kind, payload, node_id)
     SELECT s, 'update', p, $3 FROM unnest($1::varchar[], $2::bytea[]) AS t(s, p)`,
+  ),
   appendSnapshot: `
     INSERT INTO document_updates (session_id, kind, payload, node_id) VALUES ($1, 'snapshot', $2, $3)
     RETURNING seq`,
