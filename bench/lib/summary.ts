@@ -137,12 +137,13 @@ export function renderTableDetails(records: RoundRecord[], facts: SizeFacts): st
   }
   if (facts.scenarios.includes('fanout')) {
     parts.push('### Fan-out');
+    parts.push('Server CPU by thread (`/proc/<pid>/task`): `main` = the JavaScript event loop, `V8Worker` = V8\'s garbage-collector and compiler helpers, `WorkerThread` = worker_threads (our update guard), other = the rest (libuv pool, uWS has none of its own).');
     parts.push(
       table(
-        ['round', 'server', 'delivered / expected', 'deliveries / s', 'p50 ms', 'p99 ms', 'server CPU ms / 1,000', 'PostgreSQL CPU ms / 1,000', 'write syscalls / 1,000', 'RSS start / peak MB', 'client CPU s', 'client loop p99 ms', 'other load, cores'],
+        ['round', 'server', 'delivered / expected', 'deliveries / s', 'p50 ms', 'p99 ms', 'server CPU ms / 1,000', 'of it by thread: main / V8Worker / WorkerThread / other', 'PostgreSQL CPU ms / 1,000', 'write syscalls / 1,000', 'RSS start / peak MB', 'client CPU s', 'client loop p99 ms', 'other load, cores'],
         by((r) => {
           const f = r.fanout;
-          return f && [`${fmt(f.delivered, 0)} / ${fmt(f.expectedDeliveries, 0)}`, fmt(f.deliveredPerSecond, 0), fmt(f.latency.p50), fmt(f.latency.p99), fmt(f.serverCpuPer1000 * 1000, 1), fmt(f.pgCpuPer1000 * 1000, 1), fmt(f.serverWritesPer1000, 0), `${fmt(f.rss.start / MB, 1)} / ${fmt(f.rss.peak / MB, 1)}`, fmt(f.clientCpuSeconds, 2), fmt(f.clientLoopDelayP99Ms), fmt(f.otherCores, 2)];
+          return f && [`${fmt(f.delivered, 0)} / ${fmt(f.expectedDeliveries, 0)}`, fmt(f.deliveredPerSecond, 0), fmt(f.latency.p50), fmt(f.latency.p99), fmt(f.serverCpuPer1000 * 1000, 1), byThread(f.serverThreadsPer1000), fmt(f.pgCpuPer1000 * 1000, 1), fmt(f.serverWritesPer1000, 0), `${fmt(f.rss.start / MB, 1)} / ${fmt(f.rss.peak / MB, 1)}`, fmt(f.clientCpuSeconds, 2), fmt(f.clientLoopDelayP99Ms), fmt(f.otherCores, 2)];
         }),
       ),
     );
@@ -223,4 +224,12 @@ export function renderProfiles(profiles: ProfileEntry[], meta: { command: string
     parts.push(side((p) => p.functions, 'Top functions by self time'));
   }
   return parts.join('\n\n');
+}
+
+/** ms per 1,000 deliveries by thread group: main / V8Worker / WorkerThread / the rest. */
+function byThread(threads: Record<string, number> | undefined): string {
+  if (!threads) return '—';
+  const known = ['main', 'V8Worker', 'WorkerThread'];
+  const other = Object.entries(threads).filter(([name]) => !known.includes(name)).reduce((sum, [, v]) => sum + v, 0);
+  return [...known.map((name) => threads[name] ?? 0), other].map((v) => fmt(v * 1000, 1)).join(' / ');
 }
