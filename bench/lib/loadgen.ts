@@ -8,6 +8,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { nodeBin, repoRoot } from '../../test/support/uws-runtime.ts';
 import type { LoadgenReply, LoadgenRequest } from './loadgen-worker.ts';
+import type { MediaLoadReply, MediaLoadRequest } from './media-load-worker.ts';
 
 const live = new Set<ChildProcess>();
 
@@ -16,26 +17,31 @@ export function killLoadgens(): void {
   for (const child of live) child.kill('SIGKILL');
 }
 
-export interface Loadgen {
+/** A forked helper process answering typed requests over IPC, one reply message per request. */
+export interface Forked<Req extends { op: string }, Reply extends { op: string }> {
   readonly pid: number;
-  request<T extends LoadgenReply['op']>(message: LoadgenRequest, expect: T, timeoutMs?: number): Promise<Extract<LoadgenReply, { op: T }>>;
+  request<T extends Reply['op']>(message: Req, expect: T, timeoutMs?: number): Promise<Extract<Reply, { op: T }>>;
+}
+
+export interface Loadgen extends Forked<LoadgenRequest, LoadgenReply> {
   close(): Promise<void>;
 }
 
-export function startLoadgen(): Loadgen {
-  const child = fork(join(repoRoot, 'bench/lib/loadgen-worker.ts'), [], { execPath: nodeBin, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+/** Forks `module` (under the repository) and tracks it for `killLoadgens`. */
+function forkTracked<Req extends { op: string }, Reply extends { op: string }>(module: string): Forked<Req, Reply> & { child: ChildProcess; exited: Promise<void> } {
+  const child = fork(join(repoRoot, module), [], { execPath: nodeBin, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   live.add(child);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   void exited.then(() => live.delete(child));
-  const request = <T extends LoadgenReply['op']>(message: LoadgenRequest, expect: T, timeoutMs = 120_000) =>
-    new Promise<Extract<LoadgenReply, { op: T }>>((resolve, reject) => {
-      const timer = setTimeout(() => done(new Error(`load generator: no answer to ${message.op} within ${timeoutMs} ms`)), timeoutMs);
-      const onMessage = (m: LoadgenReply) => {
-        if (m.op === 'error') done(new Error(`load generator: ${m.message}`));
-        else if (m.op === expect) done(undefined, m as Extract<LoadgenReply, { op: T }>);
+  const request = <T extends Reply['op']>(message: Req, expect: T, timeoutMs = 120_000) =>
+    new Promise<Extract<Reply, { op: T }>>((resolve, reject) => {
+      const timer = setTimeout(() => done(new Error(`${module}: no answer to ${message.op} within ${timeoutMs} ms`)), timeoutMs);
+      const onMessage = (m: Reply) => {
+        if (m.op === 'error') done(new Error(`${module}: ${(m as unknown as { message: string }).message}`));
+        else if (m.op === expect) done(undefined, m as Extract<Reply, { op: T }>);
       };
-      const onExit = () => done(new Error(`load generator exited during ${message.op}`));
-      function done(error?: Error, value?: Extract<LoadgenReply, { op: T }>) {
+      const onExit = () => done(new Error(`${module} exited during ${message.op}`));
+      function done(error?: Error, value?: Extract<Reply, { op: T }>) {
         clearTimeout(timer);
         child.off('message', onMessage);
         child.off('exit', onExit);
@@ -46,18 +52,28 @@ export function startLoadgen(): Loadgen {
       child.once('exit', onExit);
       child.send(message);
     });
+  return { pid: child.pid!, request, child, exited };
+}
+
+export function startLoadgen(): Loadgen {
+  const { child, exited, ...forked } = forkTracked<LoadgenRequest, LoadgenReply>('bench/lib/loadgen-worker.ts');
   return {
-    pid: child.pid!,
-    request,
+    ...forked,
     close: async () => {
       if (child.exitCode === null && child.connected) {
-        await request({ op: 'close' }, 'closed', 30_000).catch(() => child.kill('SIGKILL'));
+        await forked.request({ op: 'close' }, 'closed', 30_000).catch(() => child.kill('SIGKILL'));
       }
       const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
       await exited;
       clearTimeout(timer);
     },
   };
+}
+
+/** The renders scenario's media load in its own process (bench/lib/media-load-worker.ts); it exits after `stop`. */
+export function startMediaLoad(): Forked<MediaLoadRequest, MediaLoadReply> & { kill(): void } {
+  const { child, request, pid } = forkTracked<MediaLoadRequest, MediaLoadReply>('bench/lib/media-load-worker.ts');
+  return { pid, request, kill: () => void child.kill('SIGKILL') };
 }
 
 /** `count` load generators; closes them all if any fails to start. */

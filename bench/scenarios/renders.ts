@@ -22,9 +22,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
 import { photoJpeg } from '../../test/support/images.ts';
 import type { ServerChild } from '../lib/child.ts';
-import { connectMany } from '../lib/clients.ts';
 import { createBenchDatabase } from '../lib/database.ts';
-import { closedLoop } from '../lib/load.ts';
+import { startMediaLoad } from '../lib/loadgen.ts';
 import { gitFacts } from '../lib/machine.ts';
 import { busyCores } from '../lib/procfs.ts';
 import { writeSection } from '../lib/results-file.ts';
@@ -70,7 +69,7 @@ export async function runRenders({ size, resultsFile, command, section }: Render
   const database = await createBenchDatabase();
   const target = oursTarget(database, 'node', [], { label: 'ours (node, inline render worker)' });
   let server: ServerChild | undefined;
-  const clients: Array<{ destroy(): void }> = [];
+  let media: ReturnType<typeof startMediaLoad> | undefined;
   try {
     server = await target.start();
     const idleBefore = await busyCores(2_000);
@@ -97,42 +96,15 @@ export async function runRenders({ size, resultsFile, command, section }: Render
       'session',
     )) as { session: { sessionId: string } };
     const sessionId = session.session.sessionId;
-    const [editor] = await connectMany(server.wsUrl, [sessionId], token);
-    clients.push(editor!);
-    // Ingest inputs: different bytes each (ingest is content-addressed; the same bytes twice is a no-op).
-    const ingestInputs = await Promise.all(Array.from({ length: 6 }, (_, i) => photoJpeg(2040 - i * 8, 1356, { quality: 88 })));
-
     const jobs0 = await metric(server, /^imageflow_render_jobs_total\{outcome="done"/);
     const renders0 = await metric(server, /^imageflow_renders_total\{outcome="rendered"/);
 
-    // 2. The same editing load while renders, thumbnails and ingests run at full speed.
-    const renderLoop = closedLoop(2, async (_loop, n) => {
-      const width = 200 + (n % 1600); // a new size each time: a cache miss, a real render
-      await ok(await fetch(`${base}/api/sessions/${sessionId}/render?width=${width}&format=webp`, { headers: auth }), 'render');
-    });
-    const saveLoop = closedLoop(1, async (_loop, n) => {
-      const hue = (n * 37) % 360;
-      editor!.doc.getMap('meta').set('background', `#${((hue * 45) % 0xffffff).toString(16).padStart(6, '0')}`);
-      await sleep(20); // the change reaches the server before the snapshot reads it
-      await ok(await fetch(`${base}/api/sessions/${sessionId}/versions`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' }), 'save');
-      // Saves of one session are rate-limited (30 a minute): the fastest this load may save.
-      await sleep(2_000);
-    });
-    const ingestLoop = closedLoop(1, async (_loop, n) => {
-      await ok(
-        await fetch(`${base}/api/images?privacyLevel=private`, {
-          method: 'POST',
-          headers: { ...auth, 'content-type': 'application/octet-stream' },
-          body: new Uint8Array(ingestInputs[n % ingestInputs.length]!),
-        }),
-        'ingest',
-      ).catch((error: unknown) => {
-        // The same bytes again after a full cycle: a duplicate is not an ingest failure here.
-        if (!String(error).includes('409')) throw error;
-      });
-    });
+    // 2. The same editing load while renders, thumbnails and ingests run at full speed, driven from
+    // their own process (bench/lib/media-load-worker.ts) so this process only times deliveries.
+    media = startMediaLoad();
+    await media.request({ op: 'start', base, wsUrl: server.wsUrl, token, sessionId }, 'started');
     const loaded = await runFanout(target, server, database, FANOUT);
-    const [renders, saves, ingests] = await Promise.all([renderLoop.stop(), saveLoop.stop(), ingestLoop.stop()]);
+    const { renders, saves, ingests } = await media.request({ op: 'stop' }, 'stopped');
     // Let the worker finish the thumbnails of the versions saved meanwhile.
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline && (await metric(server, /^imageflow_render_queue_waiting/)) > 0) await sleep(500);
@@ -157,12 +129,12 @@ export async function runRenders({ size, resultsFile, command, section }: Render
       `**Delivery p99 with the render load: ${fmt(ratio)}× the p99 alone** (target ≤ 1.20×: ${ratio <= 1.2 ? 'met' : 'not met'} in this run).`,
       '',
       `Meanwhile (≈ ${fmt(seconds, 0)} s, warm-up included): ${renders.done} on-demand renders of the live 2K canvas at a new size each (2 in flight; ${fmt(renders.done / seconds, 1)}/s, p50 ${fmt(renders.latency.p50)} ms, p99 ${fmt(renders.latency.p99)} ms; ${renders.failed} failed${renders.failed ? `: ${renders.lastError.slice(0, 120)}` : ''}), ${saves.done} versions saved (${saves.failed} failed${saves.failed ? `: ${saves.lastError.slice(0, 160)}` : ''}), ${jobs} thumbnail jobs done by the inline worker, ${rendered} renders in all by the server, ${ingests.done} ingests of a 2K JPEG (p50 ${fmt(ingests.latency.p50)} ms; ${ingests.failed} failed${ingests.failed ? `: ${ingests.lastError.slice(0, 120)}` : ''}).`,
-      'Renders and ingests run in worker threads (the renderer\'s pool, libvips\'s threads), so the event loop that delivers edits only waits for their I/O; on two shared cores they still compete for CPU with it, which is what the ratio measures.',
+      'Renders and ingests run in worker threads (the renderer\'s pool, libvips\'s threads), so the event loop that delivers edits only waits for their I/O; on two shared cores they still compete for CPU with it, which is what the ratio measures. The media load is driven from its own process (bench/lib/media-load-worker.ts), the editing clients from this one.',
     ].join('\n');
     writeSection(resultsFile, section, body);
     return body.split('\n').slice(0, 3).join('\n');
   } finally {
-    for (const c of clients) c.destroy();
+    media?.kill(); // gone already after a clean stop
     await server?.kill9().catch(() => {});
     target.cleanup();
     await database.drop().catch(() => {});
