@@ -40,7 +40,7 @@ import type { BlobStore } from '../storage/blob-store.ts';
 import { createSocketHooks } from './transport/hooks.ts';
 import { publishBroadcasts, publishStats } from './transport/publish.ts';
 import { migrateQueue, type RenderWorker, type ThumbnailReadyPayload } from '../worker/queue.ts';
-import { createRenderPool, createRenderService, createRenderWorker } from '../worker/compose.ts';
+import { createRenderCache, createRenderPool, createRenderService, createRenderWorker } from '../worker/compose.ts';
 import { ThumbnailNotifier } from './thumbnails.ts';
 import { queueCounts } from '../persistence/repositories/renders.ts';
 import { listen, type TransportName } from './transport/index.ts';
@@ -272,6 +272,9 @@ export async function startServer(config: Config, options: { logger?: Logger } =
       : {}),
   });
   metrics.observeImages({ running: () => imageQueue.running, queued: () => imageQueue.queued });
+  // One bound over cached renders and resized variants alike (RENDER_CACHE_MAX_BYTES).
+  const renderCache = createRenderCache(config, db, blobs, logger, metrics);
+  metrics.observeRenderCache(() => renderCache.totals());
   const images = {
     db,
     blobs,
@@ -286,10 +289,11 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     uploadTtlSeconds: config.UPLOAD_TTL_SECONDS,
     cacheVariants: config.IMAGE_CACHE_VARIANTS,
     memoryCacheBytes: config.IMAGE_MEMORY_CACHE_BYTES,
+    cache: renderCache,
   };
   // Renders: the on-demand routes and the inline worker share one bounded RenderService.
   const renderPool = createRenderPool(config);
-  const renders = createRenderService(db, blobs, renderPool, metrics);
+  const renders = createRenderService(db, blobs, renderPool, metrics, renderCache);
   metrics.observeRenderQueue(() => queueCounts(db));
   // Thumbnails reach this node's clients by NOTIFY from whichever worker made them; in embedded
   // mode (one process; NOTIFY does not cross pglite-socket connections) straight from the inline worker.
@@ -313,6 +317,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   const release = async () => {
     await renderWorker?.stop();
     await renderPool.close();
+    await renderCache.idle();
     await thumbnails.close();
     await redis?.close();
     await accessFeed.close();

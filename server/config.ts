@@ -150,6 +150,12 @@ const schema = z
       .default('256')
       .transform((v) => v.split(',').map(Number))
       .refine((sizes) => sizes.every((n) => n >= 16 && n <= 4096), 'sizes must be 16-4096 px'),
+    /**
+     * Bytes of cached renders and resized variants kept in blob storage (every node's together,
+     * tracked in PostgreSQL); past it the least recently used are evicted down to 90 %
+     * (server/render-cache.ts). 0 = unbounded.
+     */
+    RENDER_CACHE_MAX_BYTES: z.coerce.number().int().min(0).default(1024 * 1024 * 1024),
     /** Render jobs one worker process runs at once. */
     RENDER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(2),
     /** Longest one render may take, in ms (on-demand and worker). */

@@ -61,6 +61,9 @@ export class Metrics {
   readonly renders: client.Counter<'outcome'>;
   readonly renderSeconds: client.Histogram<'outcome'>;
   readonly renderJobs: client.Counter<'outcome'>;
+  /** Render-cache entries (and their bytes) this process evicted (server/render-cache.ts). */
+  readonly renderCacheEvicted: client.Counter;
+  readonly renderCacheEvictedBytes: client.Counter;
 
   constructor(nodeId: string) {
     this.registry.setDefaultLabels({ node: nodeId });
@@ -132,6 +135,41 @@ export class Metrics {
       labelNames: ['outcome'],
       registers,
     });
+    this.renderCacheEvicted = new client.Counter({
+      name: 'imageflow_render_cache_evicted_total',
+      help: 'Cached renders and variants this process evicted from blob storage (least recently used, past RENDER_CACHE_MAX_BYTES).',
+      registers,
+    });
+    this.renderCacheEvictedBytes = new client.Counter({
+      name: 'imageflow_render_cache_evicted_bytes_total',
+      help: 'Bytes of the cached renders and variants this process evicted.',
+      registers,
+    });
+  }
+
+  /**
+   * Gauges of the render cache's accounting, read from PostgreSQL at scrape time (every node's
+   * entries together, so any node reports the whole cache).
+   */
+  observeRenderCache(read: () => Promise<{ bytes: number; entries: number }>): void {
+    const registers = [this.registry];
+    let last: Promise<{ bytes: number; entries: number }> | undefined;
+    const totals = () => (last ??= read().finally(() => setTimeout(() => (last = undefined), 0)));
+    const gauge = (name: string, help: string, field: 'bytes' | 'entries') =>
+      new client.Gauge({
+        name,
+        help,
+        registers,
+        async collect() {
+          try {
+            this.set((await totals())[field]);
+          } catch {
+            // The database is unreachable: keep the last value.
+          }
+        },
+      });
+    gauge('imageflow_render_cache_bytes', 'Bytes of cached renders and variants tracked in render_cache (bounded by RENDER_CACHE_MAX_BYTES).', 'bytes');
+    gauge('imageflow_render_cache_entries', 'Cached renders and variants tracked in render_cache.', 'entries');
   }
 
   /**

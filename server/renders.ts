@@ -11,6 +11,10 @@
  *   the render may show its id and blob key), so the same canvas at the same size is rendered once
  *   and served from the blob store after; an image becoming invisible changes the key. The key is
  *   also the strong ETag.
+ * - **The cache is bounded** (server/render-cache.ts, RENDER_CACHE_MAX_BYTES): a store is recorded,
+ *   a hit bumps its last use, and the least recently used are evicted, possibly by another node at
+ *   any moment. So the blob store, never the row, says what is cached: a render found by `head` and
+ *   gone at `get` is rendered again under the same key and ETag (`body`), not an error.
  * - Renders run in the renderer's worker-thread pool (renderer/pool.ts), never on the event loop
  *   that serves WebSockets: bounded in threads, in renders waiting (`render_busy`, 503) and in time
  *   (`RENDER_TIMEOUT_MS`; the thread is stopped, `render_timeout`, 503).
@@ -24,6 +28,7 @@ import type { Queryable } from '../persistence/db.ts';
 import { visibleImages } from '../persistence/repositories/renders.ts';
 import { BlobNotFound, isBlobKey, blobKey, type BlobKey, type BlobStore } from '../storage/blob-store.ts';
 import type { ImageSource, OutputFormat, RenderCanvas, RenderOptions } from '../renderer/types.ts';
+import type { RenderCache } from './render-cache.ts';
 
 export const outputFormats = ['png', 'webp', 'jpeg', 'avif'] as const satisfies readonly OutputFormat[];
 
@@ -107,6 +112,8 @@ export interface RenderedBlob {
   size: number;
   /** False when this call rendered it, true when it came from the blob store. */
   cached: boolean;
+  /** The bytes, when this call rendered them (served as they are, not read back from the store). */
+  data?: Buffer;
 }
 
 export interface RenderServiceOptions {
@@ -115,6 +122,8 @@ export interface RenderServiceOptions {
   /** The renderer's pool (renderer/pool.ts): off the main thread, bounded in time and concurrency. */
   render: RenderCanvas;
   onRender?: (outcome: 'rendered' | 'cached' | 'failed' | 'timeout', seconds: number) => void;
+  /** The cache's accounting and bound (server/render-cache.ts); absent: cached forever, untracked. */
+  cache?: RenderCache;
 }
 
 export class RenderService {
@@ -149,8 +158,26 @@ export class RenderService {
     return this.#o.blobs.get(key);
   }
 
-  /** Renders `canvas` for its owner `viewerId` with `params`, or finds the render in the blob store. */
-  async renderCached(canvasValue: unknown, viewerId: string, params: RenderParams): Promise<RenderedBlob> {
+  /**
+   * The bytes of `rendered` (from `renderCached` with the same arguments): those it rendered, else
+   * the stored blob, else — the blob vanished since it was found (evicted by another node, deleted
+   * by hand) — rendered again, with the same key and ETag.
+   */
+  async body(rendered: RenderedBlob, canvasValue: unknown, viewerId: string, params: RenderParams): Promise<Readable | Buffer> {
+    if (rendered.data) return rendered.data;
+    try {
+      return await this.open(rendered.key);
+    } catch (error) {
+      if (!(error instanceof BlobNotFound)) throw error;
+    }
+    return (await this.renderCached(canvasValue, viewerId, params, { refresh: true })).data!;
+  }
+
+  /**
+   * Renders `canvas` for its owner `viewerId` with `params`, or finds the render in the blob store.
+   * `refresh`: render without looking (the caller found the blob missing).
+   */
+  async renderCached(canvasValue: unknown, viewerId: string, params: RenderParams, options: { refresh?: boolean } = {}): Promise<RenderedBlob> {
     const parsed = parseCanvas(canvasValue);
     if (!parsed.ok) throw new AppError('invalid_canvas', 'The canvas to render does not match the schema.');
     const canvas = parsed.canvas;
@@ -158,8 +185,9 @@ export class RenderService {
     const key = renderKey(canvas, params, allowed);
     const etag = `"${key.slice('renders/'.length, key.lastIndexOf('.'))}"`;
     const started = performance.now();
-    const existing = await this.#o.blobs.head(key);
+    const existing = options.refresh ? undefined : await this.#o.blobs.head(key);
     if (existing) {
+      this.#o.cache?.hit(key, existing.size);
       this.#o.onRender?.('cached', (performance.now() - started) / 1000);
       return { key, etag, contentType: existing.contentType, size: existing.size, cached: true };
     }
@@ -173,7 +201,8 @@ export class RenderService {
     }
     this.#o.onRender?.('rendered', (performance.now() - started) / 1000);
     await this.#o.blobs.put(key, result.data, result.contentType);
-    return { key, etag, contentType: result.contentType, size: result.data.length, cached: false };
+    this.#o.cache?.stored(key, result.data.length);
+    return { key, etag, contentType: result.contentType, size: result.data.length, cached: false, data: result.data };
   }
 }
 

@@ -7,6 +7,7 @@ import type { Database } from '../persistence/db.ts';
 import { RenderPool } from '../renderer/pool.ts';
 import type { Config } from '../server/config.ts';
 import type { Metrics } from '../server/metrics.ts';
+import { RenderCache } from '../server/render-cache.ts';
 import { RenderService } from '../server/renders.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { defaultProcessName, RenderWorker, type ThumbnailReadyPayload } from './queue.ts';
@@ -16,10 +17,29 @@ export function createRenderPool(config: Config): RenderPool {
   return new RenderPool({ timeoutMs: config.RENDER_TIMEOUT_MS, layerCacheBytes: config.RENDER_LAYER_CACHE_BYTES, threadNice: config.MEDIA_THREAD_NICE, threadPolicy: config.MEDIA_THREAD_POLICY });
 }
 
-export function createRenderService(db: Database, blobs: BlobStore, pool: RenderPool, metrics?: Metrics): RenderService {
+/** The bound on cached renders and variants of this process (RENDER_CACHE_MAX_BYTES, server/render-cache.ts). */
+export function createRenderCache(config: Config, db: Database, blobs: BlobStore, logger: Logger, metrics?: Metrics): RenderCache {
+  return new RenderCache({
+    db,
+    blobs,
+    maxBytes: config.RENDER_CACHE_MAX_BYTES,
+    logger,
+    ...(metrics
+      ? {
+          onEvicted: (entries: number, bytes: number) => {
+            metrics.renderCacheEvicted.inc(entries);
+            metrics.renderCacheEvictedBytes.inc(bytes);
+          },
+        }
+      : {}),
+  });
+}
+
+export function createRenderService(db: Database, blobs: BlobStore, pool: RenderPool, metrics?: Metrics, cache?: RenderCache): RenderService {
   return new RenderService({
     db,
     blobs,
+    ...(cache ? { cache } : {}),
     render: (canvas, images, options) => pool.render(canvas, images, options),
     ...(metrics
       ? {

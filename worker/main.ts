@@ -11,7 +11,7 @@ import { connectPostgres } from '../persistence/db.ts';
 import { migrate } from '../persistence/migrate.ts';
 import { ConfigError, loadConfig, type Config } from '../server/config.ts';
 import { createBlobStore } from '../storage/index.ts';
-import { createRenderPool, createRenderService, createRenderWorker } from './compose.ts';
+import { createRenderCache, createRenderPool, createRenderService, createRenderWorker } from './compose.ts';
 import { migrateQueue } from './queue.ts';
 
 let config: Config;
@@ -38,7 +38,8 @@ await migrate(db.url);
 await migrateQueue(db);
 const blobs = createBlobStore(config);
 const pool = createRenderPool(config);
-const renders = createRenderService(db, blobs, pool);
+const cache = createRenderCache(config, db, blobs, logger);
+const renders = createRenderService(db, blobs, pool, undefined, cache);
 const worker = createRenderWorker(config, { db, renders, logger, name });
 await worker.start();
 logger.info({ concurrency: config.RENDER_CONCURRENCY, sizes: config.THUMBNAIL_SIZES }, 'render worker ready');
@@ -51,6 +52,7 @@ const stop = (signal: string) => {
   (async () => {
     await worker.stop();
     await pool.close();
+    await cache.idle();
     await blobs.close();
     await db.close();
   })().then(

@@ -46,6 +46,7 @@ import {
   THUMBNAIL_CHANNEL,
   unlockWorkers,
 } from '../persistence/repositories/renders.ts';
+import { forgetCached } from '../persistence/repositories/render-cache.ts';
 import { thumbnailParams, type RenderService } from '../server/renders.ts';
 
 /** The NOTIFY payload of a finished version. */
@@ -262,6 +263,8 @@ export class RenderWorker {
     };
     await db.transaction(async (tx) => {
       await setThumbnailPath(tx, versionId, first!);
+      // A version's thumbnail is not cache: out of the render cache's accounting, never evicted.
+      await forgetCached(tx, first!);
       await notify(tx, THUMBNAIL_CHANNEL, JSON.stringify(payload));
     });
     this.#o.onThumbnail?.(payload);

@@ -41,6 +41,7 @@ import {
   type StandardVariant,
 } from '../../media/variants.ts';
 import type { Metrics } from '../metrics.ts';
+import type { RenderCache } from '../render-cache.ts';
 import type { UrlSigner } from '../signed-urls.ts';
 import { readJson, type Env } from './json.ts';
 
@@ -54,6 +55,8 @@ export interface ImageRouteDeps extends IngestDeps {
   cacheVariants: boolean;
   /** Small variants kept in memory too (0: none). */
   memoryCacheBytes: number;
+  /** The bound on cached variants (server/render-cache.ts); absent: kept forever, untracked. */
+  cache?: RenderCache;
 }
 
 /** Paths whose bodies are images (their own limits), exempt from the JSON body limit. */
@@ -338,6 +341,8 @@ export function registerImageRoutes(app: Hono<Env>, deps: ImageRouteDeps): void 
       return c.body(null, 304, headers);
     }
     const key = variantKey(sha, spec);
+    // The standard thumbnails ingest stored are the image's own, not cache: never tracked or evicted.
+    const tracked = deps.cache && !Object.values(image.thumbnail_paths ?? {}).includes(key) ? deps.cache : undefined;
     const type = FORMAT_MIME[spec.format];
     const respond = (bytes: Uint8Array, outcome: 'cached' | 'resized') => {
       deps.metrics.imageFiles.inc({ outcome });
@@ -345,11 +350,16 @@ export function registerImageRoutes(app: Hono<Env>, deps: ImageRouteDeps): void 
     };
     if (deps.cacheVariants) {
       const remembered = memory.get(key);
-      if (remembered) return respond(remembered, 'cached');
+      if (remembered) {
+        // Served from memory, but in use: keep the stored copy from eviction for the other nodes.
+        tracked?.hit(key, remembered.byteLength);
+        return respond(remembered, 'cached');
+      }
       const cached = await deps.blobs.head(key);
       if (cached) {
         try {
           const stream = await deps.blobs.get(key);
+          tracked?.hit(key, cached.size);
           if (memory.fits(cached.size)) {
             const bytes = new Uint8Array(await readAll(stream, cached.size));
             memory.set(key, bytes);
@@ -358,7 +368,7 @@ export function registerImageRoutes(app: Hono<Env>, deps: ImageRouteDeps): void 
           deps.metrics.imageFiles.inc({ outcome: 'cached' });
           return c.body(Readable.toWeb(stream) as ReadableStream, 200, { ...headers, 'content-type': type, 'content-length': String(cached.size) });
         } catch (error) {
-          if (!(error instanceof BlobNotFound)) throw error; // deleted meanwhile: make it again
+          if (!(error instanceof BlobNotFound)) throw error; // evicted or deleted meanwhile: make it again
         }
       }
     }
@@ -378,7 +388,10 @@ export function registerImageRoutes(app: Hono<Env>, deps: ImageRouteDeps): void 
         if (deps.cacheVariants) {
           // Stored after answering; a failure only costs a resize next time.
           memory.set(key, new Uint8Array(outcome.value));
-          void deps.blobs.put(key, outcome.value, type).catch((error: unknown) => deps.logger.warn({ err: error, key }, 'could not cache a variant'));
+          void deps.blobs.put(key, outcome.value, type).then(
+            (info) => tracked?.stored(key, info.size),
+            (error: unknown) => deps.logger.warn({ err: error, key }, 'could not cache a variant'),
+          );
         }
         return outcome.value;
       })().finally(() => inFlight.delete(key));

@@ -10,7 +10,8 @@
  * Cache-Control: a version never changes, so its render is cacheable for an hour — `public` only
  * for a public image, else `private` (a shared cache must not hand one user's render to another);
  * the live canvas changes with every edit: `private, no-cache` (revalidate each time; a 304 is
- * cheap).
+ * cheap). The cache is bounded (server/render-cache.ts): a render evicted between its lookup and
+ * its read is rendered again (same ETag), never a 500.
  */
 import { Readable } from 'node:stream';
 import type { Context, Hono } from 'hono';
@@ -54,7 +55,8 @@ export function matchesEtag(header: string | undefined, etag: string): boolean {
   return header.split(',').some((tag) => tag.trim().replace(/^W\//, '') === etag);
 }
 
-async function answer(c: Context<Env>, deps: RenderRouteDeps, rendered: RenderedBlob, cacheControl: string): Promise<Response> {
+/** Answers with `rendered`; `read` gives its bytes (RenderService.body: rendered again if the blob vanished meanwhile). */
+async function answer(c: Context<Env>, rendered: RenderedBlob, read: () => Promise<Readable | Buffer>, cacheControl: string): Promise<Response> {
   const headers: Record<string, string> = {
     etag: rendered.etag,
     'cache-control': cacheControl,
@@ -66,8 +68,12 @@ async function answer(c: Context<Env>, deps: RenderRouteDeps, rendered: Rendered
   headers['content-type'] = rendered.contentType;
   headers['content-length'] = String(rendered.size);
   if (c.req.method === 'HEAD') return new Response(null, { status: 200, headers });
-  const stream = await deps.renders.open(rendered.key);
-  return new Response(Readable.toWeb(stream) as ReadableStream<Uint8Array>, { status: 200, headers });
+  const body = await read();
+  if (Buffer.isBuffer(body)) {
+    headers['content-length'] = String(body.byteLength);
+    return new Response(body as Uint8Array<ArrayBuffer>, { status: 200, headers });
+  }
+  return new Response(Readable.toWeb(body) as ReadableStream<Uint8Array>, { status: 200, headers });
 }
 
 export function registerRenderRoutes(app: Hono<Env>, deps: RenderRouteDeps): void {
@@ -81,7 +87,8 @@ export function registerRenderRoutes(app: Hono<Env>, deps: RenderRouteDeps): voi
     const image = await getImage(deps.db, version.image_id);
     const rendered = await deps.renders.renderCached(version.canvas_state, version.viewer_id, params);
     const scope = image?.privacy_level === 'public' ? 'public' : 'private';
-    return answer(c, deps, rendered, `${scope}, max-age=3600`);
+    const read = () => deps.renders.body(rendered, version.canvas_state, version.viewer_id, params);
+    return answer(c, rendered, read, `${scope}, max-age=3600`);
   });
 
   app.get('/api/sessions/:id/render', async (c) => {
@@ -94,6 +101,6 @@ export function registerRenderRoutes(app: Hono<Env>, deps: RenderRouteDeps): voi
     const canvas = await deps.versions.liveCanvas(sessionId);
     // The canvas belongs to the session's owner: it shows the images they may see.
     const rendered = await deps.renders.renderCached(canvas, access!.owner_id, params);
-    return answer(c, deps, rendered, 'private, no-cache');
+    return answer(c, rendered, () => deps.renders.body(rendered, canvas, access!.owner_id, params), 'private, no-cache');
   });
 }
