@@ -5,6 +5,7 @@
  */
 // First: before lib0 (through Yjs) binds crypto.getRandomValues at its load.
 import './random-pool.ts';
+import './v8-flags.ts';
 import { loadConfig, type Config } from './config.ts';
 import { startServer } from './app.ts';
 import { ensureDemo } from './demo.ts';

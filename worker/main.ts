@@ -5,6 +5,7 @@
  * server; needs `DATABASE_URL` (the embedded PGlite database lives inside one server process) and
  * the server's blob store (`BLOB_STORE`, `DATA_DIR` or `S3_*`).
  */
+import '../server/v8-flags.ts';
 import { randomBytes } from 'node:crypto';
 import pino from 'pino';
 import { connectPostgres } from '../persistence/db.ts';
