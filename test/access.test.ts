@@ -206,14 +206,19 @@ describe.skipIf(c.skip)(`access over the ${c.transport} transport${c.skip ? ` (s
       const { owner, sessionId } = await setup();
       const { tokens } = await import('./support/fixtures.ts');
       const shortLived = await tokens.sign(owner.userId, { expiresInSeconds: 2 });
+      // A connection of the same session with a later deadline is already there: the session's
+      // one expiry timer must move to the new, earlier deadline, and leave this one alone.
+      const o = connectClient(server.wsUrl, sessionId, owner.token, register);
+      await o.synced;
+      let ownerClosed = false;
+      o.provider.on('close', () => (ownerClosed = true));
       const c = connectClient(server.wsUrl, sessionId, shortLived, register);
       await c.synced;
       let closedReason: string | undefined;
       c.provider.on('close', ({ event }: { event: { reason: string } }) => (closedReason = event.reason));
       await waitFor(() => closedReason === 'token_expired', { timeout: 5_000, what: 'expiry close' });
       c.doc.getMap('meta').set('afterExpiry', true);
-      const o = connectClient(server.wsUrl, sessionId, owner.token, register);
-      await o.synced;
+      expect(ownerClosed).toBe(false);
       o.doc.getMap('meta').set('sentinel', true);
       await acknowledged(o);
       expect((await storedDoc(sessionId)).getMap('meta').has('afterExpiry')).toBe(false);

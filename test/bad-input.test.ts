@@ -612,18 +612,21 @@ describe('a client that does not read', () => {
 const uws = uwsLauncher();
 describe.skipIf(!uws.ok)(`a client that does not read, on uWebSockets.js${uws.ok ? '' : ` (skipped: ${uws.reason})`}`, () => {
   it('is closed client_too_slow when the broadcasts published to it overflow MAX_BUFFERED_BYTES', async () => {
-    const env = await environment('slowpub', { MAX_BUFFERED_BYTES: String(2 * MiB) }, 'uws');
+    const env = await environment('slowpub', { MAX_BUFFERED_BYTES: String(2 * MiB), MAX_DOCUMENT_BYTES: String(128 * MiB) }, 'uws');
     const raw = await attacker(env);
     const writer = connectClient(env.server.wsUrl, env.sessionId, env.token, register);
     await writer.synced;
     const published = await metric(env.server, 'imageflow_broadcasts_published_total');
     raw.ws.pause();
-    // 24 edits of 256 KiB, each broadcast (published) to the paused reader too: 6 MiB owed.
-    for (let i = 0; i < 24; i++) {
-      writer.doc.getText(`big${i}`).insert(0, 'y'.repeat(256 * 1024));
+    // Edits of 1 MiB, each broadcast (published) to the paused reader too, until the server gives
+    // up on it. The kernel's socket buffers take the first tens of MiB (loopback TCP autotunes the
+    // receive buffer up to net.ipv4.tcp_rmem's maximum, 32 MiB here), so at most 64 MiB are sent.
+    const slow = () => env.server.output().includes('"code":"client_too_slow"');
+    for (let i = 0; i < 64 && !slow(); i++) {
+      writer.doc.getText(`big${i}`).insert(0, 'y'.repeat(1024 * 1024));
       await acknowledged(writer, 20_000);
     }
-    await waitFor(() => env.server.output().includes('"code":"client_too_slow"'), { timeout: 30_000, what: 'the server closing the slow socket' });
+    await waitFor(slow, { timeout: 10_000, what: 'the server closing the slow socket' });
     expect(await metric(env.server, 'imageflow_broadcasts_published_total')).toBeGreaterThan(published);
     await witnessesStillSync(env);
     writer.doc.getMap('meta').set('after', true);

@@ -62,15 +62,25 @@ export interface CloseEvent {
 
 export const SESSION_EXPIRED: CloseEvent = { code: CloseCode.SessionGone, reason: 'session_expired' };
 export const LOGIN_EXPIRED: CloseEvent = { code: CloseCode.Unauthorized, reason: 'login_session_invalid' };
+export const TOKEN_EXPIRED: CloseEvent = { code: CloseCode.Unauthorized, reason: 'token_expired' };
 
-/** The close event for a connection whose session or login session has run out at `now`, else null. */
+/**
+ * The close event for a connection whose session, login session or token (its `exp`, on this
+ * machine's clock as when it was verified) has run out at `now`, else null.
+ */
 export function deadlineEvent(context: AccessContext, now = Date.now()): CloseEvent | null {
   if (context.sessionDeadline <= now) return SESSION_EXPIRED;
   if (context.loginDeadline !== null && context.loginDeadline <= now) return LOGIN_EXPIRED;
+  if (context.claims.exp * 1000 <= now) return TOKEN_EXPIRED;
   return null;
 }
 
-const earliestDeadline = (context: AccessContext) => Math.min(context.sessionDeadline, context.loginDeadline ?? Infinity);
+/**
+ * The earliest of a connection's deadlines. The token's is one of them, so a connection needs no
+ * timer of its own for it: one timer per session serves every deadline (a per-connection timer of
+ * a unique duration also made Node keep a timer list per connection).
+ */
+const earliestDeadline = (context: AccessContext) => Math.min(context.sessionDeadline, context.loginDeadline ?? Infinity, context.claims.exp * 1000);
 
 interface Watched {
   connection: Connection;

@@ -98,7 +98,12 @@ export class AuthExtension implements Extension {
   }
 
   connected({ connection, context, documentName }: connectedPayload<ConnectionContext>): Promise<void> {
-    this.#watch?.watch(connection, documentName, context);
+    if (this.#watch) {
+      // The watch's per-session timer closes it at its token's expiry too (`deadlineEvent`).
+      this.#watch.watch(connection, documentName, context);
+      connection.onClose(() => this.#watch?.unwatch(connection));
+      return Promise.resolve();
+    }
     let timer: NodeJS.Timeout | undefined;
     const arm = () => {
       const remaining = context.tokenExpiresAt * 1000 - Date.now();
@@ -109,10 +114,7 @@ export class AuthExtension implements Extension {
       timer = setTimeout(arm, Math.min(remaining, MAX_TIMER_MS));
     };
     arm();
-    connection.onClose(() => {
-      clearTimeout(timer);
-      this.#watch?.unwatch(connection);
-    });
+    connection.onClose(() => clearTimeout(timer));
     return Promise.resolve();
   }
 

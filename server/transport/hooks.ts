@@ -30,9 +30,23 @@ export class PeerSocket implements WebSocketLike, Subscriber {
   readonly yjsDocument: string | null;
   /**
    * Document addresses refused on this socket (see `refuseDocument`): their frames are dropped
-   * until the client authenticates the address again.
+   * until the client authenticates the address again. Made at the first refusal: most sockets
+   * never have one, and an idle connection's memory is a target.
    */
-  readonly refused = new Set<string>();
+  #refused: Set<string> | null = null;
+
+  refuse(address: string): void {
+    (this.#refused ??= new Set()).add(address);
+  }
+
+  isRefused(address: string): boolean {
+    return this.#refused?.has(address) ?? false;
+  }
+
+  /** The client authenticates a refused address again: its frames go through from now on. */
+  unrefuse(address: string): void {
+    this.#refused?.delete(address);
+  }
 
   readonly #limits: SocketLimits;
   #terminateTimer: NodeJS.Timeout | null = null;
@@ -45,9 +59,10 @@ export class PeerSocket implements WebSocketLike, Subscriber {
 
   /**
    * Per document address: acknowledgements held back until the client's handshake SyncStep2 on
-   * that address has been applied (`holdAcks`, extensions/updates.ts: an update set aside).
+   * that address has been applied (`holdAcks`, extensions/updates.ts: an update set aside). Made
+   * when first needed, like `#refused`.
    */
-  readonly #heldAcks = new Map<string, { frames: Uint8Array[]; releaseAfterNext: boolean }>();
+  #heldAcks: Map<string, { frames: Uint8Array[]; releaseAfterNext: boolean }> | null = null;
 
   send(data: string | ArrayBufferLike | Blob | ArrayBufferView): void {
     if (this.readyState !== OPEN) return;
@@ -55,7 +70,7 @@ export class PeerSocket implements WebSocketLike, Subscriber {
       this.#write(data);
       return;
     }
-    if (this.#heldAcks.size > 0) {
+    if (this.#heldAcks !== null && this.#heldAcks.size > 0) {
       const address = decoding.readVarString(decoding.createDecoder(data));
       const held = this.#heldAcks.get(address);
       if (held) {
@@ -82,6 +97,7 @@ export class PeerSocket implements WebSocketLike, Subscriber {
    * that carries it again has been applied.
    */
   holdAcks(address: string): void {
+    this.#heldAcks ??= new Map();
     if (!this.#heldAcks.has(address)) this.#heldAcks.set(address, { frames: [], releaseAfterNext: false });
   }
 
@@ -90,7 +106,7 @@ export class PeerSocket implements WebSocketLike, Subscriber {
    * after applying it) releases it and every one held before it, through the commit gate.
    */
   releaseAcksAfterNext(address: string): void {
-    const held = this.#heldAcks.get(address);
+    const held = this.#heldAcks?.get(address);
     if (held) held.releaseAfterNext = true;
   }
 
@@ -229,7 +245,7 @@ type ClientConnection = ReturnType<Hocuspocus['handleConnection']>;
 export function refuseDocument(connection: Connection, code: ErrorCode, detail?: string): void {
   connection.sendStateless(statelessError(code, new AppError(code).message, detail));
   const socket = connection.webSocket;
-  if (socket instanceof PeerSocket) socket.refused.add(connection.messageAddress);
+  if (socket instanceof PeerSocket) socket.refuse(connection.messageAddress);
 }
 
 interface Attached {
@@ -461,13 +477,13 @@ export function createSocketHooks(options: SocketHooksOptions): Partial<Hooks> {
         entry.socket.close(new AppError(code).closeCode, code);
         return;
       }
-      if (entry.socket.refused.has(envelope.address)) {
+      if (entry.socket.isRefused(envelope.address)) {
         if (envelope.type !== AUTH) {
           // Still traffic from a live client: keep Hocuspocus's idle timeout from firing.
           entry.connection.lastMessageReceivedAt = Date.now();
           return;
         }
-        entry.socket.refused.delete(envelope.address);
+        entry.socket.unrefuse(envelope.address);
       }
       entry.connection.handleMessage(copyMessages && view === raw ? view.slice() : view);
     },
