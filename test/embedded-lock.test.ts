@@ -113,3 +113,15 @@ describe('one process per embedded DATA_DIR', () => {
     expect(await next.stop()).toBe(0);
   });
 });
+
+describe('a stop right after start', () => {
+  it('a SIGTERM the moment a fresh embedded server listens (its demo data still being made) drains it and exits 0', async () => {
+    // The listening line comes before the demo data and the banner; the signal handlers used to be
+    // installed after them, so a SIGTERM in between killed the process by signal (exit code null).
+    for (let i = 0; i < 3; i++) {
+      const fresh = await startServerProcess({ transport: 'node', dataDir: tempDir(register), env: { AUTH_JWT_SECRET: '' }, register });
+      const code = await fresh.stop();
+      expect(code, fresh.output().slice(-2000)).toBe(0);
+    }
+  });
+});
