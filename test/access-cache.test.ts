@@ -20,7 +20,7 @@ import { newId } from '../shared/ids.ts';
 import { connectPostgres } from '../persistence/db.ts';
 import { migrate } from '../persistence/migrate.ts';
 import type { UserRow } from '../persistence/repositories/users.ts';
-import { AccessCache, databaseSource, type AccessSource } from '../server/auth/access-cache.ts';
+import { AccessCache, batchedDatabaseSource, databaseSource, type AccessSource } from '../server/auth/access-cache.ts';
 import { AccessFeed } from '../server/auth/access-feed.ts';
 import { connectClient, waitFor } from './support/clients.ts';
 import { createDatabase } from './support/databases.ts';
@@ -341,4 +341,47 @@ describe('in process: the cache over a real feed', () => {
     expect(await active(other)).toBe(true);
     expect(cache.misses).toBe(misses + 1);
   }, 30_000);
+});
+
+describe('in process: reads of one turn batched', () => {
+  it('answers many users and (session, user) pairs asked for at once with one query each, as single reads would', async () => {
+    const database = await createDatabase('ab');
+    register(database.drop);
+    await migrate(database.url);
+    const db = connectPostgres(database.url);
+    register(() => db.close());
+    const pool = openPool(database.url, register);
+    const owner = await createActor(pool, 'owner');
+    const imageId = await createImage(pool, owner.userId);
+    const server = await startServerProcess({ transport: 'node', databaseUrl: database.url, register });
+    const sessionId = await createSession(server.url, owner.token, imageId);
+    const users = await Promise.all(Array.from({ length: 20 }, (_, i) => createUser(pool, `b${i}`)));
+    const invited = users.slice(0, 10);
+    for (const userId of invited) {
+      expect((await api(server.url, 'POST', `/api/sessions/${sessionId}/participants`, { token: owner.token, body: { userId, permissions: { canEdit: true } } })).status).toBe(201);
+    }
+    let queries = 0;
+    const counting = { query: (text: string, values?: unknown[]) => ((queries += 1), db.query(text, values)) };
+    const batched = batchedDatabaseSource(counting as typeof db);
+    const single = databaseSource(db);
+    const ghost = newId('user');
+    const asked = [...users, owner.userId, ghost];
+    const [byBatch, pairsByBatch] = await Promise.all([
+      Promise.all(asked.map((u) => batched.user(u))),
+      Promise.all(asked.map((u) => batched.sessionAccess(sessionId, u))),
+    ]);
+    expect(queries).toBe(2);
+    expect(byBatch).toEqual(await Promise.all(asked.map((u) => single.user(u))));
+    expect(byBatch.at(-1)).toBeUndefined();
+    // The same rows as one query each, but for the expiry countdown (read at another moment).
+    const strip = (r: { expires_in_ms?: number } | undefined) => (r ? { ...r, expires_in_ms: 0 } : r);
+    const pairsSingle = await Promise.all(asked.map((u) => single.sessionAccess(sessionId, u)));
+    expect(pairsByBatch.map(strip)).toEqual(pairsSingle.map(strip));
+    expect(pairsByBatch.filter((r) => r?.is_participant).length).toBe(10);
+    expect(await batched.sessionAccess(newId('session'), owner.userId)).toBeUndefined();
+    // A failed batch fails every read in it, and the next turn's batch works again.
+    const broken = batchedDatabaseSource({ query: () => Promise.reject(new Error('down')) } as unknown as typeof db);
+    await expect(Promise.all([broken.user(owner.userId), broken.user(ghost)])).rejects.toThrow('down');
+    expect((await batched.user(owner.userId))?.user_id).toBe(owner.userId);
+  });
 });

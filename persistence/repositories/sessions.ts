@@ -37,6 +37,13 @@ export const sessionQueries = {
     FROM edit_sessions s
     LEFT JOIN session_participants p ON p.session_id = s.session_id AND p.user_id = $2
     WHERE s.session_id = $1`,
+  /** `access` for several (session, user) pairs at once; `k_user_id` says whose row it is. */
+  accessMany: `
+    SELECT ${columns}, k.user_id AS k_user_id, p.permissions, p.cursor_color, (p.user_id IS NOT NULL) AS is_participant,
+           (s.expires_at <= now()) AS is_expired, (extract(epoch FROM s.expires_at - now()) * 1000)::float8 AS expires_in_ms
+    FROM unnest($1::varchar[], $2::varchar[]) AS k(session_id, user_id)
+    JOIN edit_sessions s ON s.session_id = k.session_id
+    LEFT JOIN session_participants p ON p.session_id = s.session_id AND p.user_id = k.user_id`,
   insert: `
     INSERT INTO edit_sessions (session_id, image_id, owner_id, expires_at, session_type, base_version_id,
                                head_version_id, branch_name)
@@ -57,6 +64,14 @@ export const sessionQueries = {
 export async function getSession(db: Queryable, sessionId: string): Promise<SessionRow | undefined> {
   const { rows } = await db.query<SessionRow>(sessionQueries.get, [sessionId]);
   return rows[0];
+}
+
+/** `getSessionAccess` for several (session, user) pairs in one round trip: by `${sessionId}\0${userId}`. */
+export async function getSessionAccesses(db: Queryable, pairs: ReadonlyArray<readonly [string, string]>): Promise<Map<string, SessionAccessRow>> {
+  const { rows } = await db.query<SessionAccessRow & { k_user_id: string }>(sessionQueries.accessMany, [pairs.map((p) => p[0]), pairs.map((p) => p[1])]);
+  const out = new Map<string, SessionAccessRow>();
+  for (const { k_user_id: userId, ...row } of rows) out.set(`${row.session_id}\0${userId}`, row);
+  return out;
 }
 
 export async function getSessionAccess(db: Queryable, sessionId: string, userId: string): Promise<SessionAccessRow | undefined> {

@@ -10,6 +10,7 @@ export interface UserRow {
 
 export const userQueries = {
   get: `SELECT user_id, username, display_name, is_active FROM users WHERE user_id = $1`,
+  getMany: `SELECT user_id, username, display_name, is_active FROM users WHERE user_id = ANY($1::varchar[])`,
   insert: `
     INSERT INTO users (user_id, username, email, password_hash, display_name)
     VALUES ($1, $2, $3, $4, $5)`,
@@ -25,6 +26,12 @@ export const userQueries = {
 export async function getUser(db: Queryable, userId: string): Promise<UserRow | undefined> {
   const { rows } = await db.query<UserRow>(userQueries.get, [userId]);
   return rows[0];
+}
+
+/** Several users in one round trip (absent ones are simply not in the answer). */
+export async function getUsers(db: Queryable, userIds: readonly string[]): Promise<UserRow[]> {
+  const { rows } = await db.query<UserRow>(userQueries.getMany, [userIds]);
+  return rows;
 }
 
 export async function getUserByUsername(db: Queryable, username: string): Promise<UserRow | undefined> {
