@@ -158,7 +158,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   feedListening = () => accessFeed.listening;
   await accessFeed.start();
   accessWatch.start();
-  const auth = new AuthExtension(access.cached, tokens, logger, accessWatch);
+  const auth = new AuthExtension(access.cached, tokens, accessWatch, logger);
   const presence = new PresenceExtension({ db, nodeId, logger, heartbeatMs: config.PRESENCE_HEARTBEAT_MS });
   await presence.start();
   // Only with REDIS_URL or REDIS_CLUSTER_NODES: otherwise a single node, and nothing Redis-related runs.

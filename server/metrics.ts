@@ -152,24 +152,10 @@ export class Metrics {
    * entries together, so any node reports the whole cache).
    */
   observeRenderCache(read: () => Promise<{ bytes: number; entries: number }>): void {
-    const registers = [this.registry];
-    let last: Promise<{ bytes: number; entries: number }> | undefined;
-    const totals = () => (last ??= read().finally(() => setTimeout(() => (last = undefined), 0)));
-    const gauge = (name: string, help: string, field: 'bytes' | 'entries') =>
-      new client.Gauge({
-        name,
-        help,
-        registers,
-        async collect() {
-          try {
-            this.set((await totals())[field]);
-          } catch {
-            // The database is unreachable: keep the last value.
-          }
-        },
-      });
-    gauge('imageflow_render_cache_bytes', 'Bytes of cached renders and variants tracked in render_cache (bounded by RENDER_CACHE_MAX_BYTES).', 'bytes');
-    gauge('imageflow_render_cache_entries', 'Cached renders and variants tracked in render_cache.', 'entries');
+    this.#databaseGauges(read, {
+      bytes: ['imageflow_render_cache_bytes', 'Bytes of cached renders and variants tracked in render_cache (bounded by RENDER_CACHE_MAX_BYTES).'],
+      entries: ['imageflow_render_cache_entries', 'Cached renders and variants tracked in render_cache.'],
+    });
   }
 
   /**
@@ -177,26 +163,37 @@ export class Metrics {
    * worker process, so any node reports them).
    */
   observeRenderQueue(read: () => Promise<{ waiting: number; running: number; parked: number }>): void {
+    this.#databaseGauges(read, {
+      waiting: ['imageflow_render_queue_waiting', 'Render jobs waiting to run (including retries waiting for their backoff).'],
+      running: ['imageflow_render_queue_running', 'Render jobs a worker holds right now.'],
+      parked: ['imageflow_render_jobs_parked', 'Render jobs that failed their last attempt; kept with their error in graphile_worker.jobs.'],
+    });
+  }
+
+  /**
+   * One gauge per field of what `read` answers (a database query), `[name, help]` each: one query
+   * per scrape for all of them. While the database is unreachable (/readyz says so) a gauge keeps
+   * its last value rather than a made-up one.
+   */
+  #databaseGauges<T extends Record<string, number>>(read: () => Promise<T>, gauges: { [K in keyof T]: [name: string, help: string] }): void {
     const registers = [this.registry];
-    let last: Promise<{ waiting: number; running: number; parked: number }> | undefined;
-    // One query per scrape for the three gauges.
-    const counts = () => (last ??= read().finally(() => setTimeout(() => (last = undefined), 0)));
-    const gauge = (name: string, help: string, field: 'waiting' | 'running' | 'parked') =>
+    let last: Promise<T> | undefined;
+    const values = () => (last ??= read().finally(() => setTimeout(() => (last = undefined), 0)));
+    for (const field of Object.keys(gauges) as Array<keyof T>) {
+      const [name, help] = gauges[field];
       new client.Gauge({
         name,
         help,
         registers,
         async collect() {
           try {
-            this.set((await counts())[field]);
+            this.set((await values())[field] as number);
           } catch {
-            // The database is unreachable (/readyz says so): keep the last value rather than a made-up one.
+            // unreachable: keep the last value
           }
         },
       });
-    gauge('imageflow_render_queue_waiting', 'Render jobs waiting to run (including retries waiting for their backoff).', 'waiting');
-    gauge('imageflow_render_queue_running', 'Render jobs a worker holds right now.', 'running');
-    gauge('imageflow_render_jobs_parked', 'Render jobs that failed their last attempt; kept with their error in graphile_worker.jobs.', 'parked');
+    }
   }
 
   /** Registers the scrape-time gauges of image processing. */

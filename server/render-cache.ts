@@ -98,7 +98,7 @@ export class RenderCache {
   /** A cache blob was stored: record it, then sweep if the bound is passed. Returns at once. */
   stored(key: string, size: number): void {
     if (!isCacheKey(key)) return;
-    this.#touched.set(key, Date.now());
+    this.#remember(key, Date.now());
     this.#background(
       recordCached(this.#o.db, key, size).then(() => this.#requestSweep()),
       'could not record a cached render',
@@ -115,8 +115,7 @@ export class RenderCache {
     const now = Date.now();
     const last = this.#touched.get(key);
     if (last !== undefined && now - last < this.#o.touchAfterMs) return;
-    if (this.#touched.size >= TOUCHED_LIMIT) this.#touched.clear();
-    this.#touched.set(key, now);
+    this.#remember(key, now);
     this.#background(
       touchCached(this.#o.db, key, size, this.#o.touchAfterMs).then((adopted) => {
         if (adopted) this.#requestSweep();
@@ -190,6 +189,12 @@ export class RenderCache {
     })().finally(() => {
       this.#sweeping = undefined;
     });
+  }
+
+  /** `key` was bumped (or stored) at `at`; the memory of it is bounded (`TOUCHED_LIMIT`). */
+  #remember(key: string, at: number): void {
+    if (this.#touched.size >= TOUCHED_LIMIT) this.#touched.clear();
+    this.#touched.set(key, at);
   }
 
   #background(work: Promise<unknown>, message: string, key: string): void {

@@ -153,11 +153,6 @@ export class RenderService {
     };
   }
 
-  /** The stored render (see `renderCached`). */
-  open(key: BlobKey): Promise<Readable> {
-    return this.#o.blobs.get(key);
-  }
-
   /**
    * The bytes of `rendered` (from `renderCached` with the same arguments): those it rendered, else
    * the stored blob, else — the blob vanished since it was found (evicted by another node, deleted
@@ -166,7 +161,7 @@ export class RenderService {
   async body(rendered: RenderedBlob, canvasValue: unknown, viewerId: string, params: RenderParams): Promise<Readable | Buffer> {
     if (rendered.data) return rendered.data;
     try {
-      return await this.open(rendered.key);
+      return await this.#o.blobs.get(rendered.key);
     } catch (error) {
       if (!(error instanceof BlobNotFound)) throw error;
     }

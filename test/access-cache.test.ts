@@ -19,6 +19,7 @@ import pino from 'pino';
 import { newId } from '../shared/ids.ts';
 import { connectPostgres } from '../persistence/db.ts';
 import { migrate } from '../persistence/migrate.ts';
+import { insertSession } from '../persistence/repositories/sessions.ts';
 import type { UserRow } from '../persistence/repositories/users.ts';
 import { AccessCache, batchedDatabaseSource, databaseSource, type AccessSource } from '../server/auth/access-cache.ts';
 import { AccessFeed } from '../server/auth/access-feed.ts';
@@ -353,13 +354,11 @@ describe('in process: reads of one turn batched', () => {
     const pool = openPool(database.url, register);
     const owner = await createActor(pool, 'owner');
     const imageId = await createImage(pool, owner.userId);
-    const server = await startServerProcess({ transport: 'node', databaseUrl: database.url, register });
-    const sessionId = await createSession(server.url, owner.token, imageId);
+    const sessionId = newId('session');
+    await insertSession(db, { sessionId, imageId, ownerId: owner.userId, expiresInSeconds: 3600, sessionType: 'collaborative', baseVersionId: null, branchName: null });
     const users = await Promise.all(Array.from({ length: 20 }, (_, i) => createUser(pool, `b${i}`)));
     const invited = users.slice(0, 10);
-    for (const userId of invited) {
-      expect((await api(server.url, 'POST', `/api/sessions/${sessionId}/participants`, { token: owner.token, body: { userId, permissions: { canEdit: true } } })).status).toBe(201);
-    }
+    await pool.query(`INSERT INTO session_participants (session_id, user_id, permissions) SELECT $1, u, '{"canEdit": true}' FROM unnest($2::varchar[]) u`, [sessionId, invited]);
     let queries = 0;
     const counting = { query: (text: string, values?: unknown[]) => ((queries += 1), db.query(text, values)) };
     const batched = batchedDatabaseSource(counting as typeof db);

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
 import { applyAwarenessUpdate } from 'y-protocols/awareness';
 import { fakeUpdate } from './support/awareness.ts';
-import { acknowledged, connectClient, waitFor } from './support/clients.ts';
+import { acknowledged, connectClient, waitFor, type Client } from './support/clients.ts';
 import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, openPool } from './support/fixtures.ts';
 import { matrix } from './support/matrix.ts';
@@ -54,13 +54,17 @@ describe.skipIf(c.skip)(`access over the ${c.transport} transport${c.skip ? ` (s
     return { owner, editor, viewer, stranger, sessionId, invite };
   }
 
+  /** One client per actor on `sessionId`, in that order, once every one has synced. */
+  async function synced<T extends Array<{ token: string }>>(sessionId: string, ...actors: T): Promise<{ [K in keyof T]: Client }> {
+    const clients = actors.map((a) => connectClient(server.wsUrl, sessionId, a.token, register));
+    await Promise.all(clients.map((c) => c.synced));
+    return clients as { [K in keyof T]: Client };
+  }
+
   describe('who may join and write', () => {
     it('an invited editor edits; a viewer\'s edits reach no one and are never stored; a stranger is refused', async () => {
       const { owner, editor, viewer, stranger, sessionId } = await setup();
-      const o = connectClient(server.wsUrl, sessionId, owner.token, register);
-      const e = connectClient(server.wsUrl, sessionId, editor.token, register);
-      const v = connectClient(server.wsUrl, sessionId, viewer.token, register);
-      await Promise.all([o.synced, e.synced, v.synced]);
+      const [o, e, v] = await synced(sessionId, owner, editor, viewer);
 
       e.doc.getMap('meta').set('background', '#00ff00');
       await acknowledged(e);
@@ -132,10 +136,7 @@ describe.skipIf(c.skip)(`access over the ${c.transport} transport${c.skip ? ` (s
       const change = (userId: string, permissions: Record<string, boolean>) =>
         api(server.url, 'POST', `/api/sessions/${sessionId}/participants`, { token: owner.token, body: { userId, permissions } });
 
-      const o = connectClient(server.wsUrl, sessionId, owner.token, register);
-      const v = connectClient(server.wsUrl, sessionId, viewer.token, register);
-      const e = connectClient(server.wsUrl, sessionId, editor.token, register);
-      await Promise.all([o.synced, v.synced, e.synced]);
+      const [o, v, e] = await synced(sessionId, owner, viewer, editor);
 
       // A change naming only canComment keeps everything else: the viewer stays read-only, live.
       const viewerChanged = await change(viewer.userId, { canComment: false });
@@ -171,10 +172,7 @@ describe.skipIf(c.skip)(`access over the ${c.transport} transport${c.skip ? ` (s
 
     it('removal mid-session cuts the user off within a second; demotion makes them read-only at once', async () => {
       const { owner, editor, viewer, sessionId, invite } = await setup();
-      const o = connectClient(server.wsUrl, sessionId, owner.token, register);
-      const e = connectClient(server.wsUrl, sessionId, editor.token, register);
-      const v = connectClient(server.wsUrl, sessionId, viewer.token, register);
-      await Promise.all([o.synced, e.synced, v.synced]);
+      const [o, e, v] = await synced(sessionId, owner, editor, viewer);
       let closedReason: string | undefined;
       v.provider.on('close', ({ event }: { event: { reason: string } }) => (closedReason = event.reason));
 

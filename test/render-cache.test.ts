@@ -15,10 +15,9 @@
  */
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import type pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { connectPostgres, type Database } from '../persistence/db.ts';
+import { connectPostgres, type Database, type Queryable } from '../persistence/db.ts';
 import { migrate } from '../persistence/migrate.ts';
 import { RenderPool } from '../renderer/pool.ts';
 import { RenderCache, type SweepResult } from '../server/render-cache.ts';
@@ -31,6 +30,7 @@ import { parseVariant, variantKey } from '../media/variants.ts';
 import { waitFor } from './support/clients.ts';
 import { createActor, createImage, createSession, createUser, openPool } from './support/fixtures.ts';
 import { photoJpeg } from './support/images.ts';
+import { metric } from './support/metrics.ts';
 import { mulberry32 } from './support/random.ts';
 import { canvasOf, layer, rect } from './support/render.ts';
 import { startS3 } from './support/s3.ts';
@@ -68,10 +68,12 @@ const canvas = canvasOf(64, 48, { a: layer(rect(40, 30, '#3366cc', { stroke: '#c
 const at = (width: number): RenderParams => ({ width, format: 'png' });
 const VIEWER = 'u_nobody';
 
-async function rows(): Promise<Map<string, number>> {
-  const { rows: found } = await db.query<{ blob_key: string; size_bytes: number }>('SELECT blob_key, size_bytes FROM render_cache');
-  return new Map(found.map((r) => [r.blob_key, r.size_bytes]));
+/** The tracked entries, key → size, through `q` (this file's database by default). */
+async function rowsOf(q: Queryable = db): Promise<Map<string, number>> {
+  const { rows: found } = await q.query<{ blob_key: string; size_bytes: number | string }>('SELECT blob_key, size_bytes FROM render_cache');
+  return new Map(found.map((r) => [r.blob_key, Number(r.size_bytes)]));
 }
+const rows = () => rowsOf();
 
 function localStore(): LocalBlobStore {
   const store = new LocalBlobStore(join(tempDir(register, 'ifc-rcache-'), 'blobs'));
@@ -375,10 +377,8 @@ describe('over HTTP: the server bounds resized variants and answers evicted rend
       expect(tracked.has(key)).toBe(false);
       expect(await blobs.head(blobKey(key))).toBeDefined();
     }
-    const metrics = await (await fetch(`${server.url}/metrics`)).text();
-    const metric = (name: string) => Number(/^(\S+) (\S+)$/m.exec(metrics.split('\n').find((l) => l.startsWith(`${name}{`)) ?? '')?.[2] ?? Number.NaN);
-    expect(metric('imageflow_render_cache_evicted_total')).toBe(asked.length - tracked.size);
-    expect(metric('imageflow_render_cache_bytes')).toBeLessThanOrEqual(maxBytes);
+    expect(await metric(server, 'imageflow_render_cache_evicted_total')).toBe(asked.length - tracked.size);
+    expect(await metric(server, 'imageflow_render_cache_bytes')).toBeLessThanOrEqual(maxBytes);
     console.log(`/file: ${asked.length} variants (${total} bytes) asked, ${asked.length - tracked.size} evicted, ${tracked.size} kept under ${maxBytes} bytes`);
 
     // The evicted one, asked again: resized again, 200, the same ETag; then stored and tracked again.
@@ -405,7 +405,3 @@ describe('over HTTP: the server bounds resized variants and answers evicted rend
   });
 });
 
-async function rowsOf(pg: pg.Pool): Promise<Map<string, number>> {
-  const { rows: found } = await pg.query<{ blob_key: string; size_bytes: string }>('SELECT blob_key, size_bytes FROM render_cache');
-  return new Map(found.map((r) => [r.blob_key, Number(r.size_bytes)]));
-}

@@ -7,6 +7,13 @@ import { Agent, request } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { percentile, summarize, type Summary } from './stats.ts';
 
+/** The body of `response` (parsed JSON, or the bytes), or an error naming `what` when it is not 2xx. */
+export async function okBody(response: Response, what: string): Promise<unknown> {
+  const body = response.headers.get('content-type')?.includes('json') ? await response.json() : await response.arrayBuffer();
+  if (!response.ok) throw new Error(`${what}: ${response.status} ${body instanceof ArrayBuffer ? `${body.byteLength} bytes` : JSON.stringify(body)}`);
+  return body;
+}
+
 export type SummaryP95 = Summary & { p95: number };
 
 export function withP95(samples: readonly number[]): SummaryP95 {

@@ -13,7 +13,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { photoJpeg } from '../../test/support/images.ts';
 import { connectMany } from './clients.ts';
-import { closedLoop, type LoopStats } from './load.ts';
+import { closedLoop, okBody, type LoopStats } from './load.ts';
 
 export type MediaLoadRequest = { op: 'start'; base: string; wsUrl: string; token: string; sessionId: string } | { op: 'stop' };
 export type MediaLoadReply =
@@ -23,10 +23,6 @@ export type MediaLoadReply =
 
 const reply = (message: MediaLoadReply) => process.send?.(message);
 
-async function ok(response: Response, what: string): Promise<void> {
-  const body = response.headers.get('content-type')?.includes('json') ? JSON.stringify(await response.json()) : String((await response.arrayBuffer()).byteLength);
-  if (!response.ok) throw new Error(`${what}: ${response.status} ${body}`);
-}
 
 let loops: Array<ReturnType<typeof closedLoop>> = [];
 let destroy: () => void = () => {};
@@ -43,18 +39,18 @@ process.on('message', (message: MediaLoadRequest) => {
         const inputs = await Promise.all(Array.from({ length: 6 }, (_, i) => photoJpeg(2040 - i * 8, 1356, { quality: 88 })));
         const renders = closedLoop(2, async (_loop, n) => {
           const width = 200 + (n % 1600); // a new size each time: a cache miss, a real render
-          await ok(await fetch(`${base}/api/sessions/${sessionId}/render?width=${width}&format=webp`, { headers: auth }), 'render');
+          await okBody(await fetch(`${base}/api/sessions/${sessionId}/render?width=${width}&format=webp`, { headers: auth }), 'render');
         });
         const saves = closedLoop(1, async (_loop, n) => {
           const hue = (n * 37) % 360;
           editor!.doc.getMap('meta').set('background', `#${((hue * 45) % 0xffffff).toString(16).padStart(6, '0')}`);
           await sleep(20); // the change reaches the server before the snapshot reads it
-          await ok(await fetch(`${base}/api/sessions/${sessionId}/versions`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' }), 'save');
+          await okBody(await fetch(`${base}/api/sessions/${sessionId}/versions`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{}' }), 'save');
           // Saves of one session are rate-limited (30 a minute): the fastest this load may save.
           await sleep(2_000);
         });
         const ingests = closedLoop(1, async (_loop, n) => {
-          await ok(
+          await okBody(
             await fetch(`${base}/api/images?privacyLevel=private`, {
               method: 'POST',
               headers: { ...auth, 'content-type': 'application/octet-stream' },

@@ -23,6 +23,7 @@ import sharp from 'sharp';
 import { photoJpeg } from '../../test/support/images.ts';
 import type { ServerChild } from '../lib/child.ts';
 import { createBenchDatabase } from '../lib/database.ts';
+import { okBody } from '../lib/load.ts';
 import { startMediaLoad } from '../lib/loadgen.ts';
 import { gitFacts } from '../lib/machine.ts';
 import { busyCores } from '../lib/procfs.ts';
@@ -45,11 +46,6 @@ export interface RendersRun {
   section: string;
 }
 
-async function ok(response: Response, what: string): Promise<unknown> {
-  const body = response.headers.get('content-type')?.includes('json') ? await response.json() : await response.arrayBuffer();
-  if (!response.ok) throw new Error(`${what}: ${response.status} ${JSON.stringify(body)}`);
-  return body;
-}
 
 async function metric(server: ServerChild, pattern: RegExp): Promise<number> {
   const text = await (await fetch(`${server.httpUrl}/metrics`)).text();
@@ -82,7 +78,7 @@ export async function runRenders({ size, resultsFile, command, section }: Render
 
     // The render load's fixtures: a real 2K photo, a session showing it, one client editing it.
     const photo = await photoJpeg(2040, 1356, { quality: 90 });
-    const uploaded = (await ok(
+    const uploaded = (await okBody(
       await fetch(`${base}/api/images?privacyLevel=private`, {
         method: 'POST',
         headers: { ...auth, 'content-type': 'application/octet-stream' },
@@ -91,7 +87,7 @@ export async function runRenders({ size, resultsFile, command, section }: Render
       'upload',
     )) as { image: { imageId: string } };
     const imageId = uploaded.image.imageId;
-    const session = (await ok(
+    const session = (await okBody(
       await fetch(`${base}/api/sessions`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ imageId }) }),
       'session',
     )) as { session: { sessionId: string } };

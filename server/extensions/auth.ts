@@ -27,7 +27,7 @@ import { CloseCode } from '../../shared/protocol.ts';
 import type { Logger } from 'pino';
 import type { AccessSource } from '../auth/access-cache.ts';
 import { resolveRole, type Role } from '../auth/access.ts';
-import { deadlineEvent, setConnectionRole, type AccessContext, type AccessWatch, type CloseEvent } from '../auth/access-watch.ts';
+import { setConnectionRole, type AccessContext, type AccessWatch, type CloseEvent } from '../auth/access-watch.ts';
 import type { TokenService } from '../auth/tokens.ts';
 
 export interface ConnectionContext extends AccessContext {
@@ -35,17 +35,12 @@ export interface ConnectionContext extends AccessContext {
   displayName: string;
   role: Role;
   cursorColor: string;
-  /** Token expiry, seconds since the epoch. */
-  tokenExpiresAt: number;
 }
 
 /** What Hocuspocus's `onAuthenticate` rejection needs: `reason` goes to the client. */
 function refusal(error: AppError) {
   return { reason: error.code, code: error.closeCode };
 }
-
-/** setTimeout's maximum; longer token lifetimes are re-checked when it fires. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 export class AuthExtension implements Extension {
   extensionName = 'auth';
@@ -57,13 +52,14 @@ export class AuthExtension implements Extension {
   readonly authenticated = new WeakSet<Request>();
 
   readonly #logger: Logger | undefined;
-  readonly #watch: AccessWatch | undefined;
+  /** Every deadline of a connection (session, login session, token) and every access change. */
+  readonly #watch: AccessWatch;
 
-  constructor(access: AccessSource, tokens: TokenService, logger?: Logger, watch?: AccessWatch) {
+  constructor(access: AccessSource, tokens: TokenService, watch: AccessWatch, logger?: Logger) {
     this.#access = access;
     this.#tokens = tokens;
-    this.#logger = logger;
     this.#watch = watch;
+    this.#logger = logger;
   }
 
   async onAuthenticate({ token, documentName, connectionConfig, request }: onAuthenticatePayload): Promise<ConnectionContext> {
@@ -71,7 +67,7 @@ export class AuthExtension implements Extension {
       const claims = await this.#tokens.verify(token);
       if (!isId(documentName)) throw new AppError('session_not_found');
       // Read before the access: a change notified while the query runs makes `connected` re-check.
-      const accessEpoch = this.#watch?.epoch ?? 0;
+      const accessEpoch = this.#watch.epoch;
       const readAt = Date.now();
       const { role, session, user, loginExpiresInMs } = await resolveRole(this.#access, claims, documentName);
       connectionConfig.readOnly = role === 'viewer';
@@ -81,7 +77,6 @@ export class AuthExtension implements Extension {
         displayName: user.display_name,
         role,
         cursorColor: session.cursor_color ?? colorFor(claims.sub),
-        tokenExpiresAt: claims.exp,
         claims,
         sessionDeadline: readAt + session.expires_in_ms,
         loginDeadline: loginExpiresInMs === null ? null : readAt + loginExpiresInMs,
@@ -97,24 +92,10 @@ export class AuthExtension implements Extension {
     }
   }
 
+  /** The watch closes it at its deadlines (the token's `exp` among them: `deadlineEvent`) and on access changes. */
   connected({ connection, context, documentName }: connectedPayload<ConnectionContext>): Promise<void> {
-    if (this.#watch) {
-      // The watch's per-session timer closes it at its token's expiry too (`deadlineEvent`).
-      this.#watch.watch(connection, documentName, context);
-      connection.onClose(() => this.#watch?.unwatch(connection));
-      return Promise.resolve();
-    }
-    let timer: NodeJS.Timeout | undefined;
-    const arm = () => {
-      const remaining = context.tokenExpiresAt * 1000 - Date.now();
-      if (remaining <= 0) {
-        connection.close({ code: CloseCode.Unauthorized, reason: 'token_expired' });
-        return;
-      }
-      timer = setTimeout(arm, Math.min(remaining, MAX_TIMER_MS));
-    };
-    arm();
-    connection.onClose(() => clearTimeout(timer));
+    this.#watch.watch(connection, documentName, context);
+    connection.onClose(() => this.#watch.unwatch(connection));
     return Promise.resolve();
   }
 
@@ -139,7 +120,7 @@ export class AuthExtension implements Extension {
     const expired = this.#expire(connection, ctx);
     // A rejection without a message stops the later onStateless hooks silently (Hocuspocus).
     if (expired) throw { reason: expired.reason };
-    if (!this.#watch || !payload.includes('saveVersion')) return;
+    if (!payload.includes('saveVersion')) return;
     let type: unknown;
     try {
       type = (JSON.parse(payload) as { type?: unknown } | null)?.type;
@@ -151,15 +132,9 @@ export class AuthExtension implements Extension {
     if (!connection.document.hasConnection(connection)) throw { reason: 'access withdrawn' };
   }
 
-  /** Closes the connection if its session or login session has run out; returns the close event. */
+  /** Closes the connection if its session, login session or token has run out; returns the close event. */
   #expire(connection: beforeHandleMessagePayload['connection'], context: ConnectionContext): CloseEvent | null {
-    if (this.#watch) return this.#watch.enforceDeadline(connection, context);
-    const event = deadlineEvent(context);
-    if (event) {
-      connection.readOnly = true;
-      connection.close(event);
-    }
-    return event;
+    return this.#watch.enforceDeadline(connection, context);
   }
 }
 

@@ -50,6 +50,8 @@ export class PeerSocket implements WebSocketLike, Subscriber {
 
   readonly #limits: SocketLimits;
   #terminateTimer: NodeJS.Timeout | null = null;
+  /** `reportTooSlow` has logged this socket already. */
+  #reported = false;
 
   constructor(peer: Peer, yjsDocument: string | null = null, limits: SocketLimits = { maxBufferedBytes: Infinity }) {
     this.#peer = peer;
@@ -185,9 +187,9 @@ export class PeerSocket implements WebSocketLike, Subscriber {
 
   /**
    * uWS dropped a published frame for this socket (over `maxBackpressure`): as `#checkBackpressure`,
-   * in two steps (transport/uws.ts says why): the report at once, the close later.
+   * in two steps (transport/uws.ts says why): the report at once (once: uWS calls back for every
+   * frame it drops), the close later.
    */
-  #reported = false;
   reportTooSlow(): void {
     if (this.readyState !== OPEN || this.#reported) return;
     this.#reported = true;
