@@ -384,3 +384,35 @@ describe('in process: reads of one turn batched', () => {
     expect((await batched.user(owner.userId))?.user_id).toBe(owner.userId);
   });
 });
+
+describe('in process: deadlines count from the answer', () => {
+  it('a session read that waited before reaching the database still ends no earlier than the database says', async () => {
+    const database = await createDatabase('adl');
+    register(database.drop);
+    await migrate(database.url);
+    const db = connectPostgres(database.url);
+    register(() => db.close());
+    const pool = openPool(database.url, register);
+    const owner = await createActor(pool, 'owner');
+    const imageId = await createImage(pool, owner.userId);
+    const sessionId = newId('session');
+    await insertSession(db, { sessionId, imageId, ownerId: owner.userId, expiresInSeconds: 60, sessionType: 'collaborative', baseVersionId: null, branchName: null });
+    const direct = databaseSource(db);
+    // A read that waits 300 ms before its query (a batch, a busy pool).
+    const late: AccessSource = {
+      ...direct,
+      sessionAccess: async (s, u) => {
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        return direct.sessionAccess(s, u);
+      },
+    };
+    const cache = new AccessCache(late, { ttlMs: 600_000, listening: () => true });
+    const { rows } = await pool.query<{ ms: number }>('SELECT (extract(epoch FROM expires_at) * 1000)::float8 AS ms FROM edit_sessions WHERE session_id = $1', [sessionId]);
+    const expiresAt = rows[0]!.ms;
+    const access = await cache.sessionAccess(sessionId, owner.userId);
+    const localDeadline = Date.now() + access!.expires_in_ms;
+    // Counted from the asking, it came ~300 ms early; from the answer, at or after (ms rounding aside).
+    expect(localDeadline).toBeGreaterThanOrEqual(expiresAt - 5);
+    expect(localDeadline - expiresAt).toBeLessThan(250);
+  });
+});

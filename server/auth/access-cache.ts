@@ -60,6 +60,16 @@ export interface AccessSource {
   sessionAccess(sessionId: string, userId: string): Promise<SessionAccess | undefined>;
 }
 
+/**
+ * The local moment a time left, as the database just answered it, runs out: counted from when the
+ * answer arrived, never from when it was asked for. The database evaluated `now()` somewhere in
+ * between, so the local deadline is at or after the database's own; counted from the asking (a
+ * read waiting for its batch or for a pooled connection) it could come a few milliseconds early,
+ * and a connection closed `session_expired` before the database says the session has expired
+ * (seen once in CI: an HTTP save right after the close passed the database's check).
+ */
+export const deadlineFrom = (remainingMs: number, answeredAt = Date.now()): number => answeredAt + remainingMs;
+
 /** Every read goes to the database. */
 export function databaseSource(db: Queryable): AccessSource {
   return {
@@ -273,13 +283,12 @@ export class AccessCache implements AccessSource {
   }
 
   async #login(sid: string, userId: string, fresh: boolean): Promise<number | undefined> {
-    const startedAt = Date.now();
     const endsAt = await this.#read(
       this.#logins,
       `${sid}\0${userId}`,
       async () => {
         const remaining = await this.#db.loginRemainingMs(sid, userId);
-        return remaining === undefined ? undefined : startedAt + remaining;
+        return remaining === undefined ? undefined : deadlineFrom(remaining);
       },
       fresh,
     );
@@ -290,13 +299,12 @@ export class AccessCache implements AccessSource {
   }
 
   async #session(sessionId: string, userId: string, fresh: boolean): Promise<SessionAccess | undefined> {
-    const startedAt = Date.now();
     const stored = await this.#read(
       this.#sessions,
       `${sessionId}\0${userId}`,
       async () => {
         const row = await this.#db.sessionAccess(sessionId, userId);
-        return row && { row: accessColumns(row), expiresAt: startedAt + row.expires_in_ms };
+        return row && { row: accessColumns(row), expiresAt: deadlineFrom(row.expires_in_ms) };
       },
       fresh,
     );

@@ -36,7 +36,7 @@ import type { Connection } from '@hocuspocus/server';
 import type { Logger } from 'pino';
 import { AppError } from '../../shared/errors.ts';
 import { CloseCode } from '../../shared/protocol.ts';
-import type { AccessSource } from './access-cache.ts';
+import { deadlineFrom, type AccessSource } from './access-cache.ts';
 import type { AccessChange } from '../../persistence/repositories/access-changes.ts';
 import { resolveRole, type Role } from './access.ts';
 import type { Claims } from './tokens.ts';
@@ -284,11 +284,12 @@ export class AccessWatch {
         const stamps = group.map((w) => w.seq);
         const startedAt = Date.now();
         const outcome = await this.#evaluate(group[0]!.context.claims, group[0]!.sessionId);
+        const answeredAt = Date.now();
         if (outcome.kind !== 'undecided') this.checks += 1;
         group.forEach((w, i) => {
           // Closed meanwhile, or a newer check started (its answer is the one that counts).
           if (this.#watched.get(w.connection) !== w || w.seq !== stamps[i]) return;
-          this.#apply(w, outcome, startedAt, reason);
+          this.#apply(w, outcome, { startedAt, answeredAt }, reason);
         });
       }
     };
@@ -297,7 +298,7 @@ export class AccessWatch {
   }
 
   async #evaluate(claims: Claims, sessionId: string): Promise<Outcome> {
-    if (claims.exp * 1000 <= Date.now()) return { kind: 'refused', event: { code: CloseCode.Unauthorized, reason: 'token_expired' } };
+    if (claims.exp * 1000 <= Date.now()) return { kind: 'refused', event: TOKEN_EXPIRED };
     try {
       const { role, session, loginExpiresInMs } = await resolveRole(this.#opts.source, claims, sessionId);
       return { kind: 'allowed', role, expiresInMs: session.expires_in_ms, loginExpiresInMs };
@@ -307,13 +308,17 @@ export class AccessWatch {
     }
   }
 
-  #apply(w: Watched, outcome: Outcome, startedAt: number, reason: string): void {
+  /**
+   * `at.startedAt`: when the check began (what it can vouch for since); `at.answeredAt`: when its
+   * answer came, which the times left it carries count from (access-cache.ts `deadlineFrom`).
+   */
+  #apply(w: Watched, outcome: Outcome, at: { startedAt: number; answeredAt: number }, reason: string): void {
     const { logger, recheckMs } = this.#opts;
     switch (outcome.kind) {
       case 'allowed': {
-        w.checkedAt = startedAt;
-        w.context.sessionDeadline = startedAt + outcome.expiresInMs;
-        w.context.loginDeadline = outcome.loginExpiresInMs === null ? null : startedAt + outcome.loginExpiresInMs;
+        w.checkedAt = at.startedAt;
+        w.context.sessionDeadline = deadlineFrom(outcome.expiresInMs, at.answeredAt);
+        w.context.loginDeadline = outcome.loginExpiresInMs === null ? null : deadlineFrom(outcome.loginExpiresInMs, at.answeredAt);
         if (outcome.role !== w.context.role) {
           logger.info({ session: w.sessionId, user: w.context.userId, from: w.context.role, to: outcome.role, why: reason }, 'access changed on an open connection');
           setConnectionRole(w.connection, w.context, outcome.role);

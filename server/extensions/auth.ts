@@ -25,7 +25,7 @@ import { isId } from '../../shared/ids.ts';
 import { colorFor } from '../../shared/presence.ts';
 import { CloseCode } from '../../shared/protocol.ts';
 import type { Logger } from 'pino';
-import type { AccessSource } from '../auth/access-cache.ts';
+import { deadlineFrom, type AccessSource } from '../auth/access-cache.ts';
 import { resolveRole, type Role } from '../auth/access.ts';
 import { setConnectionRole, type AccessContext, type AccessWatch, type CloseEvent } from '../auth/access-watch.ts';
 import type { TokenService } from '../auth/tokens.ts';
@@ -68,7 +68,6 @@ export class AuthExtension implements Extension {
       if (!isId(documentName)) throw new AppError('session_not_found');
       // Read before the access: a change notified while the query runs makes `connected` re-check.
       const accessEpoch = this.#watch.epoch;
-      const readAt = Date.now();
       const { role, session, user, loginExpiresInMs } = await resolveRole(this.#access, claims, documentName);
       connectionConfig.readOnly = role === 'viewer';
       this.authenticated.add(request);
@@ -78,8 +77,9 @@ export class AuthExtension implements Extension {
         role,
         cursorColor: session.cursor_color ?? colorFor(claims.sub),
         claims,
-        sessionDeadline: readAt + session.expires_in_ms,
-        loginDeadline: loginExpiresInMs === null ? null : readAt + loginExpiresInMs,
+        // Times left as of the answer (server/auth/access-cache.ts `deadlineFrom`).
+        sessionDeadline: deadlineFrom(session.expires_in_ms),
+        loginDeadline: loginExpiresInMs === null ? null : deadlineFrom(loginExpiresInMs),
         accessEpoch,
       };
     } catch (error) {
