@@ -36,6 +36,12 @@ export interface UpdateLogOptions {
   maxBatchRows?: number;
   /** Batches written at once (UPDATE_LOG_WRITERS); 1 on the embedded database (one connection). */
   writers?: number;
+  /**
+   * How long a row may wait for others before a free writer takes it (UPDATE_LOG_GATHER_MS), in
+   * ms; 0 = at once. A row that already waited that long behind a busy writer goes with the next
+   * free one without waiting more, so this bounds the extra acknowledgement latency it costs.
+   */
+  gatherMs?: number;
   /** Backoff bounds for failed writes, in ms. */
   retryMinMs?: number;
   retryMaxMs?: number;
@@ -46,6 +52,8 @@ export interface UpdateLogOptions {
 
 interface Pending extends AppendRow {
   ticket: number;
+  /** performance.now() when it was appended (the gather window counts from the oldest row). */
+  at: number;
 }
 
 /** A batch being written: its rows, in ticket order. */
@@ -77,12 +85,15 @@ export class UpdateLog {
   readonly #retryWakes = new Set<() => void>();
   #failures = 0;
   #closed = false;
+  #closing = false;
+  /** Fires when the oldest pending row's gather window ends. */
+  #gatherTimer: NodeJS.Timeout | undefined;
   /** Updates appended per document since its last load or compaction: the compaction trigger. */
   readonly #sinceCompaction = new Map<string, number>();
 
   constructor(db: Database, options: UpdateLogOptions) {
     this.#db = db;
-    this.#opts = { maxBatchRows: 500, retryMinMs: 50, retryMaxMs: 5_000, writers: 1, ...options };
+    this.#opts = { maxBatchRows: 500, gatherMs: 0, retryMinMs: 50, retryMaxMs: 5_000, writers: 1, ...options };
   }
 
   /** False while writes are failing (retrying); `/readyz` reports it. */
@@ -104,7 +115,7 @@ export class UpdateLog {
   /** Queues one update Yjs has applied; returns at once. Pair with `flushed()` to wait for it. */
   append(sessionId: string, payload: Uint8Array): void {
     if (this.#closed) throw new Error('update log is closed');
-    this.#pending.push({ sessionId, payload, ticket: ++this.#issued });
+    this.#pending.push({ sessionId, payload, ticket: ++this.#issued, at: this.#opts.gatherMs > 0 ? performance.now() : 0 });
     this.#sinceCompaction.set(sessionId, (this.#sinceCompaction.get(sessionId) ?? 0) + 1);
     this.#kick();
   }
@@ -183,6 +194,9 @@ export class UpdateLog {
 
   /** Writes everything queued (retrying as long as it takes), then refuses new appends. */
   async close(): Promise<void> {
+    // Nothing more will come to gather with: what waits goes out now.
+    this.#closing = true;
+    this.#kick();
     await this.flushed();
     this.#closed = true;
   }
@@ -192,14 +206,33 @@ export class UpdateLog {
     for (const wake of [...this.#retryWakes]) wake();
   }
 
-  /** Starts batches while writers are free and rows wait. */
+  /** Starts batches while writers are free and rows wait (past their gather window, if any). */
   #kick(): void {
     const writers = Math.max(1, this.#opts.writers);
     while (this.#pending.length > 0 && this.#inFlight.length < writers) {
+      if (this.#gathering()) return;
       const batch: Batch = { rows: this.#pending.splice(0, this.#opts.maxBatchRows) };
       this.#inFlight.push(batch);
       void this.#run(batch);
     }
+  }
+
+  /**
+   * True while the oldest pending row is inside its gather window and the batch is not full; then
+   * the window's end is armed to kick again.
+   */
+  #gathering(): boolean {
+    const gatherMs = this.#opts.gatherMs;
+    if (gatherMs <= 0 || this.#closing || this.#pending.length >= this.#opts.maxBatchRows) return false;
+    const wait = this.#pending[0]!.at + gatherMs - performance.now();
+    if (wait <= 0) return false;
+    if (!this.#gatherTimer) {
+      this.#gatherTimer = setTimeout(() => {
+        this.#gatherTimer = undefined;
+        this.#kick();
+      }, wait);
+    }
+    return true;
   }
 
   /** Writes one batch, retrying with backoff until it is in; then moves the durable mark. */

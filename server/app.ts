@@ -127,6 +127,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     nodeId,
     // PGlite serves one connection: concurrent batches would only queue there.
     writers: db.kind === 'pglite' ? 1 : config.UPDATE_LOG_WRITERS,
+    gatherMs: config.UPDATE_LOG_GATHER_MS,
     onError: (error, context) => logger.error({ err: error }, `update log: ${context}`),
     onCommit: (rows, seconds) => {
       metrics.committedUpdates.inc(rows);

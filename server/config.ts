@@ -100,6 +100,12 @@ const schema = z
      * (persistence/update-log.ts). The embedded database always uses 1.
      */
     UPDATE_LOG_WRITERS: z.coerce.number().int().min(1).max(8).default(2),
+    /**
+     * How long an update may wait for others before a free writer commits it (ms; 0 = at once):
+     * fewer, larger commits for up to this much more acknowledgement latency
+     * (persistence/update-log.ts). Broadcasts do not wait for it.
+     */
+    UPDATE_LOG_GATHER_MS: z.coerce.number().int().min(0).max(50).default(4),
     /** Compact a document's update log once this many updates follow its snapshot. */
     COMPACT_AFTER_UPDATES: bytes.default(500),
     /** Autosave a version this long after a document's last change, in ms; 0 disables (saving on last leave stays). */

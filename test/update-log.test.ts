@@ -161,3 +161,45 @@ describe('the append as a prepared statement (PostgreSQL)', () => {
     expect(rows.map((r) => r.name)).toEqual(['append_updates']);
   });
 });
+
+describe('the gather window (PostgreSQL)', () => {
+  it('commits updates of separate event-loop turns inside the window as one batch, not before the window ends', async () => {
+    const db = await openEngine('postgres', register);
+    const batches: number[] = [];
+    const log = new UpdateLog(db, { nodeId: 'test', gatherMs: 150, onCommit: (rows) => batches.push(rows) });
+    register(() => log.close());
+    const sessionId = await newSession(db);
+    const started = performance.now();
+    for (let i = 0; i < 3; i++) {
+      log.append(sessionId, new Uint8Array([0, 0]));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(await rowCount(db, sessionId), 'committed inside the window').toBe(0);
+    await log.flushed();
+    expect(performance.now() - started).toBeGreaterThanOrEqual(145);
+    expect(batches).toEqual([3]);
+    expect(await rowCount(db, sessionId)).toBe(3);
+
+    // Without a window the first update goes at once and the next ones wait for it.
+    const eager = new UpdateLog(db, { nodeId: 'test', onCommit: (rows) => batches.push(rows) });
+    register(() => eager.close());
+    batches.length = 0;
+    for (let i = 0; i < 3; i++) {
+      eager.append(sessionId, new Uint8Array([0, 0]));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await eager.flushed();
+    expect(batches.length).toBeGreaterThan(1);
+  });
+
+  it('close() commits what is gathering at once', async () => {
+    const db = await openEngine('postgres', register);
+    const log = new UpdateLog(db, { nodeId: 'test', gatherMs: 60_000 });
+    const sessionId = await newSession(db);
+    log.append(sessionId, new Uint8Array([0, 0]));
+    const started = performance.now();
+    await log.close();
+    expect(performance.now() - started).toBeLessThan(10_000);
+    expect(await rowCount(db, sessionId)).toBe(1);
+  });
+});
