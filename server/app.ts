@@ -36,6 +36,7 @@ import { createHttpApp } from './http/app.ts';
 import { createBlobStore } from '../storage/index.ts';
 import { JobQueue, hardenSharp } from '../media/sharp.ts';
 import { keepMediaThreadsLow } from '../media/thread-priority.ts';
+import { MergeWorker } from '../persistence/merge.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { createSocketHooks } from './transport/hooks.ts';
 import { publishBroadcasts, publishStats } from './transport/publish.ts';
@@ -123,8 +124,11 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   const stopMediaNice = await keepMediaThreadsLow(config.MEDIA_THREAD_NICE, config.MEDIA_THREAD_POLICY);
   const imageQueue = new JobQueue(config.IMAGE_CONCURRENCY, config.IMAGE_QUEUE_LIMIT);
   const metrics = new Metrics(nodeId);
+  // Compaction merges rows in a worker thread, not on this event loop (persistence/merge.ts).
+  const merger = new MergeWorker();
   const log = new UpdateLog(db, {
     nodeId,
+    merge: merger.merge,
     // PGlite serves one connection: concurrent batches would only queue there.
     writers: db.kind === 'pglite' ? 1 : config.UPDATE_LOG_WRITERS,
     gatherMs: config.UPDATE_LOG_GATHER_MS,
@@ -325,6 +329,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     accessWatch.close();
     await presence.close();
     await log.close();
+    await merger.close();
     await guard.close();
     await blobs.close();
     await db.close();

@@ -203,3 +203,83 @@ describe('the gather window (PostgreSQL)', () => {
     expect(await rowCount(db, sessionId)).toBe(1);
   });
 });
+
+describe('compaction through the merge worker (PostgreSQL)', () => {
+  it('merges in the worker thread to the same state as on the event loop, and a failed merge keeps every row', async () => {
+    const { MergeWorker, mergeInline } = await import('../persistence/merge.ts');
+    const db = await openEngine('postgres', register);
+    const worker = new MergeWorker();
+    register(() => worker.close());
+    const log = new UpdateLog(db, { nodeId: 'test', merge: worker.merge });
+    register(() => log.close());
+    const sessionId = await newSession(db);
+    const source = new Y.Doc();
+    source.on('update', (update: Uint8Array) => log.append(sessionId, update));
+    const text = source.getText('t');
+    for (let i = 0; i < 400; i++) {
+      text.insert(Math.floor(text.length / 2), `${i % 10}`);
+      if (i % 3 === 0) source.getMap('m').set(`k${i % 11}`, { i, at: 'x'.repeat(i % 40) });
+    }
+    await log.flushed();
+    const { rows } = await db.query<{ payload: Uint8Array }>('SELECT payload FROM document_updates WHERE session_id = $1 ORDER BY seq', [sessionId]);
+    const inline = await mergeInline(rows.map((r) => r.payload));
+
+    const merged = await log.compact(sessionId);
+    expect(merged).toBe(rows.length);
+    expect(worker.merged, 'merged in the worker').toBe(1);
+    const { rows: after } = await db.query<{ payload: Uint8Array }>('SELECT payload FROM document_updates WHERE session_id = $1', [sessionId]);
+    expect(after).toHaveLength(1);
+    expect(Buffer.from(after[0]!.payload).equals(Buffer.from(inline)), 'the snapshot is the state merged on the event loop').toBe(true);
+    const copy = new Y.Doc();
+    Y.applyUpdate(copy, after[0]!.payload);
+    expect(copy.getText('t').toString()).toBe(text.toString());
+    expect(copy.getMap('m').toJSON()).toEqual(source.getMap('m').toJSON());
+
+    // Bytes Yjs cannot read fail the job in the worker (an error reply), and the next job still runs.
+    await expect(worker.merge([new Uint8Array([0xff, 0xff, 0xff])])).rejects.toThrow(/merging the log failed/);
+    expect(Buffer.from(await worker.merge([after[0]!.payload])).equals(Buffer.from(inline))).toBe(true);
+
+    // A compaction whose merge fails changes nothing: the rows stay as they were.
+    const failing = new UpdateLog(db, { nodeId: 'test', merge: () => Promise.reject(new Error('no merge')) });
+    register(() => failing.close());
+    text.insert(0, 'more');
+    await log.flushed();
+    await expect(failing.compact(sessionId)).rejects.toThrow('no merge');
+    expect(await rowCount(db, sessionId)).toBe(2);
+  });
+});
+
+describe('compactions on one node (PostgreSQL)', () => {
+  it('run one at a time: the second starts its merge only after the first is done', async () => {
+    const { mergeInline } = await import('../persistence/merge.ts');
+    const db = await openEngine('postgres', register);
+    const started: number[] = [];
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const log = new UpdateLog(db, {
+      nodeId: 'test',
+      merge: async (payloads) => {
+        started.push(payloads.length);
+        if (started.length === 1) await held;
+        return mergeInline(payloads);
+      },
+    });
+    register(() => log.close());
+    const sessions = [await newSession(db), await newSession(db)];
+    for (const [n, sessionId] of sessions.entries()) {
+      for (let i = 0; i < 3 + n; i++) log.append(sessionId, Y.encodeStateAsUpdate(new Y.Doc()));
+    }
+    await log.flushed();
+    const first = log.compact(sessions[0]!);
+    const second = log.compact(sessions[1]!);
+    await waitFor(() => started.length === 1, { what: 'the first merge started' });
+    // The second's transaction, lock and read would be done long before this if it ran alongside.
+    for (let i = 0; i < 50; i++) await new Promise((resolve) => setImmediate(resolve));
+    await db.query('SELECT 1');
+    expect(started, 'the second merge waits for the first compaction').toEqual([3]);
+    release();
+    expect(await first).toBe(3);
+    expect(await second).toBe(4);
+    expect(started).toEqual([3, 4]);
+  });
+});
