@@ -344,18 +344,24 @@ describe('in process: the cache over a real feed', () => {
   }, 30_000);
 });
 
+/** A fresh migrated database with one owner and one collaborative session expiring in `expiresInSeconds`. */
+async function sessionDatabase(prefix: string, expiresInSeconds: number) {
+  const database = await createDatabase(prefix);
+  register(database.drop);
+  await migrate(database.url);
+  const db = connectPostgres(database.url);
+  register(() => db.close());
+  const pool = openPool(database.url, register);
+  const owner = await createActor(pool, 'owner');
+  const imageId = await createImage(pool, owner.userId);
+  const sessionId = newId('session');
+  await insertSession(db, { sessionId, imageId, ownerId: owner.userId, expiresInSeconds, sessionType: 'collaborative', baseVersionId: null, branchName: null });
+  return { db, pool, owner, sessionId };
+}
+
 describe('in process: reads of one turn batched', () => {
   it('answers many users and (session, user) pairs asked for at once with one query each, as single reads would', async () => {
-    const database = await createDatabase('ab');
-    register(database.drop);
-    await migrate(database.url);
-    const db = connectPostgres(database.url);
-    register(() => db.close());
-    const pool = openPool(database.url, register);
-    const owner = await createActor(pool, 'owner');
-    const imageId = await createImage(pool, owner.userId);
-    const sessionId = newId('session');
-    await insertSession(db, { sessionId, imageId, ownerId: owner.userId, expiresInSeconds: 3600, sessionType: 'collaborative', baseVersionId: null, branchName: null });
+    const { db, pool, owner, sessionId } = await sessionDatabase('ab', 3600);
     const users = await Promise.all(Array.from({ length: 20 }, (_, i) => createUser(pool, `b${i}`)));
     const invited = users.slice(0, 10);
     await pool.query(`INSERT INTO session_participants (session_id, user_id, permissions) SELECT $1, u, '{"canEdit": true}' FROM unnest($2::varchar[]) u`, [sessionId, invited]);
@@ -387,16 +393,7 @@ describe('in process: reads of one turn batched', () => {
 
 describe('in process: deadlines count from the answer', () => {
   it('a session read that waited before reaching the database still ends no earlier than the database says', async () => {
-    const database = await createDatabase('adl');
-    register(database.drop);
-    await migrate(database.url);
-    const db = connectPostgres(database.url);
-    register(() => db.close());
-    const pool = openPool(database.url, register);
-    const owner = await createActor(pool, 'owner');
-    const imageId = await createImage(pool, owner.userId);
-    const sessionId = newId('session');
-    await insertSession(db, { sessionId, imageId, ownerId: owner.userId, expiresInSeconds: 60, sessionType: 'collaborative', baseVersionId: null, branchName: null });
+    const { db, pool, owner, sessionId } = await sessionDatabase('adl', 60);
     const direct = databaseSource(db);
     // A read that waits 300 ms before its query (a batch, a busy pool).
     const late: AccessSource = {
