@@ -79,6 +79,12 @@ export interface LoadedDocument {
   bytes: number;
 }
 
+/** A numeric option, checked: a finite number not below `min` (a programming error otherwise). */
+function atLeast(name: string, value: number, min: number): number {
+  if (!Number.isFinite(value) || value < min) throw new RangeError(`UpdateLog option ${name} must be a finite number >= ${min}, got ${value}`);
+  return value;
+}
+
 export class UpdateLog {
   readonly #db: Database;
   readonly #opts: Required<Omit<UpdateLogOptions, 'onError' | 'onCommit'>> & Pick<UpdateLogOptions, 'onError' | 'onCommit'>;
@@ -101,7 +107,20 @@ export class UpdateLog {
 
   constructor(db: Database, options: UpdateLogOptions) {
     this.#db = db;
-    this.#opts = { maxBatchRows: 500, gatherMs: 0, merge: mergeInline, retryMinMs: 50, retryMaxMs: 5_000, writers: 1, ...options };
+    // Each default is applied per field, so an option passed as `undefined` (a config value left
+    // out) gets its default instead of overwriting it: a spread would make `gatherMs: undefined`
+    // a NaN wait, a timer re-arming forever and nothing ever committed.
+    this.#opts = {
+      nodeId: options.nodeId,
+      maxBatchRows: atLeast('maxBatchRows', options.maxBatchRows ?? 500, 1),
+      writers: atLeast('writers', options.writers ?? 1, 1),
+      gatherMs: atLeast('gatherMs', options.gatherMs ?? 0, 0),
+      retryMinMs: atLeast('retryMinMs', options.retryMinMs ?? 50, 0),
+      retryMaxMs: atLeast('retryMaxMs', options.retryMaxMs ?? 5_000, 0),
+      merge: options.merge ?? mergeInline,
+      onError: options.onError,
+      onCommit: options.onCommit,
+    };
   }
 
   /** False while writes are failing (retrying); `/readyz` reports it. */

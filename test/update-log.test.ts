@@ -192,6 +192,18 @@ describe('the gather window (PostgreSQL)', () => {
     expect(batches.length).toBeGreaterThan(1);
   });
 
+  it('options left undefined take their defaults (a config value left out still commits), and nonsense is refused', async () => {
+    const db = await openEngine('postgres', register);
+    const log = new UpdateLog(db, { nodeId: 'test', gatherMs: undefined, maxBatchRows: undefined, writers: undefined, merge: undefined });
+    register(() => log.close());
+    const sessionId = await newSession(db);
+    log.append(sessionId, new Uint8Array([0, 0]));
+    await log.flushed();
+    expect(await rowCount(db, sessionId)).toBe(1);
+    expect(() => new UpdateLog(db, { nodeId: 'test', gatherMs: Number.NaN })).toThrow(/gatherMs/);
+    expect(() => new UpdateLog(db, { nodeId: 'test', maxBatchRows: 0 })).toThrow(/maxBatchRows/);
+  });
+
   it('close() commits what is gathering at once', async () => {
     const db = await openEngine('postgres', register);
     const log = new UpdateLog(db, { nodeId: 'test', gatherMs: 60_000 });
