@@ -267,6 +267,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
           redis: {
             healthy: () => redis.healthy(),
             diffsSent: () => redis.diffsSent,
+            announcementsSent: () => redis.announcementsSent,
+            announcementsCarried: () => redis.announcementsCarried,
             relayedLogged: () => redis.relayedLogged,
             published: () => redis.published,
             publishesLost: () => redis.publishesLost,

@@ -38,7 +38,7 @@ import { startProxy, type TcpProxy } from './support/tcp-proxy.ts';
 import { redisTopologies } from './support/redis-cluster.ts';
 import { metric } from './support/metrics.ts';
 import { mulberry32 } from './support/random.ts';
-import { encodeMessage } from '../server/redis/wire.ts';
+import { decodeMessage, encodeMessage, type SyncMessage } from '../server/redis/wire.ts';
 
 type Register = (fn: () => Promise<void>) => void;
 const fns: Array<() => Promise<void>> = [];
@@ -371,6 +371,62 @@ describe.each(redisTopologies(register))('three nodes over $name', (topology) =>
     a.destroy();
     b.destroy();
   }, 30_000);
+
+  it('announces a busy document on its live updates, not in messages of their own, and still heals an update it never got', async () => {
+    const session = await createSession(nodes[0]!.url, owner.token, await createImage(pool, owner.userId));
+    const a = attach(nodes[0]!.wsUrl, session, owner.token);
+    const b = attach(nodes[1]!.wsUrl, session, owner.token);
+    await Promise.all([a, b].map(synced));
+    await converged([a, b]);
+    // Everything published on the document's channel, with when it arrived.
+    const watcher = clustered ? new Cluster(seeds, { shardedSubscribers: true }) : new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+    register(async () => void watcher.disconnect());
+    const heard: Array<{ at: number; message: SyncMessage }> = [];
+    const hear = (_channel: Buffer, data: Buffer) => heard.push({ at: Date.now(), message: decodeMessage(new Uint8Array(data)) });
+    const documentChannel = `${prefix}:doc:{${session}}`;
+    if (watcher instanceof Cluster) {
+      watcher.on('smessageBuffer', hear);
+      await watcher.ssubscribe(documentChannel);
+    } else {
+      watcher.on('messageBuffer', hear);
+      await watcher.subscribe(documentChannel);
+    }
+    const fromNode1 = (type: SyncMessage['type'], since: number, until = Infinity) =>
+      heard.filter(({ at, message }) => at >= since && at <= until && message.type === type && message.sender.startsWith('node-1-')).length;
+
+    // b (node 1) edits every 20 ms: node 1 has live updates of the document in every round (500 ms).
+    let n = 0;
+    const busy = setInterval(() => b.doc.getMap('m').set(`busy-${n % 10}`, n++), 20);
+    try {
+      await waitFor(() => fromNode1('update-with-state', 0) >= 1, { timeout: 5_000, what: 'a carried announcement' });
+      const since = Date.now();
+      // An edit of a node that is not in the test, published to node 0 alone: node 1 never gets it live.
+      const writer = new Y.Doc();
+      Y.applyUpdate(writer, Y.encodeStateAsUpdate(a.doc));
+      let lost: Uint8Array | undefined;
+      writer.on('update', (update: Uint8Array) => (lost = update));
+      writer.getText('t').insert(0, 'lost-in-transit ');
+      const node0 = (await channelsMatching(`${prefix}:node:{${session}}:node-0-*`))[0]!;
+      const frame = Buffer.from(encodeMessage({ type: 'update', sender: 'node-elsewhere', document: session, bytes: lost! }));
+      await (inspect instanceof Cluster ? inspect.spublish(node0, frame) : inspect.publish(node0, frame));
+      await waitFor(() => a.doc.getText('t').toString().startsWith('lost-in-transit '), { timeout: 5_000, what: 'the edit at node 0' });
+      // Node 1's announcement, carried by b's next update, makes node 0 send what node 1 lacks.
+      await waitFor(() => b.doc.getText('t').toString().startsWith('lost-in-transit '), { timeout: 10_000, what: 'node 1 healed' });
+      await waitFor(() => fromNode1('update-with-state', since) >= 3, { timeout: 10_000, what: 'three carried announcements' });
+      const until = Date.now();
+      // Without carrying, node 1 would send one `state` of its own per round (500 ms) meanwhile; one
+      // is tolerated (a round that found no update of b's, had the test process stalled 500 ms).
+      expect(fromNode1('state', since, until), 'announcements of their own while busy').toBeLessThanOrEqual(1);
+    } finally {
+      clearInterval(busy);
+    }
+    // Quiet again: node 1 announces the document on its own within two rounds.
+    const quiet = Date.now();
+    await waitFor(() => fromNode1('state', quiet) >= 1, { timeout: 5_000, what: 'an announcement of its own once quiet' });
+    await converged([a, b]);
+    a.destroy();
+    b.destroy();
+  }, 60_000);
 
   it.skipIf(clustered)('keeps serving through a Redis outage, says degraded, and reconverges without new edits', async () => {
     const a = attach(nodes[0]!.wsUrl, sessionId, owner.token);

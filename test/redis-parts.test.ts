@@ -18,6 +18,8 @@ const samples: SyncMessage[] = [
   { type: 'awareness-removed', sender: 'node-b', document: 'ses_x', clientIds: [0, 1, 2 ** 32 - 1, 12345] },
   { type: 'awareness-removed', sender: 'node-b', document: 'ses_x', clientIds: [] },
   { type: 'update', sender: 'node-a', document: 'ses_x', bytes: new Uint8Array([0, 0]) },
+  { type: 'update-with-state', sender: 'node-a', document: 'ses_x', bytes: new Uint8Array([0, 0]), stateVector: new Uint8Array([1, 5, 9]), deleteSetDigest: 'd==' },
+  { type: 'awareness-with-state', sender: 'node-a', document: 'ses_x', bytes: new Uint8Array([1, 2]), stateVector: new Uint8Array([0]), deleteSetDigest: '' },
   { type: 'diff', sender: 'node-a', document: 'ses_x', bytes: new Uint8Array([1, 2, 3, 4]) },
   { type: 'awareness', sender: 'node-a', document: 'ses_x', bytes: new Uint8Array([1, 200, 1, 0]) },
   { type: 'hello', sender: 'node-c', document: 'ses_y', stateVector: new Uint8Array([0]) },

@@ -549,7 +549,7 @@ function renderMarkdown(results: SystemResult[], facts: Facts): string {
     ),
   );
   parts.push(
-    'How an edit crosses with stock extension-redis (read in its source): the writer\'s node publishes its state vector (SyncStep1) on the document\'s channel, at most once per event-loop turn; the other node answers on the writer\'s reply channel with its own SyncStep1 and a SyncStep2; the writer\'s node then publishes the diff (SyncStep2) on the other node\'s reply channel, which applies it and sends it to its clients: three Redis hops in sequence and about four PUBLISH calls per crossing, compared with one WebSocket send to a same-node reader. Ours (server/redis/fanout.ts): the writer\'s node publishes the update its client sent once on the document\'s channel and the other node applies it: one hop, one PUBLISH per edit (plus the anti-entropy announcements, one per document per node per REDIS_SYNC_INTERVAL_MS).',
+    'How an edit crosses with stock extension-redis (read in its source): the writer\'s node publishes its state vector (SyncStep1) on the document\'s channel, at most once per event-loop turn; the other node answers on the writer\'s reply channel with its own SyncStep1 and a SyncStep2; the writer\'s node then publishes the diff (SyncStep2) on the other node\'s reply channel, which applies it and sends it to its clients: three Redis hops in sequence and about four PUBLISH calls per crossing, compared with one WebSocket send to a same-node reader. Ours (server/redis/fanout.ts): the writer\'s node publishes the update its client sent once on the document\'s channel and the other node applies it: one hop, one PUBLISH per edit. The anti-entropy announcement (one per document per node per REDIS_SYNC_INTERVAL_MS) rides on the next live update or cursor move of the document while it has traffic, and is a message of its own only when it is quiet; what is left above 1 per edit are the diffs answering announcements that found the announcer behind (updates still in flight).',
   );
   parts.push(
     'Cost of the window per 1,000 deliveries (cross-node + same-node): server = both node processes (/proc utime+stime), with each node\'s share; PostgreSQL = the backends connected to the bench database; Redis = the whole Redis process (`INFO` used_cpu_sys + used_cpu_user; PUBLISH + SPUBLISH calls from `INFO commandstats`; bytes = total_net_input_bytes + total_net_output_bytes), so anything else using this Redis meanwhile is counted too. "Other load" = the whole machine\'s busy time minus all of these and the bench process.',
@@ -568,7 +568,7 @@ function renderMarkdown(results: SystemResult[], facts: Facts): string {
             [perK(r.redisCpuSeconds, r), fmt(perK(r.redisCpuSeconds, r), 4)],
             [total, fmt(total, 4)],
             [perK(r.redisPublishes, r), fmt(perK(r.redisPublishes, r), 0)],
-            [r.sent > 0 ? r.redisPublishes / r.sent : Number.NaN, fmt(r.sent > 0 ? r.redisPublishes / r.sent : Number.NaN, 2)],
+            [r.sent > 0 ? r.redisPublishes / r.sent : Number.NaN, fmt(r.sent > 0 ? r.redisPublishes / r.sent : Number.NaN, 3)],
             [perK(r.redisNetBytes / 1024, r), fmt(perK(r.redisNetBytes / 1024, r), 0)],
             [undefined, fmt(r.clientCpuSeconds, 2)],
             [undefined, ms(r.clientLoopDelayP99Ms)],
@@ -597,7 +597,7 @@ function renderMarkdown(results: SystemResult[], facts: Facts): string {
           [r.cursors.cross.latency.p99, ms(r.cursors.cross.latency.p99)],
           [r.cursors.same.latency.p50, ms(r.cursors.same.latency.p50)],
           [undefined, `${fmt(r.cursors.cross.delivered, 0)} / ${fmt(r.cursors.cross.expected, 0)} (${pct(r.cursors.cross.delivered, r.cursors.cross.expected)})`],
-          [perMove(r.cursors.redisPublishes, r), fmt(perMove(r.cursors.redisPublishes, r), 2)],
+          [perMove(r.cursors.redisPublishes, r), fmt(perMove(r.cursors.redisPublishes, r), 3)],
           [perKCursor(r.cursors.serverCpuSeconds, r), fmt(perKCursor(r.cursors.serverCpuSeconds, r), 4)],
         ],
         [true, true, true, false, true, true],

@@ -17,7 +17,12 @@
  * - **Anti-entropy** (`anti-entropy.ts`): pub/sub is at-most-once; every `syncIntervalMs`, at once
  *   when a Redis connection is ready again, and soon after a publish that did not reach Redis,
  *   each loaded document's state is announced and peers that hold more answer the sender alone.
- *   This also heals an update that arrived before one it builds on (Yjs keeps it pending).
+ *   This also heals an update that arrived before one it builds on (Yjs keeps it pending). A
+ *   document this node published live traffic of since the last round (an update, a cursor move)
+ *   announces its state on its next live message (`update-with-state`, `awareness-with-state`)
+ *   instead of in a message of its own: under traffic the live path stays one PUBLISH per edit or
+ *   move; a document whose next live message does not come within a round is announced on its
+ *   own then.
  * - **Awareness claims** (`claims.ts`): clientIDs bound to users cluster-wide.
  * - **Liveness** (`liveness.ts`): a node is alive in a session while subscribed to its own channel
  *   of that session — the one answer the claims and the sweep both use.
@@ -65,7 +70,7 @@ import { RedisNames } from '../redis/keys.ts';
 import { Liveness } from '../redis/liveness.ts';
 import { PresenceSweep } from '../redis/presence-sweep.ts';
 import type { RedisClient } from '../redis/script.ts';
-import type { SyncMessage } from '../redis/wire.ts';
+import type { StateMessage, SyncMessage } from '../redis/wire.ts';
 
 export interface RedisSyncOptions {
   /** One Redis, or a Redis Cluster (sharded pub/sub; every name of a session in its slot, keys.ts). */
@@ -112,6 +117,13 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
   readonly #disposers: Array<() => void> = [];
   #instance: Hocuspocus | undefined;
   #closed = false;
+  /** Documents this node published a live update or awareness change of since the last round (`#round`). */
+  readonly #live = new Set<string>();
+  /** Documents whose next live message carries this node's announcement (`update-with-state`, `awareness-with-state`). */
+  readonly #announceOnNextLive = new Set<string>();
+  /** Announcements sent on their own / carried by a live update (metrics, tests). */
+  announcementsSent = 0;
+  announcementsCarried = 0;
   /** Anti-entropy diffs this node sent to peers that were behind (metrics). */
   diffsSent = 0;
   /** Changes relayed from other nodes that this node appended to its own log (metrics). */
@@ -235,7 +247,7 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
         this.#persist(documentName, update);
         return;
       }
-      this.#fanout.broadcast({ type: 'update', sender: this.#identifier, document: documentName, bytes: update });
+      this.#publishLive(documentName, document, 'update', update);
     });
     const waitMs = this.#opts.loadWaitMs ?? 2_000;
     let timer: NodeJS.Timeout | undefined;
@@ -273,6 +285,8 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
     // Loaded again meanwhile (a fast reconnect): its channels stay.
     if (payload.instance.documents.has(payload.documentName)) return;
     this.#documents.delete(payload.documentName);
+    this.#live.delete(payload.documentName);
+    this.#announceOnNextLive.delete(payload.documentName);
     this.#answered.get(payload.documentName)?.();
     this.#claims.forget(payload.documentName);
     this.#sweep.reset(payload.documentName);
@@ -286,7 +300,7 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
     if (isTransactionOrigin(origin) && origin.source === 'redis') return Promise.resolve();
     const changed = [...added, ...updated];
     if (changed.length > 0 && document.connections.size > 0) {
-      this.#fanout.broadcast({ type: 'awareness', sender: this.#identifier, document: documentName, bytes: encodeAwarenessUpdate(awareness, changed) });
+      this.#publishLive(documentName, document, 'awareness', encodeAwarenessUpdate(awareness, changed));
     }
     // Only removals of this node's own clients: `null` is Hocuspocus removing a closed
     // connection's states. Timeouts (origin 'timeout') are not re-published.
@@ -294,6 +308,22 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
       this.#fanout.broadcast({ type: 'awareness-removed', sender: this.#identifier, document: documentName, clientIds: removed });
     }
     return Promise.resolve();
+  }
+
+  /**
+   * A live update or awareness change of a client of this node, published once on the document's
+   * channel; it carries this node's announcement of the document when one is due (`#round`). An
+   * update's listener runs after it was applied, so the state announced is the one the receivers
+   * reach with it.
+   */
+  #publishLive(name: string, document: Document, type: 'update' | 'awareness', bytes: Uint8Array): void {
+    this.#live.add(name);
+    if (this.#announceOnNextLive.delete(name)) {
+      this.announcementsCarried += 1;
+      this.#fanout.broadcast({ ...stateMessage(this.#identifier, name, document), type: `${type}-with-state`, bytes });
+      return;
+    }
+    this.#fanout.broadcast({ type, sender: this.#identifier, document: name, bytes });
   }
 
   /** `Document.broadcastStateless` here: the document's connections on the other nodes get it too. */
@@ -307,6 +337,7 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
     if (!document) return;
     switch (message.type) {
       case 'update':
+      case 'update-with-state':
       case 'diff':
         try {
           Y.applyUpdate(document, message.bytes, this.redisTransactionOrigin);
@@ -314,9 +345,12 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
           this.#opts.logger.warn({ err: error, session: message.document, from: message.sender }, 'redis sync: update from a peer refused');
         }
         if (message.type === 'diff') this.#answered.get(message.document)?.();
+        if (message.type === 'update-with-state') this.#answerState(document, message);
         return;
       case 'awareness':
+      case 'awareness-with-state':
         this.#applyAwareness(document, message.document, message.bytes);
+        if (message.type === 'awareness-with-state') this.#answerState(document, message);
         return;
       case 'awareness-removed': {
         // Never a client connected here: a removal of it from another node is a forgery made there.
@@ -325,11 +359,9 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
         if (present.length > 0) removeAwarenessStates(document.awareness, present, this.redisTransactionOrigin);
         return;
       }
-      case 'state': {
-        const diff = diffFor(document, message);
-        if (diff) this.#sendDiff(message.sender, message.document, diff);
+      case 'state':
+        this.#answerState(document, message);
         return;
-      }
       case 'hello': {
         this.#fanout.to(message.sender, { type: 'diff', sender: this.#identifier, document: message.document, bytes: Y.encodeStateAsUpdate(document, message.stateVector) });
         const clients = [...document.awareness.getStates().keys()];
@@ -373,6 +405,12 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
     }
   }
 
+  /** A peer announced its state: if this node holds more, the peer gets the diff. */
+  #answerState(document: Document, state: Omit<StateMessage, 'type'>): void {
+    const diff = diffFor(document, state);
+    if (diff) this.#sendDiff(state.sender, state.document, diff);
+  }
+
   /** The diff for one peer's state vector, on that peer's own channel only (#1151). */
   #sendDiff(peer: string, name: string, diff: Uint8Array): void {
     this.diffsSent += 1;
@@ -391,7 +429,7 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
     if (this.#soonTimer) return;
     this.#soonTimer = setTimeout(() => {
       this.#soonTimer = undefined;
-      void this.#round();
+      void this.#round(true);
     }, 100);
   }
 
@@ -399,8 +437,13 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
    * One round: per loaded document, this node's state (anti-entropy) and its claims (renewed,
    * and — once this node's own view of Redis is steady — the report of unused clientIDs the sweep
    * acts on).
+   *
+   * A document with live traffic since the last round announces on its next live message
+   * (`#publishLive`); one whose carried announcement is still due from the last round (nothing
+   * live came since) goes on its own now: an announcement is at most one round late. `now` (a
+   * lost publish, Redis back): every document on its own, at once.
    */
-  async #round(): Promise<void> {
+  async #round(now = false): Promise<void> {
     if (this.#closed) return;
     const healthy = this.healthy();
     const judging = this.#liveness.judging(healthy);
@@ -411,7 +454,13 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
     const documents = this.#documents;
     const work: Promise<void>[] = [];
     for (const [name, document] of documents) {
-      this.#fanout.broadcast(stateMessage(this.#identifier, name, document));
+      if (!now && this.#live.has(name)) {
+        this.#announceOnNextLive.add(name);
+      } else {
+        this.#announceOnNextLive.delete(name);
+        this.announcementsSent += 1;
+        this.#fanout.broadcast(stateMessage(this.#identifier, name, document));
+      }
       // Claims to renew here, or states of other nodes' clients that may have lost their owner.
       if (!this.#claims.hasLocal(name) && !this.#hasRemoteStates(name, document)) continue;
       const askedAt = Date.now();
@@ -426,6 +475,7 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
         ),
       );
     }
+    this.#live.clear();
     await Promise.all(work);
   }
 

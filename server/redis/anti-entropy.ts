@@ -33,7 +33,7 @@ export function stateMessage(sender: string, document: string, doc: Y.Doc): Stat
 }
 
 /** What the sender of `state` lacks of `doc`, or null when it has everything `doc` has. */
-export function diffFor(doc: Y.Doc, state: StateMessage): Uint8Array | null {
+export function diffFor(doc: Y.Doc, state: Pick<StateMessage, 'stateVector' | 'deleteSetDigest'>): Uint8Array | null {
   const localVector = Y.encodeStateVector(doc);
   const missing = hasStructsMissingFrom(Y.decodeStateVector(localVector), Y.decodeStateVector(state.stateVector));
   if (!missing && state.deleteSetDigest === deleteSetDigest(doc, localVector)) return null;

@@ -29,6 +29,25 @@ export interface AwarenessRemovedMessage {
 }
 
 /**
+ * A live update or awareness change that also carries the sender's anti-entropy announcement (what
+ * a `state` message holds): a node that publishes live traffic of a document announces its state
+ * on the next such message instead of in a message of its own, so under traffic the live path is
+ * one PUBLISH per edit or cursor move and nothing else (server/extensions/redis-sync.ts
+ * `#round`). Receivers apply the bytes as an `update` / `awareness`, then answer the state as a
+ * `state` message's. Types of their own, so a node of the previous version refuses them whole (an
+ * unknown type) rather than misreading them: it then lacks that one change until its own next
+ * announcement is answered.
+ */
+export interface WithStateMessage {
+  type: 'update-with-state' | 'awareness-with-state';
+  sender: string;
+  document: string;
+  bytes: Uint8Array;
+  stateVector: Uint8Array;
+  deleteSetDigest: string;
+}
+
+/**
  * Bytes for a document: `update` = a Yjs update one of the sender's clients made (the live path,
  * on the document's channel); `diff` = what the addressee lacked, answering its `state` or `hello`
  * (on the addressee's own channel only: hocuspocus#1151); `awareness` = a y-protocols awareness
@@ -58,9 +77,9 @@ export interface StatelessMessage {
   payload: string;
 }
 
-export type SyncMessage = StateMessage | AwarenessRemovedMessage | BytesMessage | HelloMessage | StatelessMessage;
+export type SyncMessage = StateMessage | AwarenessRemovedMessage | BytesMessage | WithStateMessage | HelloMessage | StatelessMessage;
 
-const TYPES = { state: 0, 'awareness-removed': 1, update: 2, diff: 3, awareness: 4, hello: 5, stateless: 6 } as const satisfies Record<SyncMessage['type'], number>;
+const TYPES = { state: 0, 'awareness-removed': 1, update: 2, diff: 3, awareness: 4, hello: 5, stateless: 6, 'update-with-state': 7, 'awareness-with-state': 8 } as const satisfies Record<SyncMessage['type'], number>;
 
 export class WireError extends Error {
   override name = 'WireError';
@@ -85,6 +104,12 @@ export function encodeMessage(message: SyncMessage): Uint8Array {
     case 'diff':
     case 'awareness':
       encoding.writeVarUint8Array(e, message.bytes);
+      break;
+    case 'update-with-state':
+    case 'awareness-with-state':
+      encoding.writeVarUint8Array(e, message.bytes);
+      encoding.writeVarUint8Array(e, message.stateVector);
+      encoding.writeVarString(e, message.deleteSetDigest);
       break;
     case 'hello':
       encoding.writeVarUint8Array(e, message.stateVector);
@@ -127,6 +152,17 @@ export function decodeMessage(bytes: Uint8Array): SyncMessage {
         break;
       case TYPES.awareness:
         message = { type: 'awareness', sender, document, bytes: decoding.readVarUint8Array(d) };
+        break;
+      case TYPES['update-with-state']:
+      case TYPES['awareness-with-state']:
+        message = {
+          type: type === TYPES['update-with-state'] ? 'update-with-state' : 'awareness-with-state',
+          sender,
+          document,
+          bytes: decoding.readVarUint8Array(d),
+          stateVector: decoding.readVarUint8Array(d),
+          deleteSetDigest: decoding.readVarString(d),
+        };
         break;
       case TYPES.hello:
         message = { type: 'hello', sender, document, stateVector: decoding.readVarUint8Array(d) };
