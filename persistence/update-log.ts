@@ -24,6 +24,7 @@ import { mergeInline, type Merge } from './merge.ts';
 import {
   appendSnapshot,
   appendUpdates,
+  countUpdates,
   deleteSeqs,
   loadLog,
   lockDocument,
@@ -185,13 +186,18 @@ export class UpdateLog {
    * Replaces a document's rows by one snapshot row built from exactly those rows, under a
    * per-document advisory lock so two nodes never compact one document at once. Rows appended
    * meanwhile are not touched. Returns the number of rows merged.
+   *
+   * `minUpdates`: compact only if the document still has at least that many update rows once the
+   * lock is held. Every node logs every change it holds, so the nodes serving one session pass
+   * COMPACT_AFTER_UPDATES together; the first compacts, and the others, finding the rows already
+   * merged, skip instead of reading, merging and writing the whole snapshot again.
    */
-  async compact(sessionId: string): Promise<number> {
+  async compact(sessionId: string, options: { minUpdates?: number } = {}): Promise<number> {
     // One compaction at a time per node: documents edited together pass COMPACT_AFTER_UPDATES
     // together, and Hocuspocus's store debounce then fires for all of them at once; run side by
     // side, their reads, merges and deletes took the cores from the event loops (bench
     // cross-node: cursor moves coalesced behind 150 ms stalls).
-    const turn = this.#compacting.then(() => this.#compactNow(sessionId));
+    const turn = this.#compacting.then(() => this.#compactNow(sessionId, options.minUpdates ?? 0));
     this.#compacting = turn.then(
       () => undefined,
       () => undefined,
@@ -199,9 +205,17 @@ export class UpdateLog {
     return turn;
   }
 
-  async #compactNow(sessionId: string): Promise<number> {
+  async #compactNow(sessionId: string, minUpdates: number): Promise<number> {
+    let skipped: number | null = null;
     const merged = await this.#db.transaction(async (tx) => {
       await lockDocument(tx, sessionId);
+      if (minUpdates > 0) {
+        const updates = await countUpdates(tx, sessionId);
+        if (updates < minUpdates) {
+          skipped = updates;
+          return 0;
+        }
+      }
       const rows = await loadLog(tx, sessionId);
       if (rows.length <= 1) return 0;
       const state = await this.#opts.merge(rows.map((r) => r.payload));
@@ -211,6 +225,8 @@ export class UpdateLog {
       return rows.length;
     });
     if (merged > 0) this.#sinceCompaction.set(sessionId, 0);
+    // Another node compacted first: count from what it left.
+    else if (skipped !== null) this.#sinceCompaction.set(sessionId, skipped);
     return merged;
   }
 

@@ -216,6 +216,34 @@ describe('the gather window (PostgreSQL)', () => {
   });
 });
 
+describe('compaction by two nodes of one session (PostgreSQL)', () => {
+  it('the second node, finding the rows already merged by the first, skips instead of compacting again', async () => {
+    const db = await openEngine('postgres', register);
+    const a = new UpdateLog(db, { nodeId: 'node-a' });
+    const b = new UpdateLog(db, { nodeId: 'node-b' });
+    register(() => a.close());
+    register(() => b.close());
+    const sessionId = await newSession(db);
+    // Both nodes log every change they hold: each has 10 rows of its own here.
+    for (let i = 0; i < 10; i++) {
+      a.append(sessionId, new Uint8Array([0, 0]));
+      b.append(sessionId, new Uint8Array([0, 0]));
+    }
+    await Promise.all([a.flushed(), b.flushed()]);
+    expect(await a.compact(sessionId, { minUpdates: 10 })).toBe(20);
+    // Two rows arrive after the first compaction; the second node's threshold is not reached again.
+    b.append(sessionId, new Uint8Array([0, 0]));
+    b.append(sessionId, new Uint8Array([0, 0]));
+    await b.flushed();
+    expect(await b.compact(sessionId, { minUpdates: 10 }), 'skipped').toBe(0);
+    expect(await rowCount(db, sessionId), 'the snapshot and the two rows').toBe(3);
+    expect(b.updatesSinceCompaction(sessionId), 'counted from what the first node left').toBe(2);
+    // Without the floor (an explicit compaction) the rows are merged.
+    expect(await b.compact(sessionId)).toBe(3);
+    expect(await rowCount(db, sessionId)).toBe(1);
+  });
+});
+
 describe('compaction through the merge worker (PostgreSQL)', () => {
   it('merges in the worker thread to the same state as on the event loop, and a failed merge keeps every row', async () => {
     const { MergeWorker, mergeInline } = await import('../persistence/merge.ts');

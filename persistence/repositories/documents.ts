@@ -27,6 +27,7 @@ export const documentQueries = {
     INSERT INTO document_updates (session_id, kind, payload, node_id) VALUES ($1, 'snapshot', $2, $3)
     RETURNING seq`,
   load: `SELECT seq, kind, payload FROM document_updates WHERE session_id = $1 ORDER BY seq`,
+  countUpdates: `SELECT count(*)::int AS n FROM document_updates WHERE session_id = $1 AND kind = 'update'`,
   deleteSeqs: `DELETE FROM document_updates WHERE session_id = $1 AND seq = ANY($2::bigint[])`,
   lockDocument: `SELECT pg_advisory_xact_lock(hashtextextended('document:' || $1, 0))`,
   upsertState: `
@@ -52,6 +53,12 @@ export async function appendSnapshot(db: Queryable, sessionId: string, state: Ui
 export async function loadLog(db: Queryable, sessionId: string): Promise<LogRow[]> {
   const { rows } = await db.query<LogRow>(documentQueries.load, [sessionId]);
   return rows;
+}
+
+/** The document's rows of kind `update` (not merged into a snapshot yet). */
+export async function countUpdates(db: Queryable, sessionId: string): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(documentQueries.countUpdates, [sessionId]);
+  return rows[0]?.n ?? 0;
 }
 
 export async function deleteSeqs(db: Queryable, sessionId: string, seqs: readonly number[]): Promise<void> {

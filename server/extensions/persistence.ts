@@ -48,7 +48,8 @@ export class PersistenceExtension implements Extension {
     await this.#log.flushed();
     if (this.#log.updatesSinceCompaction(documentName) < this.#compactAfter) return;
     try {
-      const merged = await this.#log.compact(documentName);
+      // Another node serving the session may have compacted it meanwhile: then this one skips.
+      const merged = await this.#log.compact(documentName, { minUpdates: this.#compactAfter });
       this.#logger.debug({ session: documentName, merged }, 'compacted update log');
     } catch (error) {
       // Compaction only saves space: the rows it would have merged are all still there.
