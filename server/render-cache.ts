@@ -34,6 +34,12 @@
  *   drops its row when it sets the path, `record` refuses a row for it, and a claimed row that is one
  *   keeps its blob), and the standard thumbnails ingest stores (`images.thumbnail_paths`; the
  *   `/file` route never tracks those).
+ * - **The total is read, not summed per store.** The total is a `SUM` over the whole table; a store
+ *   reads it only when this node's estimate — the total it last read plus what it has recorded
+ *   since — passes `maxBytes`, or when that reading is older than `totalsMaxAgeMs` (10 s). So a
+ *   busy node with millions of entries does not scan them after every store; what other nodes
+ *   store meanwhile can carry the total past the bound for at most that long before a sweep
+ *   notices (it then evicts down to the target as always). An explicit `sweep()` always reads.
  * - `maxBytes = 0`: unbounded; rows are still kept, so a bound set later applies to what is there.
  */
 import type { Logger } from 'pino';
@@ -63,6 +69,8 @@ export interface RenderCacheOptions {
   touchAfterMs?: number;
   /** Rows claimed per statement (and blobs deleted per transaction). */
   batchSize?: number;
+  /** How long a total read from the table is trusted (with this node's stores added to it), ms. */
+  totalsMaxAgeMs?: number;
   logger?: Logger;
   onEvicted?: (entries: number, bytes: number) => void;
 }
@@ -82,9 +90,24 @@ export class RenderCache {
   readonly #pending = new Set<Promise<unknown>>();
   #sweeping: Promise<void> | undefined;
   #again = false;
+  /** The total as last read from the table (and when), plus the bytes this node recorded since. */
+  #known: { bytes: number; at: number } | null = null;
+  #addedSince = 0;
+  /** Times the total was read from the table (tests: a store must not scan it every time). */
+  totalsRead = 0;
 
   constructor(options: RenderCacheOptions) {
-    this.#o = { targetRatio: 0.9, touchAfterMs: 60_000, batchSize: 100, ...options };
+    this.#o = {
+      targetRatio: options.targetRatio ?? 0.9,
+      touchAfterMs: options.touchAfterMs ?? 60_000,
+      batchSize: options.batchSize ?? 100,
+      totalsMaxAgeMs: options.totalsMaxAgeMs ?? 10_000,
+      db: options.db,
+      blobs: options.blobs,
+      maxBytes: options.maxBytes,
+      logger: options.logger,
+      onEvicted: options.onEvicted,
+    };
   }
 
   get maxBytes(): number {
@@ -100,7 +123,7 @@ export class RenderCache {
     if (!isCacheKey(key)) return;
     this.#remember(key, Date.now());
     this.#background(
-      recordCached(this.#o.db, key, size).then(() => this.#requestSweep()),
+      recordCached(this.#o.db, key, size).then(() => this.#requestSweep(size)),
       'could not record a cached render',
       key,
     );
@@ -118,16 +141,23 @@ export class RenderCache {
     this.#remember(key, now);
     this.#background(
       touchCached(this.#o.db, key, size, this.#o.touchAfterMs).then((adopted) => {
-        if (adopted) this.#requestSweep();
+        if (adopted) this.#requestSweep(size);
       }),
       'could not bump a cached render',
       key,
     );
   }
 
-  /** What the table tracks now (every node's entries). */
-  totals(): Promise<RenderCacheTotals> {
-    return cacheTotals(this.#o.db);
+  /** What the table tracks now (every node's entries); also this node's estimate from now on. */
+  async totals(): Promise<RenderCacheTotals> {
+    const at = Date.now();
+    const addedBefore = this.#addedSince;
+    this.totalsRead += 1;
+    const totals = await cacheTotals(this.#o.db);
+    // What was recorded while the SUM ran may or may not be in it: counted again (an overestimate).
+    this.#addedSince -= addedBefore;
+    this.#known = { bytes: totals.bytes, at };
+    return totals;
   }
 
   /**
@@ -156,6 +186,7 @@ export class RenderCache {
       }
       if (batch.length < this.#o.batchSize) break;
     }
+    if (this.#known) this.#known.bytes -= result.bytes;
     if (result.evicted.length > 0) {
       this.#o.onEvicted?.(result.evicted.length, result.bytes);
       this.#o.logger?.info({ entries: result.evicted.length, bytes: result.bytes }, 'render cache: evicted least recently used entries');
@@ -170,9 +201,16 @@ export class RenderCache {
     }
   }
 
-  /** One sweep at a time in this process; a request meanwhile runs one more round after it. */
-  #requestSweep(): void {
+  /**
+   * `added` bytes were recorded: sweeps if the estimate passed the bound or is too old to trust
+   * (see the header). One sweep at a time in this process; a request meanwhile runs one more
+   * round after it.
+   */
+  #requestSweep(added: number): void {
     if (this.#o.maxBytes === 0) return;
+    this.#addedSince += added;
+    const known = this.#known;
+    if (known && Date.now() - known.at < this.#o.totalsMaxAgeMs && known.bytes + this.#addedSince <= this.#o.maxBytes) return;
     if (this.#sweeping) {
       this.#again = true;
       return;

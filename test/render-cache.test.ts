@@ -244,6 +244,36 @@ const stores: Record<'local' | 's3', () => Promise<BlobStore>> = {
   },
 };
 
+describe('the total behind the bound', () => {
+  it('is read once, not summed after every store, until the estimate passes the bound or grows old', async () => {
+    await db.query('TRUNCATE render_cache');
+    const blobs = localStore();
+    const key = (i: number) => `variants/${String(i % 100).padStart(2, '0')}/total-${i}.png`;
+    const cache = new RenderCache({ db, blobs, logger, maxBytes: 10_000, totalsMaxAgeMs: 60_000 });
+    for (let i = 0; i < 40; i += 1) {
+      cache.stored(key(i), 200);
+      await cache.idle();
+    }
+    expect((await rows()).size).toBe(40);
+    expect(cache.totalsRead, 'one read for 40 stores under the bound').toBe(1);
+    // 40 × 200 = 8,000; the 11th store more passes 10,000: read, and swept down to 9,000.
+    for (let i = 40; i < 51; i += 1) {
+      cache.stored(key(i), 200);
+      await cache.idle();
+    }
+    expect(cache.totalsRead).toBe(2);
+    const left = [...(await rows()).values()].reduce((x, y) => x + y, 0);
+    expect(left).toBeLessThanOrEqual(cache.targetBytes);
+    // A reading older than totalsMaxAgeMs is not trusted: the next store reads again.
+    const aging = new RenderCache({ db, blobs, logger, maxBytes: 1_000_000, totalsMaxAgeMs: 0 });
+    aging.stored(key(60), 200);
+    await aging.idle();
+    aging.stored(key(61), 200);
+    await aging.idle();
+    expect(aging.totalsRead).toBe(2);
+  });
+});
+
 describe.each(['local', 's3'] as const)('two sweepers at once (%s store)', (kind) => {
   it('claim each entry once and stop at the target, not below it', async () => {
     const blobs = await stores[kind]();
