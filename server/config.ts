@@ -105,7 +105,7 @@ const schema = z
      * fewer, larger commits for up to this much more acknowledgement latency
      * (persistence/update-log.ts). Broadcasts do not wait for it.
      */
-    UPDATE_LOG_GATHER_MS: z.coerce.number().int().min(0).max(50).default(4),
+    UPDATE_LOG_GATHER_MS: z.coerce.number().int().min(0).max(50).default(1),
     /** Compact a document's update log once this many updates follow its snapshot. */
     COMPACT_AFTER_UPDATES: bytes.default(500),
     /** Autosave a version this long after a document's last change, in ms; 0 disables (saving on last leave stays). */
