@@ -14,11 +14,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type pg from 'pg';
+import pg from 'pg';
 import pino from 'pino';
 import { newId } from '../shared/ids.ts';
 import { connectPostgres } from '../persistence/db.ts';
 import { migrate } from '../persistence/migrate.ts';
+import { ACCESS_CHANNEL } from '../persistence/repositories/access-changes.ts';
 import { insertSession } from '../persistence/repositories/sessions.ts';
 import type { UserRow } from '../persistence/repositories/users.ts';
 import { AccessCache, batchedDatabaseSource, databaseSource, type AccessSource } from '../server/auth/access-cache.ts';
@@ -54,11 +55,45 @@ async function outcome(node: ServerProcess, sessionId: string, token: string): P
 const hits = (node: ServerProcess) => metric(node, 'imageflow_access_cache_hits_total');
 const heard = (node: ServerProcess) => metric(node, 'imageflow_access_changes_heard_total');
 
-/** Runs `change`, then waits until `node` has heard at least one more access change. */
-async function changeHeard(node: ServerProcess, change: () => Promise<unknown>): Promise<void> {
+/**
+ * What the test's own listener on the access channel has received, and where node B's count of
+ * heard changes stood when both had heard the same notifications (`syncFeed`). PostgreSQL delivers
+ * a channel's notifications to every listener in commit order, so once the listener has received
+ * a marker sent after a change, and B has heard as many notifications since the baseline as the
+ * listener received, B has heard the change — not just some notification. (Counting "one more than
+ * before" was not enough: the owner's participant row, which presence inserts after the owner's
+ * first connection, could be heard instead of the change, and B's next connection then came before
+ * the change did.)
+ */
+const feed = { pool: null as pg.Pool | null, seen: [] as string[], node: null as ServerProcess | null, heardBase: 0, seenBase: 0, markers: 0 };
+
+async function marker(): Promise<string> {
+  const text = JSON.stringify({ k: 'user', u: `u_feedmarker${String((feed.markers += 1)).padStart(8, '0')}` });
+  await feed.pool!.query('SELECT pg_notify($1, $2)', [ACCESS_CHANNEL, text]);
+  await waitFor(() => feed.seen.includes(text), { timeout: 5_000, what: 'the marker at the test listener' });
+  return text;
+}
+
+/** Sets the baseline: nothing else may be in flight (no change made and no client connected since the nodes started). */
+async function syncFeed(node: ServerProcess, pool: pg.Pool, listener: pg.Client): Promise<void> {
+  feed.pool = pool;
+  feed.node = node;
+  listener.on('notification', ({ channel, payload }) => channel === ACCESS_CHANNEL && payload !== undefined && feed.seen.push(payload));
+  await listener.query(`LISTEN ${ACCESS_CHANNEL}`);
   const before = await heard(node);
+  await marker();
+  await waitFor(async () => (await heard(node)) > before, { timeout: 5_000, what: 'the first marker heard on the node' });
+  feed.heardBase = await heard(node);
+  feed.seenBase = feed.seen.length;
+}
+
+/** Runs `change`, then waits until `node` has heard it (and everything committed before it). */
+async function changeHeard(node: ServerProcess, change: () => Promise<unknown>): Promise<void> {
+  if (node !== feed.node) throw new Error('changeHeard: the feed baseline is for another node (or was lost by a cut)');
   await change();
-  await waitFor(async () => (await heard(node)) > before, { timeout: 5_000, what: 'the change heard on the node' });
+  await marker();
+  const due = feed.seen.length - feed.seenBase;
+  await waitFor(async () => (await heard(node)) - feed.heardBase >= due, { timeout: 5_000, what: 'the change heard on the node' });
 }
 
 /** Connects twice; the second connection must be answered from the cache. */
@@ -91,6 +126,10 @@ describe('two nodes on one database: a change drops the cached rows on every nod
     pool = openPool(database.url, register);
     owner = await createActor(pool, 'owner');
     imageId = await createImage(pool, owner.userId);
+    const listener = new pg.Client({ connectionString: database.url });
+    await listener.connect();
+    register(() => listener.end());
+    await syncFeed(b, pool, listener);
   }, 120_000);
 
   /** A fresh session on node A with a participant invited (canEdit), whose access node B has cached. */
@@ -180,6 +219,8 @@ describe('two nodes on one database: a change drops the cached rows on every nod
     const connects = await metric(b, 'imageflow_access_feed_connects_total');
     proxy.cut();
     register(async () => proxy.restore());
+    // Node B misses notifications now: the baseline no longer holds (this is the describe's last test).
+    feed.node = null;
     await waitFor(async () => (await metric(b, 'imageflow_access_feed_listening')) === 0, { timeout: 15_000, what: 'feed lost on node B' });
     // Made while node B cannot hear it.
     await pool.query('DELETE FROM session_participants WHERE session_id = $1 AND user_id = $2', [sessionId, participant.userId]);
