@@ -9,6 +9,7 @@
  * - a job that keeps failing is retried with backoff, then parked with its error;
  * - a version rolled back leaves no job behind (enqueue is in the version's transaction).
  */
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
@@ -145,6 +146,17 @@ beforeAll(async () => {
 });
 
 describe('render worker', () => {
+  it.skipIf(process.platform !== 'linux')('lowers its libuv pool threads to MEDIA_THREAD_NICE, as the server does', async () => {
+    const worker = await startWorker('worker-nice', { MEDIA_THREAD_NICE: '7' });
+    const pid = worker.child.pid!;
+    const poolNice = () =>
+      readdirSync(`/proc/${pid}/task`)
+        .filter((tid) => readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() === 'libuv-worker')
+        // Field 19 of stat is the nice value; the command name (field 2) has no spaces here.
+        .map((tid) => Number(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(' ')[18]));
+    await waitFor(() => poolNice().length > 0 && poolNice().every((n) => n === 7), { timeout: 10_000, what: 'the pool at nice 7' });
+  });
+
   it('two workers, 50 versions: every thumbnail made, each job run exactly once', async () => {
     const a = await startWorker('worker-a');
     const b = await startWorker('worker-b');

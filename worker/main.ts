@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import pino from 'pino';
 import { connectPostgres } from '../persistence/db.ts';
 import { migrate } from '../persistence/migrate.ts';
+import { keepMediaThreadsLow } from '../media/thread-priority.ts';
 import { ConfigError, loadConfig, type Config } from '../server/config.ts';
 import { createBlobStore } from '../storage/index.ts';
 import { createRenderCache, createRenderPool, createRenderService, createRenderWorker } from './compose.ts';
@@ -33,6 +34,9 @@ const name = config.NODE_ID ?? `worker-${randomBytes(4).toString('hex')}`;
 const logger = pino({ level: config.LOG_LEVEL }).child({ node: name });
 process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled promise rejection'));
 
+// As in the server: the libuv pool's threads (sharp's pipelines) yield to whatever else runs on
+// the machine (a collaboration node beside this worker); the render threads lower themselves.
+const stopMediaNice = await keepMediaThreadsLow(config.MEDIA_THREAD_NICE, config.MEDIA_THREAD_POLICY);
 const db = connectPostgres(config.DATABASE_URL!);
 // Both are idempotent and run under locks, so a worker may start before any server.
 await migrate(db.url);
@@ -52,6 +56,7 @@ const stop = (signal: string) => {
   logger.info({ signal }, 'render worker stopping: letting running jobs finish');
   (async () => {
     await worker.stop();
+    stopMediaNice();
     await pool.close();
     await cache.idle();
     await blobs.close();
