@@ -112,15 +112,13 @@ export class UpdateLog {
     // out) gets its default instead of overwriting it: a spread would make `gatherMs: undefined`
     // a NaN wait, a timer re-arming forever and nothing ever committed.
     this.#opts = {
-      nodeId: options.nodeId,
+      ...options,
       maxBatchRows: atLeast('maxBatchRows', options.maxBatchRows ?? 500, 1),
       writers: atLeast('writers', options.writers ?? 1, 1),
       gatherMs: atLeast('gatherMs', options.gatherMs ?? 0, 0),
       retryMinMs: atLeast('retryMinMs', options.retryMinMs ?? 50, 0),
       retryMaxMs: atLeast('retryMaxMs', options.retryMaxMs ?? 5_000, 0),
       merge: options.merge ?? mergeInline,
-      onError: options.onError,
-      onCommit: options.onCommit,
     };
   }
 
@@ -206,27 +204,23 @@ export class UpdateLog {
   }
 
   async #compactNow(sessionId: string, minUpdates: number): Promise<number> {
-    let skipped: number | null = null;
-    const merged = await this.#db.transaction(async (tx) => {
+    // `skipped`: another node compacted first; this node counts from the update rows it left.
+    const { merged, skipped } = await this.#db.transaction(async (tx): Promise<{ merged: number; skipped?: number }> => {
       await lockDocument(tx, sessionId);
       if (minUpdates > 0) {
         const updates = await countUpdates(tx, sessionId);
-        if (updates < minUpdates) {
-          skipped = updates;
-          return 0;
-        }
+        if (updates < minUpdates) return { merged: 0, skipped: updates };
       }
       const rows = await loadLog(tx, sessionId);
-      if (rows.length <= 1) return 0;
+      if (rows.length <= 1) return { merged: 0 };
       const state = await this.#opts.merge(rows.map((r) => r.payload));
       const seq = await appendSnapshot(tx, sessionId, state, this.#opts.nodeId);
       await deleteSeqs(tx, sessionId, rows.map((r) => r.seq));
       await recordCompaction(tx, sessionId, seq, state.byteLength);
-      return rows.length;
+      return { merged: rows.length };
     });
     if (merged > 0) this.#sinceCompaction.set(sessionId, 0);
-    // Another node compacted first: count from what it left.
-    else if (skipped !== null) this.#sinceCompaction.set(sessionId, skipped);
+    else if (skipped !== undefined) this.#sinceCompaction.set(sessionId, skipped);
     return merged;
   }
 

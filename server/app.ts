@@ -267,7 +267,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
           redis: {
             healthy: () => redis.healthy(),
             diffsSent: () => redis.diffsSent,
-            announcementsSent: () => redis.announcementsSent,
+            announcementsAlone: () => redis.announcementsAlone,
             announcementsCarried: () => redis.announcementsCarried,
             relayedLogged: () => redis.relayedLogged,
             published: () => redis.published,

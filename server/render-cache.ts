@@ -97,16 +97,13 @@ export class RenderCache {
   totalsRead = 0;
 
   constructor(options: RenderCacheOptions) {
+    // Defaults per field: an option passed as `undefined` takes its default (a spread would not).
     this.#o = {
+      ...options,
       targetRatio: options.targetRatio ?? 0.9,
       touchAfterMs: options.touchAfterMs ?? 60_000,
       batchSize: options.batchSize ?? 100,
       totalsMaxAgeMs: options.totalsMaxAgeMs ?? 10_000,
-      db: options.db,
-      blobs: options.blobs,
-      maxBytes: options.maxBytes,
-      logger: options.logger,
-      onEvicted: options.onEvicted,
     };
   }
 

@@ -97,8 +97,9 @@ describe.each(redisTopologies(register))('three nodes over $name', (topology) =>
   /** The test's own view of Redis (claims, channels), on the topology under test. */
   let inspect: Redis | Cluster;
   let seeds: Array<{ host: string; port: number }> = [];
-  const newInspect = () => {
-    const client = clustered ? new Cluster(seeds) : new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+  /** `subscriber`: for SSUBSCRIBE on a cluster (one subscriber connection per shard). */
+  const newInspect = ({ subscriber = false } = {}) => {
+    const client = clustered ? new Cluster(seeds, { shardedSubscribers: subscriber }) : new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
     register(async () => void client.disconnect());
     return client;
   };
@@ -107,6 +108,35 @@ describe.each(redisTopologies(register))('three nodes over $name', (topology) =>
     if (!(inspect instanceof Cluster)) return (await inspect.pubsub('CHANNELS', pattern)) as string[];
     const lists = await Promise.all(inspect.nodes('master').map((node) => node.call('PUBSUB', 'SHARDCHANNELS', pattern) as Promise<string[]>));
     return lists.flat();
+  };
+  /**
+   * A session of its own with one client on node 0 and one on node 1, synced and converged. Tests
+   * that inject edits use one: the injected edits are in no node's log (only a node's own clients'
+   * edits are), so a node that loads the session later would refuse edits built on them.
+   */
+  const freshPair = async () => {
+    const session = await createSession(nodes[0]!.url, owner.token, await createImage(pool, owner.userId));
+    const a = attach(nodes[0]!.wsUrl, session, owner.token);
+    const b = attach(nodes[1]!.wsUrl, session, owner.token);
+    await Promise.all([a, b].map(synced));
+    await converged([a, b]);
+    return { session, a, b };
+  };
+  /** Publishes `bytes` as the live update of a node that is not in the test, on node `i`'s own channel of `session` (node `i` alone gets it). */
+  const injectAt = async (i: number, session: string, bytes: Uint8Array) => {
+    const channels = await channelsMatching(`${prefix}:node:{${session}}:node-${i}-*`);
+    if (channels.length !== 1) throw new Error(`node-${i} has ${channels.length} channels of ${session}: ${channels.join(', ')}`);
+    const frame = Buffer.from(encodeMessage({ type: 'update', sender: 'node-elsewhere', document: session, bytes }));
+    await (inspect instanceof Cluster ? inspect.spublish(channels[0]!, frame) : inspect.publish(channels[0]!, frame));
+  };
+  /** The updates a writer holding `base`'s state makes with `edit` (one per transaction). */
+  const updatesOf = (base: Y.Doc, edit: (writer: Y.Doc) => void) => {
+    const writer = new Y.Doc();
+    Y.applyUpdate(writer, Y.encodeStateAsUpdate(base));
+    const updates: Uint8Array[] = [];
+    writer.on('update', (update: Uint8Array) => updates.push(update));
+    edit(writer);
+    return updates;
   };
   let pool: pg.Pool;
   let owner: { userId: string; token: string };
@@ -335,35 +365,16 @@ describe.each(redisTopologies(register))('three nodes over $name', (topology) =>
   }, 30_000);
 
   it('heals by anti-entropy an update that arrived before the one it builds on (Yjs keeps it pending)', async () => {
-    // A session of its own: the edits injected here are in no node's log (only a node's own
-    // clients' edits are), so a node that loads the session later would refuse edits built on them.
-    const session = await createSession(nodes[0]!.url, owner.token, await createImage(pool, owner.userId));
-    const a = attach(nodes[0]!.wsUrl, session, owner.token);
-    const b = attach(nodes[1]!.wsUrl, session, owner.token);
-    await Promise.all([a, b].map(synced));
-    await converged([a, b]);
-    const redis = newInspect();
-    register(async () => void redis.disconnect());
-    // Each node's own channel of the session (an update published there reaches that node alone).
-    const channels = await channelsMatching(`${prefix}:node:{${session}}:*`);
-    const channelOf = (i: number) => {
-      const channel = channels.find((c) => c.includes(`}:node-${i}-`));
-      if (!channel) throw new Error(`no channel of node-${i} among ${channels.join(', ')}`);
-      return channel;
-    };
+    const { session, a, b } = await freshPair();
     // Two edits of a writer on a node that is not in the test: the second builds on the first.
-    const writer = new Y.Doc();
-    Y.applyUpdate(writer, Y.encodeStateAsUpdate(a.doc));
-    const updates: Uint8Array[] = [];
-    writer.on('update', (update: Uint8Array) => updates.push(update));
-    writer.getText('t').insert(0, 'pending-1 ');
-    writer.getText('t').insert(10, 'pending-2 ');
-    const frame = (bytes: Uint8Array) => Buffer.from(encodeMessage({ type: 'update', sender: 'node-elsewhere', document: session, bytes }));
+    const updates = updatesOf(a.doc, (writer) => {
+      writer.getText('t').insert(0, 'pending-1 ');
+      writer.getText('t').insert(10, 'pending-2 ');
+    });
     // Node 0 gets both; node 1 only the second, as if the first were lost in transit.
-    const send = (channel: string, bytes: Buffer) => (redis instanceof Cluster ? redis.spublish(channel, bytes) : redis.publish(channel, bytes));
-    await send(channelOf(0), frame(updates[0]!));
-    await send(channelOf(0), frame(updates[1]!));
-    await send(channelOf(1), frame(updates[1]!));
+    await injectAt(0, session, updates[0]!);
+    await injectAt(0, session, updates[1]!);
+    await injectAt(1, session, updates[1]!);
     await waitFor(() => a.doc.getText('t').toString().startsWith('pending-1 pending-2 '), { timeout: 5_000, what: 'both edits at node 0' });
     // Node 1 cannot apply the second alone; the anti-entropy round's diff from node 0 brings the first.
     await waitFor(() => b.doc.getText('t').toString().startsWith('pending-1 pending-2 '), { timeout: 5_000, what: 'node 1 healed' });
@@ -373,14 +384,9 @@ describe.each(redisTopologies(register))('three nodes over $name', (topology) =>
   }, 30_000);
 
   it('announces a busy document on its live updates, not in messages of their own, and still heals an update it never got', async () => {
-    const session = await createSession(nodes[0]!.url, owner.token, await createImage(pool, owner.userId));
-    const a = attach(nodes[0]!.wsUrl, session, owner.token);
-    const b = attach(nodes[1]!.wsUrl, session, owner.token);
-    await Promise.all([a, b].map(synced));
-    await converged([a, b]);
+    const { session, a, b } = await freshPair();
     // Everything published on the document's channel, with when it arrived.
-    const watcher = clustered ? new Cluster(seeds, { shardedSubscribers: true }) : new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
-    register(async () => void watcher.disconnect());
+    const watcher = newInspect({ subscriber: true });
     const heard: Array<{ at: number; message: SyncMessage }> = [];
     const hear = (_channel: Buffer, data: Buffer) => heard.push({ at: Date.now(), message: decodeMessage(new Uint8Array(data)) });
     const documentChannel = `${prefix}:doc:{${session}}`;
@@ -401,14 +407,8 @@ describe.each(redisTopologies(register))('three nodes over $name', (topology) =>
       await waitFor(() => fromNode1('update-with-state', 0) >= 1, { timeout: 5_000, what: 'a carried announcement' });
       const since = Date.now();
       // An edit of a node that is not in the test, published to node 0 alone: node 1 never gets it live.
-      const writer = new Y.Doc();
-      Y.applyUpdate(writer, Y.encodeStateAsUpdate(a.doc));
-      let lost: Uint8Array | undefined;
-      writer.on('update', (update: Uint8Array) => (lost = update));
-      writer.getText('t').insert(0, 'lost-in-transit ');
-      const node0 = (await channelsMatching(`${prefix}:node:{${session}}:node-0-*`))[0]!;
-      const frame = Buffer.from(encodeMessage({ type: 'update', sender: 'node-elsewhere', document: session, bytes: lost! }));
-      await (inspect instanceof Cluster ? inspect.spublish(node0, frame) : inspect.publish(node0, frame));
+      const [lost] = updatesOf(a.doc, (writer) => writer.getText('t').insert(0, 'lost-in-transit '));
+      await injectAt(0, session, lost!);
       await waitFor(() => a.doc.getText('t').toString().startsWith('lost-in-transit '), { timeout: 5_000, what: 'the edit at node 0' });
       // Node 1's announcement, carried by b's next update, makes node 0 send what node 1 lacks.
       await waitFor(() => b.doc.getText('t').toString().startsWith('lost-in-transit '), { timeout: 10_000, what: 'node 1 healed' });

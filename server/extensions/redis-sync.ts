@@ -122,7 +122,7 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
   /** Documents whose next live message carries this node's announcement (`update-with-state`, `awareness-with-state`). */
   readonly #announceOnNextLive = new Set<string>();
   /** Announcements sent on their own / carried by a live update (metrics, tests). */
-  announcementsSent = 0;
+  announcementsAlone = 0;
   announcementsCarried = 0;
   /** Anti-entropy diffs this node sent to peers that were behind (metrics). */
   diffsSent = 0;
@@ -458,7 +458,7 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
         this.#announceOnNextLive.add(name);
       } else {
         this.#announceOnNextLive.delete(name);
-        this.announcementsSent += 1;
+        this.announcementsAlone += 1;
         this.#fanout.broadcast(stateMessage(this.#identifier, name, document));
       }
       // Claims to renew here, or states of other nodes' clients that may have lost their owner.
