@@ -297,6 +297,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     cacheVariants: config.IMAGE_CACHE_VARIANTS,
     memoryCacheBytes: config.IMAGE_MEMORY_CACHE_BYTES,
     cache: renderCache,
+    imageAccess: access.images,
+    sessionAccess: access.cached,
   };
   // Renders: the on-demand routes and the inline worker share one bounded RenderService.
   const renderPool = createRenderPool(config);

@@ -7,7 +7,8 @@
  * request), then changes the row through node A or by plain SQL, waits until node B has heard the
  * change (`imageflow_access_changes_heard_total`), and checks that B's very next connection or
  * request is decided on the new row: removal, demotion, promotion, ending, deactivation, renaming,
- * a revoked login session. ACCESS_RECHECK_MS is ten minutes there, so only the invalidation can
+ * a revoked login session, an image made private, deleted or given away, an unfollow (who may
+ * fetch an image's file). ACCESS_RECHECK_MS is ten minutes there, so only the invalidation can
  * explain the outcome. Also: a node whose feed was cut forgets its cache when the feed is back; a
  * change no trigger announces is served at most ACCESS_RECHECK_MS; the embedded database has no
  * cache; and, in process, a read in flight when its change arrives is not kept.
@@ -22,11 +23,12 @@ import { migrate } from '../persistence/migrate.ts';
 import { ACCESS_CHANNEL } from '../persistence/repositories/access-changes.ts';
 import { insertSession } from '../persistence/repositories/sessions.ts';
 import type { UserRow } from '../persistence/repositories/users.ts';
-import { AccessCache, batchedDatabaseSource, databaseSource, type AccessSource } from '../server/auth/access-cache.ts';
+import { AccessCache, batchedDatabaseSource, databaseImageSource, databaseSource, type AccessSource } from '../server/auth/access-cache.ts';
 import { AccessFeed } from '../server/auth/access-feed.ts';
 import { connectClient, waitFor } from './support/clients.ts';
 import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, createSession, createUser, openPool, tokens } from './support/fixtures.ts';
+import { alphaPng } from './support/images.ts';
 import { metric } from './support/metrics.ts';
 import { attachPeer, peerSynced } from './support/peers.ts';
 import { startServerProcess, type ServerProcess } from './support/server-process.ts';
@@ -214,6 +216,66 @@ describe('two nodes on one database: a change drops the cached rows on every nod
     expect(await outcome(b, sessionId, participant.token)).toBe('read-write');
   }, 60_000);
 
+  /** A real image uploaded through node B (its own blob store), by `who`, at `privacyLevel`. */
+  async function uploadAtB(who: { token: string }, privacyLevel: 'public' | 'followers' | 'private'): Promise<string> {
+    const res = await fetch(`${b.url}/api/images?privacyLevel=${privacyLevel}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${who.token}`, 'content-type': 'application/octet-stream' },
+      body: new Uint8Array(await alphaPng(64, 48)),
+    });
+    expect(res.status).toBe(201);
+    return ((await res.json()) as { image: { imageId: string } }).image.imageId;
+  }
+
+  /** GET /file of `imageId` on node B as `who`: the status and error code. */
+  async function fileAtB(imageId: string, who: { token: string }): Promise<string> {
+    const res = await fetch(`${b.url}/api/images/${imageId}/file?width=32&format=png`, { headers: { authorization: `Bearer ${who.token}` } });
+    if (res.ok) return String(res.status);
+    return `${res.status} ${((await res.json()) as { error: { code: string } }).error.code}`;
+  }
+
+  /** Requests twice; the second answer must come from the cache (the image's visibility too). */
+  async function warmFile(imageId: string, who: { token: string }): Promise<void> {
+    expect(await fileAtB(imageId, who)).toBe('200');
+    const before = await hits(b);
+    expect(await fileAtB(imageId, who)).toBe('200');
+    expect(await hits(b)).toBeGreaterThan(before);
+  }
+
+  it('an image made private by plain SQL: node B stops serving its file to others at once, not to its owner', async () => {
+    const viewer = await createActor(pool, 'viewer');
+    const image = await uploadAtB(owner, 'public');
+    await warmFile(image, viewer);
+    await warmFile(image, owner);
+    // Bookkeeping (a version saved touches last_edited_at) announces nothing and keeps the cache.
+    await pool.query('UPDATE images SET last_edited_at = now(), view_count = view_count + 1 WHERE image_id = $1', [image]);
+    await changeHeard(b, () => pool.query(`UPDATE images SET privacy_level = 'private' WHERE image_id = $1`, [image]));
+    expect(await fileAtB(image, viewer)).toBe('404 image_not_found');
+    expect(await fileAtB(image, owner)).toBe('200');
+    // Deleted: gone for its owner too.
+    await changeHeard(b, () => pool.query('UPDATE images SET is_deleted = TRUE WHERE image_id = $1', [image]));
+    expect(await fileAtB(image, owner)).toBe('404 image_not_found');
+  }, 60_000);
+
+  it("an unfollow by plain SQL: node B stops serving the followed user's 'followers' image to the former follower", async () => {
+    const follower = await createActor(pool, 'follower');
+    const image = await uploadAtB(owner, 'followers');
+    expect(await fileAtB(image, follower)).toBe('404 image_not_found');
+    await changeHeard(b, () => pool.query('INSERT INTO follows (follower_id, following_id) VALUES ($1, $2)', [follower.userId, owner.userId]));
+    await warmFile(image, follower);
+    await changeHeard(b, () => pool.query('DELETE FROM follows WHERE follower_id = $1 AND following_id = $2', [follower.userId, owner.userId]));
+    expect(await fileAtB(image, follower)).toBe('404 image_not_found');
+  }, 60_000);
+
+  it('an image moved to another owner by plain SQL: node B answers by the new owner', async () => {
+    const other = await createActor(pool, 'other');
+    const image = await uploadAtB(owner, 'private');
+    await warmFile(image, owner);
+    await changeHeard(b, () => pool.query('UPDATE images SET user_id = $2 WHERE image_id = $1', [image, other.userId]));
+    expect(await fileAtB(image, owner)).toBe('404 image_not_found');
+    expect(await fileAtB(image, other)).toBe('200');
+  }, 60_000);
+
   it('a node cut off from its feed forgets its cache: a removal it never heard acts once the feed is back', async () => {
     const { participant, sessionId, token } = await setup();
     const connects = await metric(b, 'imageflow_access_feed_connects_total');
@@ -300,7 +362,7 @@ describe('in process: the cache over a real feed', () => {
         return row;
       },
     };
-    cache = new AccessCache(slow, { ttlMs: 600_000, listening: () => listening && feed.listening });
+    cache = new AccessCache(slow, { ttlMs: 600_000, listening: () => listening && feed.listening, images: databaseImageSource(db) });
     feed = new AccessFeed({
       db,
       nodeId: 'cache-test',
@@ -341,6 +403,41 @@ describe('in process: the cache over a real feed', () => {
     // And that answer is kept.
     expect(await active(userId)).toBe(false);
     expect(cache.misses).toBe(misses + 1);
+  }, 30_000);
+
+  it('an image is kept while visible, never while invisible, and dropped by its change or an unfollow', async () => {
+    const owner = await createUser(pool, 'imgowner');
+    const viewer = await createUser(pool, 'imgviewer');
+    const imageId = await createImage(pool, owner, { privacyLevel: 'followers' });
+    const seen = async () => (await cache.visibleImage(imageId, viewer))?.image_id;
+    // Invisible: asked twice, read twice (an answer of "no" is never kept).
+    let misses = cache.misses;
+    expect(await seen()).toBeUndefined();
+    expect(await seen()).toBeUndefined();
+    expect(cache.misses).toBe(misses + 2);
+    let changes = feed.changes;
+    await pool.query('INSERT INTO follows (follower_id, following_id) VALUES ($1, $2)', [viewer, owner]);
+    await waitFor(() => feed.changes > changes, { what: 'the follow heard' });
+    // Visible: read once, then kept.
+    misses = cache.misses;
+    expect(await seen()).toBe(imageId);
+    expect(await seen()).toBe(imageId);
+    expect(cache.misses).toBe(misses + 1);
+    expect(await cache.visibleImage(imageId, owner)).toMatchObject({ image_id: imageId, user_id: owner, privacy_level: 'followers' });
+    // The unfollow drops the follower's answer, not the owner's.
+    changes = feed.changes;
+    await pool.query('DELETE FROM follows WHERE follower_id = $1', [viewer]);
+    await waitFor(() => feed.changes > changes, { what: 'the unfollow heard' });
+    misses = cache.misses;
+    expect(await seen()).toBeUndefined();
+    expect(await cache.visibleImage(imageId, owner)).toBeDefined();
+    expect(cache.misses).toBe(misses + 1);
+    // A change of the image drops every viewer's answer: the owner's read goes to the database.
+    changes = feed.changes;
+    await pool.query(`UPDATE images SET storage_path = 'elsewhere' WHERE image_id = $1`, [imageId]);
+    await waitFor(() => feed.changes > changes, { what: 'the image change heard' });
+    expect((await cache.visibleImage(imageId, owner))?.storage_path).toBe('elsewhere');
+    expect(cache.misses).toBe(misses + 2);
   }, 30_000);
 
   it('a caller arriving after the change does not share the read started before it', async () => {

@@ -1,5 +1,5 @@
 /**
- * The access-change feed of migrations/005_access_changes.sql: the channel its triggers notify,
+ * The access-change feed of migrations/005_access_changes.sql (and 008, 010): the channel its triggers notify,
  * the statement that subscribes to it, and the parser of its payloads.
  */
 import { z } from 'zod';
@@ -17,13 +17,19 @@ export type AccessChange =
   | { kind: 'participant'; sessionId: string; userId: string }
   | { kind: 'session'; sessionId: string }
   | { kind: 'user'; userId: string }
-  | { kind: 'login'; loginSessionId: string; userId: string };
+  | { kind: 'login'; loginSessionId: string; userId: string }
+  /** Who may see an image, or how it is stored, changed (migration 010): no connection is affected. */
+  | { kind: 'image'; imageId: string }
+  /** A follow of `followerId` came or went (migration 010): their view of 'followers' images. */
+  | { kind: 'follow'; followerId: string };
 
 const payload = z.discriminatedUnion('k', [
   z.object({ k: z.literal('participant'), s: z.string(), u: z.string() }),
   z.object({ k: z.literal('session'), s: z.string() }),
   z.object({ k: z.literal('user'), u: z.string() }),
   z.object({ k: z.literal('login'), l: z.string(), u: z.string() }),
+  z.object({ k: z.literal('image'), i: z.string() }),
+  z.object({ k: z.literal('follow'), u: z.string() }),
 ]);
 
 /** Parses one notification payload; undefined for anything the triggers do not send. */
@@ -47,5 +53,9 @@ export function parseAccessChange(text: string | undefined): AccessChange | unde
       return { kind: 'user', userId: p.u };
     case 'login':
       return { kind: 'login', loginSessionId: p.l, userId: p.u };
+    case 'image':
+      return { kind: 'image', imageId: p.i };
+    case 'follow':
+      return { kind: 'follow', followerId: p.u };
   }
 }

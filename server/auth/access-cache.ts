@@ -3,6 +3,10 @@
  * session's access row for that user — from the database, or from a cache that the access feed
  * keeps true on every node.
  *
+ * Also who may see an image (`visibleImage`, for `GET /api/images/:id/file`): the image's columns
+ * that route reads, per (image, viewer), kept only when visible; migration 010 announces every
+ * change that could hide one (the image's own columns, a follow), as `image` and `follow` changes.
+ *
  * Why a cache: each authentication read two or three rows, each `/api` request one or two. When a
  * node dies its clients reconnect to the others all at once, every one of them to a handful of
  * documents, and each read waited for the pool (10 connections) behind the others' presence writes
@@ -42,6 +46,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Database, Queryable } from '../../persistence/db.ts';
 import type { AccessChange } from '../../persistence/repositories/access-changes.ts';
+import { getVisibleImage, type ImageRecord } from '../../persistence/repositories/images.ts';
 import { getSessionAccess, getSessionAccesses, type SessionAccessRow } from '../../persistence/repositories/sessions.ts';
 import { getUser, getUsers, loginSessionRemainingMs, type UserRow } from '../../persistence/repositories/users.ts';
 
@@ -58,6 +63,20 @@ export interface AccessSource {
   loginRemainingMs(sid: string, userId: string): Promise<number | undefined>;
   /** The session as `userId` sees it; `is_expired` and `expires_in_ms` as of now. */
   sessionAccess(sessionId: string, userId: string): Promise<SessionAccess | undefined>;
+}
+
+/** What `GET /api/images/:id/file` reads of an image (every column of it notifies: migration 010). */
+export type VisibleImage = Pick<ImageRecord, 'image_id' | 'user_id' | 'mime_type' | 'storage_path' | 'thumbnail_paths' | 'privacy_level' | 'metadata'>;
+
+/** Who may see an image: the image as `viewerId` may see it (images_view_policy), else undefined. */
+export interface ImageSource {
+  visibleImage(imageId: string, viewerId: string): Promise<VisibleImage | undefined>;
+}
+
+/** Only the columns the file route reads (and whose changes notify), not the whole row. */
+function imageColumns(row: ImageRecord): VisibleImage {
+  const { image_id, user_id, mime_type, storage_path, thumbnail_paths, privacy_level, metadata } = row;
+  return { image_id, user_id, mime_type, storage_path, thumbnail_paths, privacy_level, metadata };
 }
 
 /**
@@ -79,6 +98,16 @@ export function databaseSource(db: Queryable): AccessSource {
   };
 }
 
+/** Every image read goes to the database. */
+export function databaseImageSource(db: Queryable): ImageSource {
+  return {
+    visibleImage: async (imageId, viewerId) => {
+      const row = await getVisibleImage(db, imageId, viewerId);
+      return row && imageColumns(row);
+    },
+  };
+}
+
 /** The source for connections and HTTP (`cached`) and the one for re-checks (`fresh`), plus invalidation. */
 export interface AccessSources {
   cached: AccessSource;
@@ -87,6 +116,8 @@ export interface AccessSources {
   invalidate(change: AccessChange): void;
   /** The feed listens again after a gap: everything may be stale. */
   clear(): void;
+  /** Who may see an image, cached like the rest (positive answers only). */
+  images: ImageSource;
   /** The cache, when there is one (metrics, tests). */
   cache?: AccessCache;
 }
@@ -149,9 +180,10 @@ class Batcher<V> {
 
 export function createAccessSource(db: Database, options: { ttlMs: number; listening: () => boolean; max?: number }): AccessSources {
   const fresh = db.kind === 'postgres' ? batchedDatabaseSource(db) : databaseSource(db);
-  if (db.kind !== 'postgres') return { cached: fresh, fresh, invalidate: () => {}, clear: () => {} };
-  const cache = new AccessCache(fresh, options);
-  return { cached: cache, fresh: cache.fresh, invalidate: (change) => cache.invalidate(change), clear: () => cache.clear(), cache };
+  const images = databaseImageSource(db);
+  if (db.kind !== 'postgres') return { cached: fresh, fresh, images, invalidate: () => {}, clear: () => {} };
+  const cache = new AccessCache(fresh, { ...options, images });
+  return { cached: cache, fresh: cache.fresh, images: cache, invalidate: (change) => cache.invalidate(change), clear: () => cache.clear(), cache };
 }
 
 /** A stored answer; `undefined` (no such row) is an answer too. */
@@ -169,9 +201,12 @@ interface Flight<T> {
 class Table<T> {
   readonly entries: LRUCache<string, Entry<T>>;
   readonly flights = new Map<string, Flight<T>>();
+  /** Whether "no such row" is stored too (not for images: nothing announces a row becoming visible by insert). */
+  readonly keepsMissing: boolean;
 
-  constructor(max: number, ttlMs: number) {
+  constructor(max: number, ttlMs: number, keepsMissing = true) {
     this.entries = new LRUCache<string, Entry<T>>({ max, ttl: ttlMs });
+    this.keepsMissing = keepsMissing;
   }
 
   drop(key: string): void {
@@ -211,14 +246,17 @@ function accessColumns(row: SessionAccess): SessionAccess {
   return { session_id, owner_id, is_active, is_expired, expires_in_ms, permissions, cursor_color, is_participant };
 }
 
-export class AccessCache implements AccessSource {
+export class AccessCache implements AccessSource, ImageSource {
   readonly #db: AccessSource;
+  readonly #imageDb: ImageSource | undefined;
   readonly #listening: () => boolean;
   readonly #users: Table<UserRow>;
   /** Key `${sid}\0${userId}` → the local instant the login session ends. */
   readonly #logins: Table<number>;
   /** Key `${sessionId}\0${userId}`. */
   readonly #sessions: Table<StoredSession>;
+  /** Key `${imageId}\0${viewerId}`; only images the viewer may see are stored. */
+  readonly #images: Table<VisibleImage>;
   /** Reads answered from the cache, and reads that went to the database (metrics, tests). */
   hits = 0;
   misses = 0;
@@ -226,13 +264,15 @@ export class AccessCache implements AccessSource {
   /** Reads the database and stores the answer (the AccessWatch's re-checks). */
   readonly fresh: AccessSource;
 
-  constructor(db: AccessSource, options: { ttlMs: number; listening: () => boolean; max?: number }) {
+  constructor(db: AccessSource, options: { ttlMs: number; listening: () => boolean; max?: number; images?: ImageSource }) {
     this.#db = db;
+    this.#imageDb = options.images;
     this.#listening = options.listening;
     const max = options.max ?? 50_000;
     this.#users = new Table(max, options.ttlMs);
     this.#logins = new Table(max, options.ttlMs);
     this.#sessions = new Table(max, options.ttlMs);
+    this.#images = new Table(max, options.ttlMs, false);
     this.fresh = {
       user: (userId) => this.#read(this.#users, userId, () => this.#db.user(userId), true),
       loginRemainingMs: (sid, userId) => this.#login(sid, userId, true),
@@ -252,6 +292,17 @@ export class AccessCache implements AccessSource {
     return this.#session(sessionId, userId, false);
   }
 
+  /**
+   * The image as `viewerId` may see it. Stored only when visible: an image becoming visible (its
+   * insert, a privacy change, a new follow) needs no announcement to be seen, and every way of
+   * becoming invisible is announced (migration 010) and drops what it names.
+   */
+  visibleImage(imageId: string, viewerId: string): Promise<VisibleImage | undefined> {
+    const source = this.#imageDb;
+    if (!source) return Promise.reject(new Error('AccessCache: no image source'));
+    return this.#read(this.#images, `${imageId}\0${viewerId}`, () => source.visibleImage(imageId, viewerId), false);
+  }
+
   invalidate(change: AccessChange): void {
     switch (change.kind) {
       case 'participant':
@@ -268,6 +319,16 @@ export class AccessCache implements AccessSource {
       case 'login':
         this.#logins.drop(`${change.loginSessionId}\0${change.userId}`);
         return;
+      case 'image': {
+        const prefix = `${change.imageId}\0`;
+        this.#images.dropWhere((key) => key.startsWith(prefix));
+        return;
+      }
+      case 'follow': {
+        const suffix = `\0${change.followerId}`;
+        this.#images.dropWhere((key) => key.endsWith(suffix));
+        return;
+      }
     }
   }
 
@@ -275,11 +336,12 @@ export class AccessCache implements AccessSource {
     this.#users.clear();
     this.#logins.clear();
     this.#sessions.clear();
+    this.#images.clear();
   }
 
   /** Rows stored now (tests). */
   get size(): number {
-    return this.#users.entries.size + this.#logins.entries.size + this.#sessions.entries.size;
+    return this.#users.entries.size + this.#logins.entries.size + this.#sessions.entries.size + this.#images.entries.size;
   }
 
   async #login(sid: string, userId: string, fresh: boolean): Promise<number | undefined> {
@@ -346,7 +408,7 @@ export class AccessCache implements AccessSource {
     table.flights.set(key, flight);
     try {
       const value = await flight.promise;
-      if (!flight.stale && this.#listening()) table.entries.set(key, { value }, { start });
+      if (!flight.stale && this.#listening() && (value !== undefined || table.keepsMissing)) table.entries.set(key, { value }, { start });
       return value;
     } finally {
       if (table.flights.get(key) === flight) table.flights.delete(key);

@@ -201,6 +201,8 @@ export class AccessWatch {
 
   /** A change from the feed: re-check exactly the connections it names. */
   onChange(change: AccessChange): Promise<void> {
+    // Who may see an image decides no connection's role: only the access cache holds it.
+    if (change.kind === 'image' || change.kind === 'follow') return Promise.resolve();
     this.#epoch += 1;
     const affected: Watched[] = [];
     switch (change.kind) {
