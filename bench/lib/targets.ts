@@ -8,6 +8,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TokenService } from '../../server/auth/tokens.ts';
+import { canvasToUpdate, initialCanvas } from '../../shared/canvas.ts';
+import { newId, newLayerId } from '../../shared/ids.ts';
 import { COLLAB_PATH } from '../../shared/protocol.ts';
 import { nodeBin, repoRoot } from '../../test/support/uws-runtime.ts';
 import { spawnServer, type ServerChild } from './child.ts';
@@ -23,8 +25,13 @@ export interface Target {
   start(): Promise<ServerChild>;
   /** Token every client of this target presents. */
   token(): string;
-  /** Names of `count` new documents a client may open (for ours: new sessions). */
-  newDocuments(server: ServerChild, count: number): Promise<string[]>;
+  /**
+   * Names of `count` new documents a client may open (for ours: new sessions, each holding the
+   * initial canvas of its image). With `{ canvas: true }` stock's documents hold that same canvas
+   * too (stored as their `stock_documents` row), so both servers send the same document to every
+   * connection; otherwise stock's are empty.
+   */
+  newDocuments(server: ServerChild, count: number, options?: { canvas?: boolean }): Promise<string[]>;
   /** Removes what `start()` left on disk. */
   cleanup(): void;
 }
@@ -88,7 +95,18 @@ export function stockTarget(db: BenchDatabase, options: TargetOptions = {}): Tar
         wsPath: '/',
       }),
     token: () => 'ignored-by-stock',
-    newDocuments: async (_server, count) => Array.from({ length: count }, () => `doc-${randomBytes(6).toString('hex')}`),
+    newDocuments: async (_server, count, seed = {}) => {
+      const names = Array.from({ length: count }, () => `doc-${randomBytes(6).toString('hex')}`);
+      if (seed.canvas) {
+        // What POST /api/sessions seeds ours with (server/sessions.ts), for a 640×480 image as
+        // createOwnerWithImage makes; a fresh layer id per document, as there.
+        for (const name of names) {
+          const canvas = initialCanvas({ imageId: newId('image'), width: 640, height: 480 }, newLayerId());
+          await db.pool.query('INSERT INTO stock_documents (name, data) VALUES ($1, $2)', [name, Buffer.from(canvasToUpdate(canvas))]);
+        }
+      }
+      return names;
+    },
     cleanup: () => {},
   };
 }

@@ -4,8 +4,8 @@
  *
  * First one connection per document loads the D documents (and stays), so both figures are of
  * connections alone: a document's memory and load time are not a connection's (cold load is its
- * own scenario), and a server whose documents are heavier (ours: a real canvas per session;
- * stock: empty documents) is not charged for them per connection.
+ * own scenario). Both servers' documents hold the same initial canvas (stock's seeded as its
+ * `stock_documents` rows), so every connection is sent the same document by either.
  *
  * - Accept rate = connections authenticated and synced / the wall time from sending the first
  *   connect to the last one synced (every load generator starts at once).
@@ -53,7 +53,8 @@ export async function settledRss(pid: number, gapMs = 400): Promise<number> {
 }
 
 export async function runConnections(target: Target, server: ServerChild, options: ConnectionsOptions): Promise<ConnectionsResult> {
-  const docs = await target.newDocuments(server, options.documents);
+  // The same canvas in every document on both servers: each connection is sent the same SyncStep2.
+  const docs = await target.newDocuments(server, options.documents, { canvas: true });
   const names = Array.from({ length: options.connections }, (_, i) => docs[i % docs.length]!);
   const loadgens = startLoadgens(options.loadgens);
   try {
