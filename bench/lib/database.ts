@@ -56,6 +56,9 @@ export async function createUser(db: pg.Pool): Promise<string> {
   return userId;
 }
 
+/** The size of the image every bench session is made of (its initial canvas has this size). */
+export const BENCH_IMAGE_SIZE = { width: 640, height: 480 } as const;
+
 /** A user owning one private image: what `POST /api/sessions` needs. */
 export async function createOwnerWithImage(db: pg.Pool): Promise<{ userId: string; imageId: string }> {
   const userId = await createUser(db);
@@ -67,8 +70,7 @@ export async function createOwnerWithImage(db: pg.Pool): Promise<{ userId: strin
     filename: 'bench.png',
     mimeType: 'image/png',
     fileSize: 100,
-    width: 640,
-    height: 480,
+    ...BENCH_IMAGE_SIZE,
     storagePath: `blobs/${imageId}.png`,
     privacyLevel: 'private',
   });

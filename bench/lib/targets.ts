@@ -13,7 +13,7 @@ import { newId, newLayerId } from '../../shared/ids.ts';
 import { COLLAB_PATH } from '../../shared/protocol.ts';
 import { nodeBin, repoRoot } from '../../test/support/uws-runtime.ts';
 import { spawnServer, type ServerChild } from './child.ts';
-import { createOwnerWithImage, createUser, type BenchDatabase } from './database.ts';
+import { BENCH_IMAGE_SIZE, createOwnerWithImage, createUser, type BenchDatabase } from './database.ts';
 
 export interface Target {
   /** 'stock', 'ours-node', 'ours-uws'. */
@@ -98,12 +98,10 @@ export function stockTarget(db: BenchDatabase, options: TargetOptions = {}): Tar
     newDocuments: async (_server, count, seed = {}) => {
       const names = Array.from({ length: count }, () => `doc-${randomBytes(6).toString('hex')}`);
       if (seed.canvas) {
-        // What POST /api/sessions seeds ours with (server/sessions.ts), for a 640×480 image as
+        // What POST /api/sessions seeds ours with (server/sessions.ts) for the image
         // createOwnerWithImage makes; a fresh layer id per document, as there.
-        for (const name of names) {
-          const canvas = initialCanvas({ imageId: newId('image'), width: 640, height: 480 }, newLayerId());
-          await db.pool.query('INSERT INTO stock_documents (name, data) VALUES ($1, $2)', [name, Buffer.from(canvasToUpdate(canvas))]);
-        }
+        const states = names.map((): Buffer => Buffer.from(canvasToUpdate(initialCanvas({ imageId: newId('image'), ...BENCH_IMAGE_SIZE }, newLayerId()))));
+        await db.pool.query('INSERT INTO stock_documents (name, data) SELECT * FROM unnest($1::text[], $2::bytea[])', [names, states]);
       }
       return names;
     },

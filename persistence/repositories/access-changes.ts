@@ -20,7 +20,7 @@ export type AccessChange =
   | { kind: 'login'; loginSessionId: string; userId: string }
   /** Who may see an image, or how it is stored, changed (migration 010): no connection is affected. */
   | { kind: 'image'; imageId: string }
-  /** A follow of `followerId` came or went (migration 010): their view of 'followers' images. */
+  /** A follow of `followerId` went or changed (migration 010): their view of 'followers' images. */
   | { kind: 'follow'; followerId: string };
 
 const payload = z.discriminatedUnion('k', [

@@ -201,7 +201,7 @@ interface Flight<T> {
 class Table<T> {
   readonly entries: LRUCache<string, Entry<T>>;
   readonly flights = new Map<string, Flight<T>>();
-  /** Whether "no such row" is stored too (not for images: nothing announces a row becoming visible by insert). */
+  /** Whether "no such row" is stored too (not for images: an image or follow inserted is not announced, migration 010). */
   readonly keepsMissing: boolean;
 
   constructor(max: number, ttlMs: number, keepsMissing = true) {
