@@ -25,10 +25,19 @@ export interface RedisCounters {
   totalCommands: number;
   netInputBytes: number;
   netOutputBytes: number;
+  /**
+   * When Redis read these counters, in this process's `performance.now()` (the middle of the
+   * INFO round trip): counting what the clients sent between two readings' `at` matches the
+   * PUBLISH calls Redis counted between them, where a window opened after the first reply and
+   * closed before the second request would miss the edits of those milliseconds.
+   */
+  at: number;
 }
 
 export async function redisCounters(redis: RedisConnection): Promise<RedisCounters> {
+  const asked = performance.now();
   const text = await redis.info('all');
+  const at = (asked + performance.now()) / 2;
   const field = (name: string): string | undefined => new RegExp(`^${name}:(.*)$`, 'm').exec(text)?.[1]?.trim();
   const num = (name: string) => Number(field(name) ?? Number.NaN);
   const calls = (command: string) => Number(new RegExp(`^cmdstat_${command}:calls=(\\d+)`, 'm').exec(text)?.[1] ?? 0);
@@ -39,6 +48,7 @@ export async function redisCounters(redis: RedisConnection): Promise<RedisCounte
     totalCommands: num('total_commands_processed'),
     netInputBytes: num('total_net_input_bytes'),
     netOutputBytes: num('total_net_output_bytes'),
+    at,
   };
 }
 

@@ -105,6 +105,8 @@ interface CrossNodeResult {
   pgCpuSeconds: number;
   redisCpuSeconds: number;
   redisPublishes: number;
+  /** PUBLISH + SPUBLISH calls over the edits sent between the two Redis readings (`RedisCounters.at`). */
+  publishesPerEdit: number;
   redisNetBytes: number;
   clientCpuSeconds: number;
   clientLoopDelayP99Ms: number;
@@ -121,6 +123,8 @@ interface CursorResult {
   same: Deliveries;
   serverCpuSeconds: number;
   redisPublishes: number;
+  /** PUBLISH + SPUBLISH calls over the moves made between the two Redis readings. */
+  publishesPerMove: number;
 }
 
 /** One server's two nodes started, measured (or only checked), stopped, their keys deleted. */
@@ -248,6 +252,8 @@ async function measure(system: System, servers: [ServerChild, ServerChild], db: 
 
   const period = 1000 / OPTIONS.editsPerSecondPerClient;
   const stops: Array<() => void> = [];
+  /** Every edit's send time, to count those between the two Redis readings. */
+  const sentAt: number[] = [];
   const startEditing = (p: Participant) => {
     let seq = 0;
     const map = p.client.doc.getMap<number>(MAP);
@@ -255,6 +261,7 @@ async function measure(system: System, servers: [ServerChild, ServerChild], db: 
       tickEvery(period, () => {
         const now = performance.now();
         map.set(`${p.index}:${seq++}`, now);
+        sentAt.push(now);
         if (window.has(now)) sent += 1;
       }),
     );
@@ -306,6 +313,7 @@ async function measure(system: System, servers: [ServerChild, ServerChild], db: 
       pgCpuSeconds: pgCpu.seconds,
       redisCpuSeconds,
       redisPublishes: redis1.publishes - redis0.publishes,
+      publishesPerEdit: (redis1.publishes - redis0.publishes) / between(sentAt, redis0.at, redis1.at),
       redisNetBytes: redis1.netInputBytes - redis0.netInputBytes + (redis1.netOutputBytes - redis0.netOutputBytes),
       clientCpuSeconds,
       clientLoopDelayP99Ms: loop.percentile(99) / 1e6,
@@ -326,10 +334,14 @@ async function measure(system: System, servers: [ServerChild, ServerChild], db: 
  * not edited meanwhile, so the server CPU and Redis PUBLISH calls of the window are the awareness
  * path's.
  */
+/** How many of `times` fall in [from, to). */
+const between = (times: readonly number[], from: number, to: number) => times.filter((t) => t >= from && t < to).length;
+
 async function measureCursors(participants: Participant[], pids: number[], redis: RedisConnection): Promise<CursorResult> {
   const nodeOfClient = new Map(participants.map((p) => [p.client.doc.clientID, p.node]));
   const window = new MeasureWindow();
   let moves = 0;
+  const movedAt: number[] = [];
   const cross: number[] = [];
   const same: number[] = [];
   const offs: Array<() => void> = [];
@@ -356,6 +368,7 @@ async function measureCursors(participants: Participant[], pids: number[], redis
         tickEvery(period, () => {
           const now = performance.now();
           p.client.provider.awareness!.setLocalStateField('cursor', { x: now, y: n++ });
+          movedAt.push(now);
           if (window.has(now)) moves += 1;
         }),
       );
@@ -380,6 +393,7 @@ async function measureCursors(participants: Participant[], pids: number[], redis
       same: { expected: expectedSame, delivered: same.length, latency: summarize(same) },
       serverCpuSeconds: cpu1.reduce((sum, c, i) => sum + c - cpu0[i]!, 0),
       redisPublishes: redis1.publishes - redis0.publishes,
+      publishesPerMove: (redis1.publishes - redis0.publishes) / between(movedAt, redis0.at, redis1.at),
     };
   } finally {
     for (const stop of stops) stop();
@@ -454,6 +468,7 @@ function medianResult(rounds: readonly CrossNodeResult[]): CrossNodeResult {
     pgCpuSeconds: m((r) => r.pgCpuSeconds),
     redisCpuSeconds: m((r) => r.redisCpuSeconds),
     redisPublishes: m((r) => r.redisPublishes),
+    publishesPerEdit: m((r) => r.publishesPerEdit),
     redisNetBytes: m((r) => r.redisNetBytes),
     clientCpuSeconds: m((r) => r.clientCpuSeconds),
     clientLoopDelayP99Ms: m((r) => r.clientLoopDelayP99Ms),
@@ -465,6 +480,7 @@ function medianResult(rounds: readonly CrossNodeResult[]): CrossNodeResult {
       same: { expected: m((r) => r.cursors.same.expected), delivered: m((r) => r.cursors.same.delivered), latency: latency((r) => r.cursors.same.latency) },
       serverCpuSeconds: m((r) => r.cursors.serverCpuSeconds),
       redisPublishes: m((r) => r.cursors.redisPublishes),
+      publishesPerMove: m((r) => r.cursors.publishesPerMove),
     },
   };
 }
@@ -496,8 +512,8 @@ function emptyResult(): CrossNodeResult {
   const none = { expected: 0, delivered: 0, latency: summarize([]) };
   return {
     windowSeconds: 0, sent: 0, cross: none, same: none, deliveredPerSecond: 0, serverCpuSeconds: 0, nodeCpuSeconds: [0, 0],
-    pgCpuSeconds: 0, redisCpuSeconds: 0, redisPublishes: 0, redisNetBytes: 0, clientCpuSeconds: 0, clientLoopDelayP99Ms: 0, otherCores: 0,
-    cursors: { windowSeconds: 0, moves: 0, cross: none, same: none, serverCpuSeconds: 0, redisPublishes: 0 },
+    pgCpuSeconds: 0, redisCpuSeconds: 0, redisPublishes: 0, publishesPerEdit: 0, redisNetBytes: 0, clientCpuSeconds: 0, clientLoopDelayP99Ms: 0, otherCores: 0,
+    cursors: { windowSeconds: 0, moves: 0, cross: none, same: none, serverCpuSeconds: 0, redisPublishes: 0, publishesPerMove: 0 },
   };
 }
 
@@ -568,7 +584,7 @@ function renderMarkdown(results: SystemResult[], facts: Facts): string {
             [perK(r.redisCpuSeconds, r), fmt(perK(r.redisCpuSeconds, r), 4)],
             [total, fmt(total, 4)],
             [perK(r.redisPublishes, r), fmt(perK(r.redisPublishes, r), 0)],
-            [r.sent > 0 ? r.redisPublishes / r.sent : Number.NaN, fmt(r.sent > 0 ? r.redisPublishes / r.sent : Number.NaN, 3)],
+            [r.publishesPerEdit, fmt(r.publishesPerEdit, 3)],
             [perK(r.redisNetBytes / 1024, r), fmt(perK(r.redisNetBytes / 1024, r), 0)],
             [undefined, fmt(r.clientCpuSeconds, 2)],
             [undefined, ms(r.clientLoopDelayP99Ms)],
@@ -582,7 +598,6 @@ function renderMarkdown(results: SystemResult[], facts: Facts): string {
   parts.push(
     `Cursor moves (awareness), after the edits: every client moves its cursor ${OPTIONS.cursorMovesPerSecondPerClient}×/s (x = send time), the document is not edited; ${OPTIONS.cursorWarmupMs / 1000} s warm-up, then a ${OPTIONS.cursorWindowMs / 1000} s window. Deliveries = a move seen by another client of the document. Stock extension-redis publishes every awareness change again from each node that relays it; ours publishes a change once, from the node of the client that made it.`,
   );
-  const perMove = (x: number, r: CrossNodeResult) => (r.cursors.moves > 0 ? x / r.cursors.moves : Number.NaN);
   const perKCursor = (seconds: number, r: CrossNodeResult) => {
     const delivered = r.cursors.cross.delivered + r.cursors.same.delivered;
     return delivered > 0 ? (seconds / delivered) * 1000 : Number.NaN;
@@ -597,7 +612,7 @@ function renderMarkdown(results: SystemResult[], facts: Facts): string {
           [r.cursors.cross.latency.p99, ms(r.cursors.cross.latency.p99)],
           [r.cursors.same.latency.p50, ms(r.cursors.same.latency.p50)],
           [undefined, `${fmt(r.cursors.cross.delivered, 0)} / ${fmt(r.cursors.cross.expected, 0)} (${pct(r.cursors.cross.delivered, r.cursors.cross.expected)})`],
-          [perMove(r.cursors.redisPublishes, r), fmt(perMove(r.cursors.redisPublishes, r), 3)],
+          [r.cursors.publishesPerMove, fmt(r.cursors.publishesPerMove, 3)],
           [perKCursor(r.cursors.serverCpuSeconds, r), fmt(perKCursor(r.cursors.serverCpuSeconds, r), 4)],
         ],
         [true, true, true, false, true, true],
@@ -675,7 +690,7 @@ function renderConsole(results: SystemResult[]): string {
         fmt((r.serverCpuSeconds / d) * 1000, 4).padEnd(9),
         fmt((r.redisCpuSeconds / d) * 1000, 4).padEnd(11),
         fmt((r.redisPublishes / d) * 1000, 0).padEnd(7),
-        fmt(r.sent > 0 ? r.redisPublishes / r.sent : Number.NaN, 2),
+        fmt(r.publishesPerEdit, 2),
       ].join(' '),
     );
   }
