@@ -267,6 +267,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
           redis: {
             healthy: () => redis.healthy(),
             diffsSent: () => redis.diffsSent,
+            answersDeferred: () => redis.answersDeferred,
             announcementsAlone: () => redis.announcementsAlone,
             announcementsCarried: () => redis.announcementsCarried,
             relayedLogged: () => redis.relayedLogged,

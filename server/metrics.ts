@@ -38,6 +38,7 @@ export interface MetricSources {
   redis?: {
     healthy: () => boolean;
     diffsSent: () => number;
+    answersDeferred: () => number;
     announcementsAlone: () => number;
     announcementsCarried: () => number;
     relayedLogged: () => number;
@@ -260,6 +261,7 @@ export class Metrics {
     if (!redis) return;
     gauge('imageflow_redis_connected', '1 while every Redis connection of this node is ready, 0 while degraded.', () => (redis.healthy() ? 1 : 0));
     gauge('imageflow_redis_anti_entropy_diffs_total', 'Diffs this node sent to peers found behind by the anti-entropy exchange.', redis.diffsSent);
+    gauge('imageflow_redis_anti_entropy_deferred_total', "Carried announcements that lacked only this node's updates of the last round, left to the next one.", redis.answersDeferred);
     gauge('imageflow_redis_announcements_alone_total', "Anti-entropy announcements of this node's state sent as messages of their own.", redis.announcementsAlone);
     gauge('imageflow_redis_announcements_carried_total', "Anti-entropy announcements of this node's state carried by a live update of the document (no PUBLISH of their own).", redis.announcementsCarried);
     gauge('imageflow_redis_relayed_logged_total', 'Changes relayed from other nodes (updates, diffs) that this node appended to its own log.', redis.relayedLogged);

@@ -428,6 +428,32 @@ describe.each(redisTopologies(register))('three nodes over $name', (topology) =>
     b.destroy();
   }, 60_000);
 
+  it('heals a delete it never got while clients of both nodes edit the document (carried announcements that cross updates are left to later ones)', async () => {
+    const { session, a, b } = await freshPair();
+    a.doc.getText('t').insert(0, 'keep drop ');
+    await waitFor(() => b.doc.getText('t').toString() === 'keep drop ', { timeout: 5_000, what: 'the text at node 1' });
+    // Both nodes publish live updates (with deletions: keys set again) in every round, so
+    // announcements cross updates going the other way.
+    let n = 0;
+    const busy = setInterval(() => {
+      a.doc.getMap('m').set(`a-${n % 5}`, n);
+      b.doc.getMap('m').set(`b-${n % 5}`, n);
+      n += 1;
+    }, 10);
+    try {
+      // A deletion only (it does not move the state vector), published to node 0 alone.
+      const [lost] = updatesOf(a.doc, (writer) => writer.getText('t').delete(5, 5));
+      await injectAt(0, session, lost!);
+      await waitFor(() => a.doc.getText('t').toString() === 'keep ', { timeout: 5_000, what: 'the deletion at node 0' });
+      await waitFor(() => b.doc.getText('t').toString() === 'keep ', { timeout: 15_000, what: 'node 1 healed the deletion' });
+    } finally {
+      clearInterval(busy);
+    }
+    await converged([a, b]);
+    a.destroy();
+    b.destroy();
+  }, 60_000);
+
   it.skipIf(clustered)('keeps serving through a Redis outage, says degraded, and reconverges without new edits', async () => {
     const a = attach(nodes[0]!.wsUrl, sessionId, owner.token);
     const b = attach(nodes[1]!.wsUrl, sessionId, owner.token);

@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import * as encoding from 'lib0/encoding';
 import * as Y from 'yjs';
-import { deleteSetDigest, diffFor, hasStructsMissingFrom, stateMessage } from '../server/redis/anti-entropy.ts';
+import { deleteSetDigest, diffFor, hasStructsMissingFrom, stateMessage, stateVectorOf } from '../server/redis/anti-entropy.ts';
 import { RedisNames } from '../server/redis/keys.ts';
 import { confirmUnused } from '../server/redis/presence-sweep.ts';
 import { decodeMessage, encodeMessage, WIRE_VERSION, WireError, type SyncMessage } from '../server/redis/wire.ts';
@@ -114,6 +114,39 @@ describe('anti-entropy', () => {
     expect(b.getText('t').toString()).toBe('world');
     expect(diffFor(a, stateMessage('b', 'doc', b))).toBeNull();
     expect(diffFor(b, stateMessage('a', 'doc', a))).toBeNull();
+  });
+
+  it('leaves a peer lacking only what is newer than the settled state to its next announcement', () => {
+    const { a, b } = pair();
+    const settled = stateVectorOf(a);
+    a.getMap('m').set('k', 1); // a's edit of this round, crossing b's announcement
+    expect(diffFor(a, stateMessage('b', 'doc', b), settled)).toBe('in-flight');
+    // Without the settled state (the next announcement of a deferred peer), it is answered.
+    const diff = diffFor(a, stateMessage('b', 'doc', b), undefined);
+    expect(diff).toBeInstanceOf(Uint8Array);
+    Y.applyUpdate(b, diff as Uint8Array);
+    expect(b.getMap('m').get('k')).toBe(1);
+  });
+
+  it('answers at once a peer lacking anything the settled state holds', () => {
+    const { a, b } = pair();
+    a.getMap('m').set('old', 1); // lost on its way to b a round ago
+    const settled = stateVectorOf(a);
+    a.getMap('m').set('new', 2);
+    const diff = diffFor(a, stateMessage('b', 'doc', b), settled);
+    expect(diff).toBeInstanceOf(Uint8Array);
+    Y.applyUpdate(b, diff as Uint8Array);
+    expect(b.getMap('m').toJSON()).toEqual({ old: 1, new: 2 });
+  });
+
+  it('answers a peer behind only in deletes at once, settled state or not', () => {
+    const { a, b } = pair();
+    const settled = stateVectorOf(a);
+    a.getText('t').delete(0, 6);
+    const diff = diffFor(a, stateMessage('b', 'doc', b), settled);
+    expect(diff).toBeInstanceOf(Uint8Array);
+    Y.applyUpdate(b, diff as Uint8Array);
+    expect(b.getText('t').toString()).toBe('world');
   });
 });
 

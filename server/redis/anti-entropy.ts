@@ -13,7 +13,7 @@ import * as Y from 'yjs';
 import type { StateMessage } from './wire.ts';
 
 /** Pure: does `local` hold a struct that the peer with state vector `remote` lacks? */
-export function hasStructsMissingFrom(local: Map<number, number>, remote: Map<number, number>): boolean {
+export function hasStructsMissingFrom(local: ReadonlyMap<number, number>, remote: ReadonlyMap<number, number>): boolean {
   for (const [client, clock] of local) if (clock > (remote.get(client) ?? 0)) return true;
   return false;
 }
@@ -32,10 +32,35 @@ export function stateMessage(sender: string, document: string, doc: Y.Doc): Stat
   return { type: 'state', sender, document, stateVector, deleteSetDigest: deleteSetDigest(doc, stateVector) };
 }
 
-/** What the sender of `state` lacks of `doc`, or null when it has everything `doc` has. */
-export function diffFor(doc: Y.Doc, state: Pick<StateMessage, 'stateVector' | 'deleteSetDigest'>): Uint8Array | null {
+/**
+ * What the sender of `state` lacks of `doc`: null when it has everything `doc` has; the diff
+ * otherwise — except `'in-flight'` when a `settled` state vector (this node's of a round ago) is
+ * given and everything the sender lacks is newer than it. Those are updates this node published
+ * since, most likely still on their way to the sender when it announced (each edit crossing the
+ * other way in the same few milliseconds); a diff for them would be a second copy of each. The
+ * caller judges the sender's next announcement without `settled`, so a real loss waits one round
+ * at most. A delete set that differs is answered at once either way.
+ */
+export function diffFor(doc: Y.Doc, state: Pick<StateMessage, 'stateVector' | 'deleteSetDigest'>): Uint8Array | null;
+export function diffFor(
+  doc: Y.Doc,
+  state: Pick<StateMessage, 'stateVector' | 'deleteSetDigest'>,
+  settled: ReadonlyMap<number, number> | undefined,
+): Uint8Array | 'in-flight' | null;
+export function diffFor(
+  doc: Y.Doc,
+  state: Pick<StateMessage, 'stateVector' | 'deleteSetDigest'>,
+  settled?: ReadonlyMap<number, number>,
+): Uint8Array | 'in-flight' | null {
   const localVector = Y.encodeStateVector(doc);
-  const missing = hasStructsMissingFrom(Y.decodeStateVector(localVector), Y.decodeStateVector(state.stateVector));
-  if (!missing && state.deleteSetDigest === deleteSetDigest(doc, localVector)) return null;
+  const remote = Y.decodeStateVector(state.stateVector);
+  if (hasStructsMissingFrom(Y.decodeStateVector(localVector), remote)) {
+    if (settled && !hasStructsMissingFrom(settled, remote)) return 'in-flight';
+    return Y.encodeStateAsUpdate(doc, state.stateVector);
+  }
+  if (state.deleteSetDigest === deleteSetDigest(doc, localVector)) return null;
   return Y.encodeStateAsUpdate(doc, state.stateVector);
 }
+
+/** A document's state vector, decoded (what `diffFor` takes as `settled`). */
+export const stateVectorOf = (doc: Y.Doc): Map<number, number> => Y.decodeStateVector(Y.encodeStateVector(doc));
