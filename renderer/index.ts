@@ -8,6 +8,7 @@
  * Per-pixel JavaScript runs here (non-native blend modes, adjustment layers, some filters): call
  * it through renderer/pool.ts from a server's main thread, never directly.
  */
+import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
 import { z } from 'zod';
 import { canvasSchema, describeIssue, canvasIssues, type Canvas, type Layer } from '../shared/canvas.ts';
@@ -27,7 +28,7 @@ import { rasterizeText } from './text.ts';
 import type { Fit, ImageSource, OutputFormat, RenderCanvas, RenderOptions, RenderResult } from './types.ts';
 import { rasterizeDrawing, rasterizeVector, shapeSvg } from './vector.ts';
 
-export type { Fit, ImageSource, OutputFormat, RenderCanvas, RenderOptions, RenderResult } from './types.ts';
+export type { Fit, ImageFile, ImageSource, OutputFormat, RenderCanvas, RenderOptions, RenderResult } from './types.ts';
 
 useShippedFonts();
 
@@ -318,10 +319,12 @@ export const renderCanvas: RenderCanvas = async (input: Canvas, images: ImageSou
     const id = layer.data.imageId;
     imageBytes.set(
       id,
-      images(id).then(
-        (bytes) => bytes,
-        () => undefined,
-      ),
+      images(id)
+        .then((got) => (got === undefined || got instanceof Uint8Array ? got : readFile(got.file)))
+        .then(
+          (bytes) => bytes,
+          () => undefined,
+        ),
     );
   }
 

@@ -5,6 +5,7 @@ import { renderCanvas } from './index.ts';
 import { setLayerCacheBytes } from './layer-cache.ts';
 import { lowerOwnThread } from '../media/thread-priority.ts';
 import type { FromWorker, PoolWorkerData, ToWorker } from './pool.ts';
+import type { ImageFile } from './types.ts';
 
 const port = parentPort;
 if (!port) throw new Error('renderer/pool-worker.ts runs only as a worker thread');
@@ -13,7 +14,7 @@ setLayerCacheBytes((workerData as PoolWorkerData).layerCacheBytes);
 lowerOwnThread((workerData as PoolWorkerData).threadNice, (workerData as PoolWorkerData).threadPolicy);
 
 let nextRequest = 1;
-const waiting = new Map<number, (bytes: Uint8Array | undefined) => void>();
+const waiting = new Map<number, (bytes: Uint8Array | ImageFile | undefined) => void>();
 
 port.on('message', (msg: ToWorker) => {
   if (msg.type === 'image') {
@@ -23,7 +24,7 @@ port.on('message', (msg: ToWorker) => {
   }
   const id = msg.id;
   const images = (imageId: string) =>
-    new Promise<Uint8Array | undefined>((resolve) => {
+    new Promise<Uint8Array | ImageFile | undefined>((resolve) => {
       const request = nextRequest++;
       waiting.set(request, resolve);
       const ask: FromWorker = { type: 'image', id, request, imageId };

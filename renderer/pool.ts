@@ -16,7 +16,7 @@ import type { Canvas } from '../shared/canvas.ts';
 import { AppError, type ErrorCode } from '../shared/errors.ts';
 import { useShippedFonts } from './fonts.ts';
 import { DEFAULT_LAYER_CACHE_BYTES } from './layer-cache.ts';
-import type { ImageSource, RenderOptions, RenderResult } from './types.ts';
+import type { ImageFile, ImageSource, RenderOptions, RenderResult } from './types.ts';
 import type { MediaThreadPolicy } from '../media/thread-priority.ts';
 
 export interface RenderPoolOptions {
@@ -46,7 +46,7 @@ export interface PoolWorkerData {
 /** Messages between the pool and a worker (renderer/pool-worker.ts). */
 export type ToWorker =
   | { type: 'render'; id: number; canvas: Canvas; options: RenderOptions }
-  | { type: 'image'; id: number; request: number; bytes: Uint8Array | undefined };
+  | { type: 'image'; id: number; request: number; bytes: Uint8Array | ImageFile | undefined };
 export type FromWorker =
   | { type: 'image'; id: number; request: number; imageId: string }
   | { type: 'done'; id: number; result: RenderResult }
@@ -174,7 +174,7 @@ export class RenderPool {
     this.dispatch();
   }
 
-  private sendImage(slot: Slot, id: number, request: number, bytes: Uint8Array | undefined): void {
+  private sendImage(slot: Slot, id: number, request: number, bytes: Uint8Array | ImageFile | undefined): void {
     if (slot.task?.id !== id) return;
     const msg: ToWorker = { type: 'image', id, request, bytes };
     slot.worker.postMessage(msg);

@@ -22,8 +22,17 @@ export interface RenderOptions {
   readonly region?: { readonly left: number; readonly top: number; readonly width: number; readonly height: number };
 }
 
-/** Reads an image layer's original bytes by `images.image_id`; the caller has checked access. */
-export type ImageSource = (imageId: string) => Promise<Uint8Array | undefined>;
+/**
+ * A file holding an original's bytes, read by the renderer itself where it runs (the local blob
+ * store's): in the render pool that is a worker thread, so the bytes of every render's images are
+ * allocated and collected in that thread's heap, never the event loop's.
+ */
+export interface ImageFile {
+  readonly file: string;
+}
+
+/** Reads an image layer's original (its bytes, or a file of them) by `images.image_id`; the caller has checked access. */
+export type ImageSource = (imageId: string) => Promise<Uint8Array | ImageFile | undefined>;
 
 export interface RenderResult {
   readonly data: Buffer;

@@ -145,7 +145,11 @@ export class RenderService {
       const path = allowed.get(imageId);
       if (path === undefined || !isBlobKey(path)) return undefined;
       try {
-        return await readAll(await this.#o.blobs.get(path));
+        // A local store's file is read by the renderer in its own thread (renderer/types.ts
+        // ImageFile): the original's bytes never pass through this event loop's heap.
+        const blobs = this.#o.blobs;
+        if (blobs.filePath) return { file: await blobs.filePath(path) };
+        return await readAll(await blobs.get(path));
       } catch (error) {
         if (error instanceof BlobNotFound) return undefined;
         throw error;

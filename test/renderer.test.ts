@@ -4,6 +4,9 @@
  * reference compositor are in test/renderer-oracle.test.ts; golden images in renderer-golden.
  */
 import { afterAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import sharp from 'sharp';
 import { AppError } from '../shared/errors.ts';
 import { renderCanvas, RENDER_LIMITS } from '../renderer/index.ts';
@@ -310,6 +313,27 @@ describe('RenderPool', () => {
     expect(asked.sort()).toEqual(['img_a', 'img_a', 'img_b', 'img_b']);
     expect(viaPool.missingImages).toEqual(['img_b']);
     expect(Buffer.compare(viaPool.data, direct.data)).toBe(0);
+  });
+
+  it('reads an image given as a file in the worker, the same pixels as its bytes; a file that is gone is a missing image', async () => {
+    const photo = await testPhoto(40, 30);
+    const dir = mkdtempSync(join(tmpdir(), 'render-file-'));
+    const file = join(dir, 'original');
+    writeFileSync(file, photo);
+    try {
+      const canvas = canvasOf(60, 40, {
+        a: layer({ type: 'image', data: { imageId: 'img_a' } }, { transform: at(5, 5) }),
+        b: layer({ type: 'image', data: { imageId: 'img_b' } }, { order: 'a1', transform: at(30, 0) }),
+      }, '#ffffff');
+      const fromBytes = await pool.render(canvas, async (id) => (id === 'img_a' ? new Uint8Array(photo) : undefined));
+      const fromFile = await pool.render(canvas, async (id) => ({ file: id === 'img_a' ? file : join(dir, 'gone') }));
+      expect(fromFile.missingImages).toEqual(['img_b']);
+      expect(Buffer.compare(fromFile.data, fromBytes.data)).toBe(0);
+      const inProcess = await renderCanvas(canvas, async (id) => ({ file: id === 'img_a' ? file : join(dir, 'gone') }));
+      expect(Buffer.compare(inProcess.data, fromBytes.data)).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('keeps the calling thread free while a heavy render runs', async () => {

@@ -160,8 +160,13 @@ export async function measureRender(
  * settings.
  */
 export async function sharpPeer(images: ImageSource): Promise<Buffer> {
-  const bg = (await images('img_bg'))!;
-  const smalls = await Promise.all(['img_a', 'img_b', 'img_c'].map(async (id) => (await images(id))!));
+  const bytes = async (id: string) => {
+    const got = await images(id);
+    if (!(got instanceof Uint8Array)) throw new Error(`the peer reads ${id} from memory`);
+    return got;
+  };
+  const bg = await bytes('img_bg');
+  const smalls = await Promise.all(['img_a', 'img_b', 'img_c'].map(bytes));
   const modes = ['over', 'multiply', 'screen', 'overlay', 'darken', 'lighten', 'soft-light', 'difference', 'exclusion', 'hard-light'] as const;
   const layers = await Promise.all(
     Array.from({ length: 19 }, async (_, i) => ({
