@@ -219,6 +219,13 @@ describe.each(redisTopologies(register))('presence in session_participants, over
         .rows[0]!.n;
     const a = await connect(nodes[0]!, owner.token);
     const b = await connect(nodes[1]!, guest.token);
+    // Node 0 asks PostgreSQL who else is here: the guest's join on node 1 must be written first
+    // (joins are batched; a leave in the same few milliseconds would rightly find no one).
+    await waitFor(
+      async () =>
+        (await pool.query('SELECT 1 FROM node_presence WHERE node_id = $1 AND session_id = $2 AND user_id = $3', ['presence-1', sessionId, guest.userId])).rowCount === 1,
+      { timeout: 5_000, what: "the guest's presence on node 1" },
+    );
     const before = await autosaves();
     addLayer(a.doc, { type: 'image', name: 'from node 0', data: { imageId } });
     await acknowledged(a);
