@@ -16,6 +16,7 @@ import {
   BlobRangeInvalid,
   Hashing,
   blobKey,
+  sha256Hex,
   checkPrefix,
   type BlobInfo,
   type BlobKey,
@@ -43,34 +44,75 @@ export class LocalBlobStore implements BlobStore {
     return path;
   }
 
-  /** Streams into a temporary file, hashing; returns its path, size and digest. */
+  /**
+   * Directories this store made or found (`mkdir -p` once each, not on every write: it was a
+   * third of a small write's cost). A directory removed behind the store's back is made again when
+   * a rename into it fails (`#commit`).
+   */
+  readonly #dirs = new Set<string>();
+
+  async #dir(path: string): Promise<void> {
+    if (this.#dirs.has(path)) return;
+    await mkdir(path, { recursive: true });
+    if (this.#dirs.size >= 10_000) this.#dirs.clear();
+    this.#dirs.add(path);
+  }
+
+  /**
+   * Into a temporary file, hashing; returns its path, size and digest. Bytes already in memory
+   * (variants, renders) are hashed and written in one call each; a stream is piped.
+   */
   async #spool(body: Uint8Array | Readable): Promise<{ tmp: string; size: number; sha256: string }> {
     const dir = join(this.root, 'tmp');
-    await mkdir(dir, { recursive: true });
     const tmp = join(dir, randomBytes(12).toString('hex'));
-    const hashing = new Hashing();
     try {
-      await pipeline(body instanceof Uint8Array ? Readable.from([body]) : body, hashing, createWriteStream(tmp, { flags: 'wx' }));
+      if (body instanceof Uint8Array) {
+        await this.#dir(dir);
+        await writeFile(tmp, body, { flag: 'wx' }).catch(async (error: unknown) => {
+          if (!isMissing(error)) throw error;
+          this.#dirs.delete(dir);
+          await this.#dir(dir);
+          await writeFile(tmp, body, { flag: 'wx' });
+        });
+        return { tmp, size: body.byteLength, sha256: sha256Hex(body) };
+      }
+      // A stream cannot be written twice: its directory is made every time (uploads are few).
+      await mkdir(dir, { recursive: true });
+      const hashing = new Hashing();
+      await pipeline(body, hashing, createWriteStream(tmp, { flags: 'wx' }));
+      return { tmp, size: hashing.byteCount, sha256: hashing.sha256 };
     } catch (error) {
       await rm(tmp, { force: true });
       throw error;
     }
-    return { tmp, size: hashing.byteCount, sha256: hashing.sha256 };
   }
 
   async #commit(tmp: string, key: BlobKey, contentType: string): Promise<void> {
+    const metaTmp = `${tmp}.meta`;
     try {
       const data = this.#path('data', key);
       const meta = this.#path('meta', key);
-      await mkdir(dirname(data), { recursive: true });
-      await mkdir(dirname(meta), { recursive: true });
-      const metaTmp = `${tmp}.meta`;
       await writeFile(metaTmp, contentType);
-      await rename(metaTmp, meta);
-      await rename(tmp, data);
-    } finally {
+      await this.#renameInto(metaTmp, meta);
+      await this.#renameInto(tmp, data);
+    } catch (error) {
       await rm(tmp, { force: true });
-      await rm(`${tmp}.meta`, { force: true });
+      await rm(metaTmp, { force: true });
+      throw error;
+    }
+  }
+
+  /** `rename`, making the target's directory first if it is not known (or no longer there). */
+  async #renameInto(from: string, to: string): Promise<void> {
+    const dir = dirname(to);
+    await this.#dir(dir);
+    try {
+      await rename(from, to);
+    } catch (error) {
+      if (!isMissing(error)) throw error;
+      this.#dirs.delete(dir);
+      await this.#dir(dir);
+      await rename(from, to);
     }
   }
 

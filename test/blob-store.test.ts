@@ -5,7 +5,7 @@
  * validation, failed streams leaving nothing behind, and (S3) presigned direct uploads.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
@@ -183,6 +183,21 @@ describe.each(['local', 's3'] as const)('BlobStore contract: %s', (kind) => {
     expect(sha(readFileSync(path))).toBe(sha(bytes));
     await expect(h.store.filePath!(blobKey('originals/absent'))).rejects.toBeInstanceOf(BlobNotFound);
     await expect(h.store.filePath!('../etc/passwd' as never)).rejects.toBeInstanceOf(BlobKeyInvalid);
+  });
+
+  it.runIf(kind === 'local')('writes into a directory removed behind its back (it remembers the directories it made)', async () => {
+    const root = join(tempDir(register, 'blobs-'), 'blobs');
+    const store = new LocalBlobStore(root);
+    const first = await store.put(blobKey('renders/ab/one.webp'), randomBytes(1_000), 'image/webp');
+    rmSync(join(root, 'data', 'renders'), { recursive: true, force: true });
+    rmSync(join(root, 'meta', 'renders'), { recursive: true, force: true });
+    rmSync(join(root, 'tmp'), { recursive: true, force: true });
+    const bytes = randomBytes(2_000);
+    await store.put(blobKey('renders/ab/two.webp'), bytes, 'image/webp'); // tmp/, data/renders/ab and meta/renders/ab made again
+    await store.putStream('renders/', chunked(bytes), 'image/webp');
+    expect(sha(await buffer(await store.get(blobKey('renders/ab/two.webp'))))).toBe(sha(bytes));
+    expect(await store.head(blobKey('renders/ab/two.webp'))).toEqual({ size: 2_000, contentType: 'image/webp' });
+    await expect(store.get(first.key)).rejects.toBeInstanceOf(BlobNotFound);
   });
 
   // (Whether the store refuses a body longer than the signed content-length, or a URL whose path was
