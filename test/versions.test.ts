@@ -827,6 +827,42 @@ describe('versions with the quiet-period autosave', () => {
   });
 });
 
+describe('the quiet period restarts at every change', () => {
+  it('saves nothing while edits keep coming closer than the period, then once after the last', async () => {
+    const database = await createDatabase('quiet');
+    register(database.drop);
+    const server = await startServerProcess({ transport: 'node', databaseUrl: database.url, register, env: { AUTOSAVE_QUIET_MS: '600' } });
+    const db = openPool(database.url, register);
+    const owner = await createActor(db, 'owner');
+    const imageId = await createImage(db, owner.userId);
+    const sessionId = await createSession(server.url, owner.token, imageId);
+    const a = connectClient(server.wsUrl, sessionId, owner.token, register);
+    const messages = inbox(a);
+    await a.synced;
+    const saved = () => messages.filter((m) => m.type === 'versionSaved').length;
+    // An edit every 150 ms for 2.4 s: four times the period, never a quiet period.
+    let n = 0;
+    await new Promise<void>((resolve) => {
+      const timer = setInterval(() => {
+        addLayer(a.doc, { type: 'image', name: `steady ${n}`, data: { imageId } });
+        if (++n === 16) {
+          clearInterval(timer);
+          resolve();
+        }
+      }, 150);
+    });
+    await acknowledged(a);
+    const lastEditAt = Date.now();
+    expect(saved(), 'autosaves while edits kept coming').toBe(0);
+    await waitFor(() => saved() === 1, { timeout: 10_000, what: 'the autosave after the last edit' });
+    expect(Date.now() - lastEditAt).toBeGreaterThanOrEqual(400);
+    const { rows } = await db.query("SELECT canvas_state FROM image_versions WHERE image_id = $1 AND kind = 'autosave'", [imageId]);
+    expect(rows).toHaveLength(1);
+    expect(Object.keys(rows[0].canvas_state.layers)).toHaveLength(layerIds(a.doc).length);
+    a.destroy();
+  });
+});
+
 describe('versions on embedded PGlite', () => {
   it('round trip: a canvas of every layer type saved and loaded into a new session is identical', async () => {
     const server = await startServerProcess({ transport: 'node', databaseUrl: undefined, dataDir: tempDir(register), register, env: { AUTOSAVE_QUIET_MS: '0' } });
