@@ -35,7 +35,10 @@ import { insertActivity } from '../persistence/repositories/activities.ts';
 import { insertIngestedImage, type ImageRecord } from '../persistence/repositories/images.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
 import { ACCEPTED, isAcceptedMime, type AcceptedMime, type JobQueue } from './sharp.ts';
-import { STANDARD_VARIANTS, applyVariant, decodeOptions, standardSpec, variantKey, type StandardVariant } from './variants.ts';
+import { processPixels, sharpError, type PixelJob, type Processed } from './pixels.ts';
+import { STANDARD_VARIANTS, standardSpec, variantKey, type StandardVariant } from './variants.ts';
+
+export { dominantColours, sharpError } from './pixels.ts';
 
 export interface IngestLimits {
   maxPixels: number;
@@ -47,6 +50,8 @@ export interface IngestDeps {
   blobs: BlobStore;
   queue: JobQueue;
   limits: IngestLimits;
+  /** Step 3 off the event loop (media/pixel-threads.ts); absent: in process. */
+  pixels?: (job: PixelJob) => Promise<Processed>;
   /** Where uploads are spooled while validated. */
   spoolDir: string;
 }
@@ -139,16 +144,6 @@ export async function sniff(path: string): Promise<AcceptedMime> {
   throw new AppError('not_an_image', `The bytes are not an image (they look like ${type.mime}).`);
 }
 
-/** Maps a sharp/libvips failure to a registry error. */
-export function sharpError(error: unknown): AppError {
-  if (error instanceof AppError) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  if (/pixel limit/i.test(message)) return new AppError('image_too_many_pixels');
-  if (/timeout/i.test(message)) return new AppError('image_timeout');
-  if (/unsupported image format/i.test(message)) return new AppError('image_type_not_accepted');
-  return new AppError('image_corrupt', `The image is truncated or corrupt (${message.split('\n')[0]?.slice(0, 160)}).`);
-}
-
 export interface Inspected {
   readonly mime: AcceptedMime;
   /** Dimensions with the EXIF orientation applied. */
@@ -184,42 +179,6 @@ export async function inspect(path: string, limits: IngestLimits): Promise<Inspe
   return { mime, width, height, metadata };
 }
 
-type Rgb = readonly [number, number, number];
-const hex = ([r, g, b]: Rgb) => `#${[r, g, b].map((v) => v.toString(16).padStart(2, '0')).join('')}`;
-
-/**
- * A few dominant colours from a small RGB(A) thumbnail: pixels binned at 4 bits per channel
- * (fully transparent ones skipped), the most populous bins averaged, near-duplicates merged.
- */
-export function dominantColours(pixels: Uint8Array, channels: number, count = 5): Array<{ color: string; share: number }> {
-  const bins = new Map<number, { n: number; r: number; g: number; b: number }>();
-  let total = 0;
-  for (let i = 0; i + 2 < pixels.length; i += channels) {
-    if (channels === 4 && pixels[i + 3]! < 16) continue;
-    const r = pixels[i]!, g = pixels[i + 1]!, b = pixels[i + 2]!;
-    const key = ((r >> 4) << 8) | ((g >> 4) << 4) | (b >> 4);
-    const bin = bins.get(key) ?? { n: 0, r: 0, g: 0, b: 0 };
-    bin.n++;
-    bin.r += r;
-    bin.g += g;
-    bin.b += b;
-    bins.set(key, bin);
-    total++;
-  }
-  const picked: Array<{ rgb: Rgb; n: number }> = [];
-  for (const bin of [...bins.values()].sort((a, b) => b.n - a.n)) {
-    const rgb: Rgb = [Math.round(bin.r / bin.n), Math.round(bin.g / bin.n), Math.round(bin.b / bin.n)];
-    const near = picked.find((p) => Math.abs(p.rgb[0] - rgb[0]) + Math.abs(p.rgb[1] - rgb[1]) + Math.abs(p.rgb[2] - rgb[2]) < 48);
-    if (near) near.n += bin.n;
-    else picked.push({ rgb, n: bin.n });
-    if (picked.length >= count * 3) break;
-  }
-  return picked
-    .sort((a, b) => b.n - a.n)
-    .slice(0, count)
-    .map((p) => ({ color: hex(p.rgb), share: total ? Math.round((p.n / total) * 1000) / 1000 : 0 }));
-}
-
 /** The EXIF fields kept in `images.metadata` (exifr, from the file; GPS apart). */
 async function readExif(path: string): Promise<{ exif: Record<string, unknown>; gps?: { latitude: number; longitude: number; altitude?: number } }> {
   let tags: Record<string, unknown> | undefined;
@@ -247,47 +206,18 @@ async function readExif(path: string): Promise<{ exif: Record<string, unknown>; 
   return { exif };
 }
 
-interface Processed {
-  readonly variants: Record<StandardVariant, Buffer>;
-  readonly palette: Array<{ color: string; share: number }>;
-}
-
-/** Step 3: one decode, three variants and the palette. */
-async function process(path: string, inspected: Inspected, limits: IngestLimits, keepExif: boolean): Promise<Processed> {
-  const seconds = Math.max(1, Math.ceil(limits.timeoutMs / 1000));
-  const hasAlpha = inspected.metadata.hasAlpha ?? false;
-  const original = { mime: inspected.mime, hasAlpha, keepExif };
-  const largest = STANDARD_VARIANTS.large;
-  try {
-    // The decode: orientation applied, shrunk to the largest standard box (JPEG shrink-on-load).
-    const { data, info } = await sharp(path, decodeOptions(limits))
-      .timeout({ seconds })
-      .resize({ width: largest, height: largest, fit: 'inside', withoutEnlargement: true })
-      .raw()
-      .toBuffer({ resolveWithObject: true });
-    const raw = { raw: { width: info.width, height: info.height, channels: info.channels } } as const;
-    // Raw pixels carry no EXIF: for an owner who shares location, each variant is made from the
-    // original file (keepExif), at the cost of a decode each.
-    const encode = (name: StandardVariant) =>
-      applyVariant((keepExif ? sharp(path, decodeOptions(limits)) : sharp(data, raw)).timeout({ seconds }), standardSpec(name, original)).toBuffer();
-    const [large, medium, small, swatch] = await Promise.all([
-      encode('large'),
-      encode('medium'),
-      encode('small'),
-      sharp(data, raw).resize(64, 64, { fit: 'fill' }).raw().toBuffer({ resolveWithObject: true }),
-    ]);
-    return { variants: { large, medium, small }, palette: dominantColours(swatch.data, swatch.info.channels) };
-  } catch (error) {
-    throw sharpError(error);
-  }
-}
-
 /** The whole ingest of a spooled file; nothing is stored unless every check passed. */
 export async function ingestFile(deps: IngestDeps, file: Spooled, request: IngestRequest): Promise<ImageRecord> {
   const outcome = await deps.queue.run(async () => {
     const inspected = await inspect(file.path, deps.limits);
     const [processed, exif] = await Promise.all([
-      process(file.path, inspected, deps.limits, request.shareLocation),
+      (deps.pixels ?? processPixels)({
+        path: file.path,
+        mime: inspected.mime,
+        hasAlpha: inspected.metadata.hasAlpha ?? false,
+        limits: deps.limits,
+        keepExif: request.shareLocation,
+      }),
       readExif(file.path),
     ]);
     // Validated: now store. The original under its content address, then the variants (named

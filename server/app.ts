@@ -34,6 +34,8 @@ import { PresenceExtension } from './extensions/presence.ts';
 import { RedisSyncExtension } from './extensions/redis-sync.ts';
 import { createHttpApp } from './http/app.ts';
 import { createBlobStore } from '../storage/index.ts';
+import { PixelThreads } from '../media/pixel-threads.ts';
+import type { PixelJob } from '../media/pixels.ts';
 import { JobQueue, hardenSharp } from '../media/sharp.ts';
 import { keepMediaThreadsLow } from '../media/thread-priority.ts';
 import { MergeWorker } from '../persistence/merge.ts';
@@ -123,6 +125,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   // Media work yields the CPU to this event loop (media/thread-priority.ts).
   const stopMediaNice = await keepMediaThreadsLow(config.MEDIA_THREAD_NICE, config.MEDIA_THREAD_POLICY);
   const imageQueue = new JobQueue(config.IMAGE_CONCURRENCY, config.IMAGE_QUEUE_LIMIT);
+  // Ingest's decode and variants in media threads, not on this event loop's heap (media/pixel-threads.ts).
+  const pixelThreads = new PixelThreads({ threads: config.IMAGE_CONCURRENCY, nice: config.MEDIA_THREAD_NICE, policy: config.MEDIA_THREAD_POLICY });
   const metrics = new Metrics(nodeId);
   // Compaction merges rows in a worker thread, not on this event loop (persistence/merge.ts).
   const merger = new MergeWorker();
@@ -287,6 +291,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     db,
     blobs,
     queue: imageQueue,
+    pixels: (job: PixelJob) => pixelThreads.process(job),
     limits: { maxPixels: config.IMAGE_MAX_PIXELS, timeoutMs: config.IMAGE_TIMEOUT_MS },
     spoolDir: join(config.DATA_DIR, 'spool'),
     signer,
@@ -327,6 +332,7 @@ export async function startServer(config: Config, options: { logger?: Logger } =
   const release = async () => {
     await renderWorker?.stop();
     await renderPool.close();
+    await pixelThreads.close();
     await renderCache.idle();
     await thumbnails.close();
     await redis?.close();

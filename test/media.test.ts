@@ -1,7 +1,11 @@
 /**
  * The pieces of media/ that need no server: the bounded job queue, the byte-bounded LRU, URL
- * parameters → variant spec (and its ETag), the palette, and the byte limit while streaming.
+ * parameters → variant spec (and its ETag), the palette, the byte limit while streaming, and
+ * ingest's pixel work in a media thread against the same in process.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
@@ -9,8 +13,11 @@ import { describe, expect, it } from 'vitest';
 import { AppError } from '../shared/errors.ts';
 import { byteLimit, dominantColours } from '../media/ingest.ts';
 import { ByteLru } from '../media/lru.ts';
+import { PixelThreads } from '../media/pixel-threads.ts';
+import { processPixels } from '../media/pixels.ts';
 import { JobQueue } from '../media/sharp.ts';
 import { parseVariant, standardSpec, variantEtag, variantKey } from '../media/variants.ts';
+import { photoJpeg } from './support/images.ts';
 
 const original = { mime: 'image/jpeg', hasAlpha: false, keepExif: false };
 
@@ -113,5 +120,35 @@ describe('byteLimit', () => {
     const sink = () => new Writable({ write: (_c, _e, cb) => cb() });
     await pipeline(Readable.from([Buffer.alloc(50), Buffer.alloc(50)]), byteLimit(100), sink());
     await expect(pipeline(Readable.from([Buffer.alloc(50), Buffer.alloc(51)]), byteLimit(100), sink())).rejects.toMatchObject({ code: 'image_too_large' });
+  });
+});
+
+describe('PixelThreads (ingest step 3 in a media thread)', () => {
+  it('makes the same variants and palette as in process, and a corrupt file the same AppError', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pixels-'));
+    const threads = new PixelThreads({ threads: 1, nice: 0, policy: 'nice' });
+    try {
+      const photo = join(dir, 'photo.jpg');
+      writeFileSync(photo, await photoJpeg(1200, 800));
+      const job = { path: photo, mime: 'image/jpeg', hasAlpha: false, limits: { maxPixels: 50_000_000, timeoutMs: 20_000 }, keepExif: false };
+      const inThread = await threads.process(job);
+      const inProcess = await processPixels(job);
+      expect(threads.threads).toBe(1);
+      for (const name of ['large', 'medium', 'small'] as const) {
+        expect(Buffer.compare(Buffer.from(inThread.variants[name]), Buffer.from(inProcess.variants[name])), name).toBe(0);
+      }
+      expect(inThread.palette).toEqual(inProcess.palette);
+      // Truncated: the header parses, the pixels do not.
+      const truncated = join(dir, 'truncated.jpg');
+      const whole = await photoJpeg(1200, 800);
+      writeFileSync(truncated, whole.subarray(0, Math.floor(whole.length / 2)));
+      const failed = await threads.process({ ...job, path: truncated }).catch((error: unknown) => error);
+      expect(failed).toBeInstanceOf(AppError);
+      expect((failed as AppError).code).toBe('image_corrupt');
+      await expect(processPixels({ ...job, path: truncated })).rejects.toMatchObject({ code: 'image_corrupt' });
+    } finally {
+      await threads.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
