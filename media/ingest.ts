@@ -10,7 +10,8 @@
  *    pixel bomb is refused before a single pixel is decoded — and for one frame (GIF: its first);
  * 3. one decode (sharp, `failOn: 'warning'`, `limitInputPixels`, a timeout) produces the
  *    orientation-corrected large variant, from which the medium and small ones and the colour
- *    palette are made; a truncated or corrupt file fails here;
+ *    palette are made; a truncated or corrupt file fails here (media/pixels.ts; the server runs
+ *    it in a media thread, media/pixel-threads.ts, so its pixels never sit on the event loop's heap);
  * 4. EXIF is read with exifr into `metadata` (GPS kept for the owner; served variants carry no
  *    metadata unless the owner opted in to sharing location);
  * 5. only then are the original and the variants written to the blob store, and the images row
