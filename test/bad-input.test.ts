@@ -808,3 +808,25 @@ function mutate(input: Uint8Array, random: () => number): Uint8Array {
   // Keep the document name intact often enough that mutations reach the Yjs decoders.
   return new Uint8Array(random() < 0.7 ? [...input.slice(0, 21), ...bytes.slice(21)] : bytes);
 }
+
+describe('the echo', () => {
+  it('does not send an update back to the connection it came from; every other connection gets it', async () => {
+    const env = await environment('echo', {});
+    const session = env.witnessSession;
+    const raw = await attacker(env, session);
+    const writer = new Y.Doc();
+    writer.getMap('w').set('echo-from-raw', 1);
+    const sentAt = raw.log.length;
+    raw.send(syncFrame(session, 2, Y.encodeStateAsUpdate(writer)));
+    // The witnesses (providers on other connections) get it...
+    await waitFor(() => env.witnesses.every((w) => w.doc.getMap('w').get('echo-from-raw') === 1), { timeout: 10_000, what: 'the update at the witnesses' });
+    // ...and the writer its acknowledgement, which the server sends after the broadcast (the
+    // flush runs before the commit returns), on the same socket, so an echo would have come first.
+    await waitFor(() => raw.log.slice(sentAt).some((m) => m.doc === session && m.type === MessageType.SyncStatus), { timeout: 10_000, what: "the writer's acknowledgement" });
+    const updatesBack = raw.log.slice(sentAt).filter((m) => m.doc === session && m.type === MessageType.Sync && m.body[0] === 2);
+    expect(updatesBack, 'sync updates sent back to the writer').toHaveLength(0);
+    // A change from another connection still reaches it.
+    env.witnesses[0]!.doc.getMap('w').set('echo-from-witness', 2);
+    await waitFor(() => raw.log.slice(sentAt).some((m) => m.doc === session && m.type === MessageType.Sync && m.body[0] === 2), { timeout: 10_000, what: "the witness's update at the raw socket" });
+  });
+});

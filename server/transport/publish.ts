@@ -23,12 +23,17 @@
  * - A connection leaves its topic when Hocuspocus removes it from the document (its document
  *   closed, refused, or the socket closed); uWS drops a closed socket's subscriptions itself.
  *
+ * The echo is left out: an update broadcast whose updates all came from one client connection is
+ * not sent back to it (see `origins` below); on the uWS topic path it still is.
+ *
  * The Hocuspocus internals this relies on, checked against @hocuspocus/server 4.7.0: the
- * instance methods `Document.addConnection`, `removeConnection` and `broadcast(encode, filter)`,
+ * instance methods `Document.addConnection`, `removeConnection`, `broadcast(encode, filter)` and
+ * `broadcastUpdate(update)` (called by `flush` through the instance),
  * and `Connection.messageAddress` and `webSocket`. Replaced per document instance, not on the
  * prototype.
  */
-import type { Connection, Document } from '@hocuspocus/server';
+import { isTransactionOrigin, type Connection, type Document } from '@hocuspocus/server';
+import type * as Y from 'yjs';
 import { fromHocuspocus } from './y-websocket.ts';
 
 /** What a socket that can subscribe hands back: where to publish for its connection. */
@@ -62,6 +67,8 @@ type Filter = (connection: Connection) => boolean;
 
 /** Counters for tests and metrics: broadcasts published natively, and frames published. */
 export const publishStats = { broadcasts: 0, publishes: 0 };
+/** Update broadcasts that left out the one connection all their updates came from (the echo). */
+export const echoesSkipped = { count: 0 };
 
 /**
  * Makes `document`'s broadcasts go out as one publish per topic to its subscribed connections
@@ -105,7 +112,43 @@ export function publishBroadcasts(document: Document): void {
     return removeConnection(connection);
   };
 
+  // The echo. Hocuspocus sends each flushed update to every connection of the document, the ones
+  // it came from included (`broadcastUpdate` passes no filter), though they hold it already and
+  // Yjs drops the copy. When every update of a flush came from one connection, that connection is
+  // left out. Origins are noted at `afterTransaction`, which Yjs emits before `update` (so before
+  // Hocuspocus may flush); any transaction not from a client connection makes the flush go to all.
+  let origins: Connection | 'mixed' | null = null;
+  let excluding: Connection | null = null;
+  document.on('afterTransaction', (transaction: Y.Transaction) => {
+    // Only a transaction that emits an update counts (Yjs's own test, writeUpdateMessageFromTransaction):
+    // Hocuspocus applies a blank `[0, 0]` after each of ours, with another origin object.
+    if (transaction.deleteSet.clients.size === 0 && ![...transaction.afterState].some(([client, clock]) => transaction.beforeState.get(client) !== clock)) return;
+    const origin: unknown = transaction.origin;
+    const from = isTransactionOrigin(origin) && origin.source === 'connection' ? origin.connection : undefined;
+    if (from === undefined) origins = 'mixed';
+    else if (origins === null) origins = from;
+    else if (origins !== from) origins = 'mixed';
+  });
+  const updates = document as unknown as { broadcastUpdate: (update: Uint8Array) => void };
+  const broadcastUpdate = updates.broadcastUpdate.bind(document);
+  updates.broadcastUpdate = (update: Uint8Array) => {
+    const from = origins;
+    origins = null;
+    excluding = from === null || from === 'mixed' ? null : from;
+    try {
+      broadcastUpdate(update);
+    } finally {
+      excluding = null;
+    }
+  };
+
   internals.broadcast = (encode: Encode, filter?: Filter) => {
+    const leftOut = excluding;
+    if (leftOut !== null && subscribed.size === 0) {
+      echoesSkipped.count += 1;
+      broadcast(encode, filter === undefined ? (connection) => connection !== leftOut : (connection) => connection !== leftOut && filter(connection));
+      return;
+    }
     if (filter !== undefined || subscribed.size === 0) {
       broadcast(encode, filter);
       return;
