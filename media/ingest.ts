@@ -39,8 +39,6 @@ import { ACCEPTED, isAcceptedMime, type AcceptedMime, type JobQueue } from './sh
 import { processPixels, sharpError, type PixelJob, type Processed } from './pixels.ts';
 import { STANDARD_VARIANTS, standardSpec, variantKey, type StandardVariant } from './variants.ts';
 
-export { dominantColours, sharpError } from './pixels.ts';
-
 export interface IngestLimits {
   maxPixels: number;
   timeoutMs: number;

@@ -321,10 +321,7 @@ export const renderCanvas: RenderCanvas = async (input: Canvas, images: ImageSou
       id,
       images(id)
         .then((got) => (got === undefined || got instanceof Uint8Array ? got : readFile(got.file)))
-        .then(
-          (bytes) => bytes,
-          () => undefined,
-        ),
+        .catch(() => undefined),
     );
   }
 

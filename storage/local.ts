@@ -47,7 +47,7 @@ export class LocalBlobStore implements BlobStore {
   /**
    * Directories this store made or found (`mkdir -p` once each, not on every write: it was a
    * third of a small write's cost). A directory removed behind the store's back is made again when
-   * a rename into it fails (`#commit`).
+   * a write or rename into it fails (`#inDir`).
    */
   readonly #dirs = new Set<string>();
 
@@ -67,13 +67,7 @@ export class LocalBlobStore implements BlobStore {
     const tmp = join(dir, randomBytes(12).toString('hex'));
     try {
       if (body instanceof Uint8Array) {
-        await this.#dir(dir);
-        await writeFile(tmp, body, { flag: 'wx' }).catch(async (error: unknown) => {
-          if (!isMissing(error)) throw error;
-          this.#dirs.delete(dir);
-          await this.#dir(dir);
-          await writeFile(tmp, body, { flag: 'wx' });
-        });
+        await this.#inDir(dir, () => writeFile(tmp, body, { flag: 'wx' }));
         return { tmp, size: body.byteLength, sha256: sha256Hex(body) };
       }
       // A stream cannot be written twice: its directory is made every time (uploads are few).
@@ -93,8 +87,8 @@ export class LocalBlobStore implements BlobStore {
       const data = this.#path('data', key);
       const meta = this.#path('meta', key);
       await writeFile(metaTmp, contentType);
-      await this.#renameInto(metaTmp, meta);
-      await this.#renameInto(tmp, data);
+      await this.#inDir(dirname(meta), () => rename(metaTmp, meta));
+      await this.#inDir(dirname(data), () => rename(tmp, data));
     } catch (error) {
       await rm(tmp, { force: true });
       await rm(metaTmp, { force: true });
@@ -102,19 +96,22 @@ export class LocalBlobStore implements BlobStore {
     }
   }
 
-  /** `rename`, making the target's directory first if it is not known (or no longer there). */
-  async #renameInto(from: string, to: string): Promise<void> {
-    const dir = dirname(to);
+  /**
+   * `write` into `dir`, which is made first unless known; if it vanished behind the store's back
+   * (the write fails with ENOENT), it is made again and the write retried once.
+   */
+  async #inDir(dir: string, write: () => Promise<void>): Promise<void> {
     await this.#dir(dir);
     try {
-      await rename(from, to);
+      await write();
     } catch (error) {
       if (!isMissing(error)) throw error;
       this.#dirs.delete(dir);
       await this.#dir(dir);
-      await rename(from, to);
+      await write();
     }
   }
+
 
   async putStream(prefix: string, body: Readable, contentType: string): Promise<BlobInfo> {
     checkPrefix(prefix);

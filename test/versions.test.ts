@@ -798,18 +798,24 @@ describe('versions (node transport, PostgreSQL)', () => {
   });
 });
 
+/** A server with the quiet-period autosave at `quietMs`, an owner's session and one synced client with its inbox. */
+async function quietSession(name: string, quietMs: number) {
+  const database = await createDatabase(name);
+  register(database.drop);
+  const server = await startServerProcess({ transport: 'node', databaseUrl: database.url, register, env: { AUTOSAVE_QUIET_MS: String(quietMs) } });
+  const db = openPool(database.url, register);
+  const owner = await createActor(db, 'owner');
+  const imageId = await createImage(db, owner.userId);
+  const sessionId = await createSession(server.url, owner.token, imageId);
+  const a = connectClient(server.wsUrl, sessionId, owner.token, register);
+  const messages = inbox(a);
+  await a.synced;
+  return { server, db, owner, imageId, a, messages };
+}
+
 describe('versions with the quiet-period autosave', () => {
   it('saves a version after the document has been quiet, once per burst of edits', async () => {
-    const database = await createDatabase('autosave');
-    register(database.drop);
-    const server = await startServerProcess({ transport: 'node', databaseUrl: database.url, register, env: { AUTOSAVE_QUIET_MS: '800' } });
-    const db = openPool(database.url, register);
-    const owner = await createActor(db, 'owner');
-    const imageId = await createImage(db, owner.userId);
-    const sessionId = await createSession(server.url, owner.token, imageId);
-    const a = connectClient(server.wsUrl, sessionId, owner.token, register);
-    const messages = inbox(a);
-    await a.synced;
+    const { server, db, owner, imageId, a, messages } = await quietSession('autosave', 800);
     for (let i = 0; i < 5; i++) addLayer(a.doc, { type: 'image', name: `burst ${i}`, data: { imageId } });
     await acknowledged(a);
     const first = await waitFor(() => messages.find((m) => m.type === 'versionSaved'), { what: 'autosave after quiet period' });
@@ -829,16 +835,7 @@ describe('versions with the quiet-period autosave', () => {
 
 describe('the quiet period restarts at every change', () => {
   it('saves nothing while edits keep coming closer than the period, then once after the last', async () => {
-    const database = await createDatabase('quiet');
-    register(database.drop);
-    const server = await startServerProcess({ transport: 'node', databaseUrl: database.url, register, env: { AUTOSAVE_QUIET_MS: '600' } });
-    const db = openPool(database.url, register);
-    const owner = await createActor(db, 'owner');
-    const imageId = await createImage(db, owner.userId);
-    const sessionId = await createSession(server.url, owner.token, imageId);
-    const a = connectClient(server.wsUrl, sessionId, owner.token, register);
-    const messages = inbox(a);
-    await a.synced;
+    const { db, imageId, a, messages } = await quietSession('quiet', 600);
     const saved = () => messages.filter((m) => m.type === 'versionSaved').length;
     // An edit every 150 ms for 2.4 s: four times the period, never a quiet period.
     let n = 0;

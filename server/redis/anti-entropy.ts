@@ -38,8 +38,8 @@ export function stateMessage(sender: string, document: string, doc: Y.Doc): Stat
  * given and everything the sender lacks is newer than it. Those are updates this node published
  * since, most likely still on their way to the sender when it announced (each edit crossing the
  * other way in the same few milliseconds); a diff for them would be a second copy of each. The
- * caller judges the sender's next announcement without `settled`, so a real loss waits one round
- * at most. A delete set that differs is answered at once either way.
+ * delete-set digests are compared only when no struct is missing; the caller bounds how often in a
+ * row a peer is left to a later announcement (`#answerState` in server/extensions/redis-sync.ts).
  */
 export function diffFor(doc: Y.Doc, state: Pick<StateMessage, 'stateVector' | 'deleteSetDigest'>): Uint8Array | null;
 export function diffFor(

@@ -67,8 +67,13 @@ type Filter = (connection: Connection) => boolean;
 
 /** Counters for tests and metrics: broadcasts published natively, and frames published. */
 export const publishStats = { broadcasts: 0, publishes: 0 };
-/** Update broadcasts that left out the one connection all their updates came from (the echo). */
-export const echoesSkipped = { count: 0 };
+
+/** Yjs's own test for whether a transaction emits an `update` (writeUpdateMessageFromTransaction). */
+function emitsUpdate(transaction: Y.Transaction): boolean {
+  if (transaction.deleteSet.clients.size > 0) return true;
+  for (const [client, clock] of transaction.afterState) if (transaction.beforeState.get(client) !== clock) return true;
+  return false;
+}
 
 /**
  * Makes `document`'s broadcasts go out as one publish per topic to its subscribed connections
@@ -122,7 +127,7 @@ export function publishBroadcasts(document: Document): void {
   document.on('afterTransaction', (transaction: Y.Transaction) => {
     // Only a transaction that emits an update counts (Yjs's own test, writeUpdateMessageFromTransaction):
     // Hocuspocus applies a blank `[0, 0]` after each of ours, with another origin object.
-    if (transaction.deleteSet.clients.size === 0 && ![...transaction.afterState].some(([client, clock]) => transaction.beforeState.get(client) !== clock)) return;
+    if (!emitsUpdate(transaction)) return;
     const origin: unknown = transaction.origin;
     const from = isTransactionOrigin(origin) && origin.source === 'connection' ? origin.connection : undefined;
     if (from === undefined) origins = 'mixed';
@@ -145,7 +150,6 @@ export function publishBroadcasts(document: Document): void {
   internals.broadcast = (encode: Encode, filter?: Filter) => {
     const leftOut = excluding;
     if (leftOut !== null && subscribed.size === 0) {
-      echoesSkipped.count += 1;
       broadcast(encode, filter === undefined ? (connection) => connection !== leftOut : (connection) => connection !== leftOut && filter(connection));
       return;
     }
