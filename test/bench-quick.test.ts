@@ -60,9 +60,12 @@ describe('bench harness at a tiny size', () => {
       const stock = cells[head.indexOf('stock Hocuspocus')]!;
       const ours = cells[head.indexOf('ours (node)')]!;
       const ratio = cells[head.indexOf('ours (node) / stock')]!;
-      expect(stock, `${def.label}: stock`).toMatch(/^[\d,.]+/);
-      expect(ours, `${def.label}: ours`).toMatch(/^[\d,.]+/);
-      if (def.id !== 'durableAcks') expect(ratio, `${def.label}: ratio`).toMatch(/^[\d.]+×/);
+      // At this size a few connections' memory is inside the heap's own swings: the RSS
+      // difference can come out negative (seen once under the full suite's load), still a figure.
+      const sign = def.id === 'memoryPerConnection' ? '-?' : '';
+      expect(stock, `${def.label}: stock`).toMatch(new RegExp(`^${sign}[\\d,.]+`));
+      expect(ours, `${def.label}: ours`).toMatch(new RegExp(`^${sign}[\\d,.]+`));
+      if (def.id !== 'durableAcks') expect(ratio, `${def.label}: ratio`).toMatch(new RegExp(`^${sign}[\\d.]+×`));
       if (def.targets.length > 0) expect(cells[head.indexOf('met?')], def.label).toMatch(/node [^:]*: \*\*(met|not met)\*\*/);
     }
     const details = section(file, 'table-tiny');
