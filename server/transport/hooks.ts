@@ -176,6 +176,22 @@ export class PeerSocket implements WebSocketLike, Subscriber {
     return { topic, yjs, publish };
   }
 
+  /**
+   * Publishes `frame` to `topic`'s subscribers other than this socket (uWS `WebSocket.publish`
+   * leaves the publishing socket out): the broadcast of an update this socket's client sent
+   * (transport/publish.ts). False when this socket cannot (no native pub/sub, or closed): the
+   * caller then publishes to all.
+   */
+  publishToOthers(topic: string, frame: Uint8Array): boolean {
+    if (!this.#limits.publish || this.readyState !== OPEN) return false;
+    try {
+      this.#peer.publish(topic, frame);
+      return true;
+    } catch {
+      return false; // closed under us: uWS refuses a closed socket's publish
+    }
+  }
+
   unsubscribe(topic: string): void {
     if (this.readyState === CLOSED) return; // uWS dropped a closed socket's subscriptions itself
     try {

@@ -24,7 +24,8 @@
  *   closed, refused, or the socket closed); uWS drops a closed socket's subscriptions itself.
  *
  * The echo is left out: an update broadcast whose updates all came from one client connection is
- * not sent back to it (see `origins` below); on the uWS topic path it still is.
+ * not sent back to it (see `origins` below). On the topic path its own topic is published from
+ * its socket (uWS `WebSocket.publish` skips the publisher), the other topics from the app.
  *
  * The Hocuspocus internals this relies on, checked against @hocuspocus/server 4.7.0: the
  * instance methods `Document.addConnection`, `removeConnection`, `broadcast(encode, filter)` and
@@ -49,6 +50,8 @@ export interface Subscription {
 export interface Subscriber {
   subscribe(address: string): Subscription | null;
   unsubscribe(topic: string): void;
+  /** Publishes to the topic's other subscribers; false when this socket cannot (then publish to all). */
+  publishToOthers(topic: string, frame: Uint8Array): boolean;
 }
 
 function isSubscriber(socket: unknown): socket is Subscriber {
@@ -149,18 +152,16 @@ export function publishBroadcasts(document: Document): void {
 
   internals.broadcast = (encode: Encode, filter?: Filter) => {
     const leftOut = excluding;
-    if (leftOut !== null && subscribed.size === 0) {
-      broadcast(encode, filter === undefined ? (connection) => connection !== leftOut : (connection) => connection !== leftOut && filter(connection));
-      return;
-    }
     if (filter !== undefined || subscribed.size === 0) {
-      broadcast(encode, filter);
+      if (leftOut === null) broadcast(encode, filter);
+      else broadcast(encode, filter === undefined ? (connection) => connection !== leftOut : (connection) => connection !== leftOut && filter(connection));
       return;
     }
     // Connections without a topic: one send each, one encode per run of equal addresses (as Hocuspocus).
     if (subscribed.size < document.connections.size) {
-      broadcast(encode, (connection) => !subscribed.has(connection));
+      broadcast(encode, (connection) => !subscribed.has(connection) && connection !== leftOut);
     }
+    const leftOutTopic = leftOut === null ? undefined : subscribed.get(leftOut);
     publishStats.broadcasts += 1;
     let cachedAddress: string | undefined;
     let cached: Uint8Array | undefined;
@@ -175,7 +176,9 @@ export function publishBroadcasts(document: Document): void {
         frame = out && 'send' in out ? out.send : null;
       }
       if (frame === null) continue;
-      topic.subscription.publish(name, frame);
+      if (name !== leftOutTopic || !(leftOut!.webSocket as unknown as Subscriber).publishToOthers(name, frame)) {
+        topic.subscription.publish(name, frame);
+      }
       publishStats.publishes += 1;
     }
   };
