@@ -382,9 +382,16 @@ export async function startServer(config: Config, options: { logger?: Logger } =
     throw error;
   });
   const { listening, note } = await listened;
-  // The embedded database's loopback URL is logged so `psql` (and the tests) can look inside it.
+  // The embedded database's loopback URL is logged so `psql` (and the tests) can look inside it;
+  // the Node flags so an operator sees whether it runs with server/node-flags.ts's (npm start does).
   logger.info(
-    { transport: listening.transport, port: listening.port, database: db.kind, ...(db.kind === 'pglite' ? { databaseUrl: db.url } : {}) },
+    {
+      transport: listening.transport,
+      port: listening.port,
+      database: db.kind,
+      ...(db.kind === 'pglite' ? { databaseUrl: db.url } : {}),
+      nodeFlags: process.execArgv,
+    },
     `listening; transport: ${note}`,
   );
 

@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TokenService } from '../../server/auth/tokens.ts';
+import { SERVER_NODE_FLAGS } from '../../server/node-flags.ts';
 import { canvasToUpdate, initialCanvas } from '../../shared/canvas.ts';
 import { newId, newLayerId } from '../../shared/ids.ts';
 import { COLLAB_PATH } from '../../shared/protocol.ts';
@@ -126,7 +127,7 @@ export function oursTarget(
     start: () =>
       spawnServer({
         label,
-        command: [...launcherPrefix, nodeBin, join(repoRoot, 'server/main.ts')],
+        command: [...launcherPrefix, nodeBin, ...SERVER_NODE_FLAGS, join(repoRoot, 'server/main.ts')],
         env: {
           ...baseEnv(),
           PORT: '0',

@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { SERVER_NODE_FLAGS } from '../../server/node-flags.ts';
 import { nodeBin, repoRoot, uwsLauncher } from './uws-runtime.ts';
 
 export const TEST_SECRET = 'test-secret-test-secret-test-secret-0123456789';
@@ -62,7 +63,7 @@ export async function startServerProcess(options: StartOptions): Promise<ServerP
     ...(options.databaseUrl ? { DATABASE_URL: options.databaseUrl } : {}),
     ...options.env,
   };
-  const [cmd, ...args] = [...prefix, nodeBin, join(repoRoot, 'server/main.ts')];
+  const [cmd, ...args] = [...prefix, nodeBin, ...SERVER_NODE_FLAGS, join(repoRoot, 'server/main.ts')];
   const child = spawn(cmd!, args, { cwd: repoRoot, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
