@@ -55,7 +55,7 @@ function header(facts: SizeFacts, title: string): string {
   return [
     `## ${title}`,
     '',
-    `- Command: \`${facts.command}\` (size **${facts.size}**, ${facts.rounds} round(s); each round starts every server afresh, the servers' order rotating between rounds)`,
+    `- Command: \`${facts.command}\` (size **${facts.size}**, ${facts.rounds} round(s); each round starts every server afresh, and again after the connections scenario for the steady-state ones, the servers' order rotating between rounds)`,
     `- Date: ${facts.startedAt.toISOString()} (took ${facts.durationSeconds.toFixed(0)} s)`,
     `- Machine: \`nproc\` = ${facts.nproc} (${facts.cpuModel}), Node ${facts.node}; PostgreSQL ${facts.postgres.server_version ?? '?'} on loopback (synchronous_commit=${facts.postgres.synchronous_commit ?? '?'}, fsync=${facts.postgres.fsync ?? '?'})`,
     `- Code: ${facts.git}`,
