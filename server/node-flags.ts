@@ -16,7 +16,9 @@
  * alternating, 5,000 connections: RSS per connection, default → 16 MB, 25.5 / 28.0 → 10.9 / 9.5 kB
  * on uWS and 25.5 / 25.3 → 14.4 / 14.1 kB on node, with the same accept rate and CPU per
  * connection; 8 MB was no smaller, and 1 MB cost 7-20 % more CPU per connection. The fan-out's
- * CPU per delivery stayed within its rounds' spread (`--only fanout --rounds 2`, alternating:
- * uWS 49.7 / 45.3 → 58.1 / 45.8 ms per 1,000 deliveries, node 56.4 / 56.0 → 62.6 / 53.5).
+ * CPU per delivery did not move beyond its spread: against stock in the same runs (`--only fanout
+ * --rounds 2`, two runs each, alternating) 1.46 / 1.44× → 1.48 / 1.52× on node and 1.31 / 1.25× →
+ * 1.24 / 1.34× on uWS. Stock with the same flag shrinks too (34.5 → 18.1 kB): README, "Memory per
+ * idle connection".
  */
 export const SERVER_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=16'];
