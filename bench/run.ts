@@ -209,6 +209,10 @@ async function runTable(db: BenchDatabase, which: TableScenario[], targets: Targ
       const rec: RoundRecord = { round, id: target.id, label: target.label, busyBefore: await busyCores(1_000) };
       records.push(rec);
       let server: ServerChild | undefined;
+      // The round's exit code: the first shutdown that did not exit 0, else the last one.
+      const stopped = (code: number | null) => {
+        if (rec.stopExitCode === undefined || rec.stopExitCode === 0) rec.stopExitCode = code;
+      };
       try {
         log(`round ${round}/${rounds}: ${target.label}: starting (machine busy before: ${rec.busyBefore.toFixed(2)} cores)`);
         server = await target.start();
@@ -227,8 +231,7 @@ async function runTable(db: BenchDatabase, which: TableScenario[], targets: Targ
           // fan-out's CPU per delivery and the stepped acknowledgements paid for the connections
           // scenario. The steady-state scenarios get a fresh process of the same server instead.
           if (which.some((scenario) => scenario !== 'connections')) {
-            const code = await server.stop();
-            if (code !== 0) rec.stopExitCode = code;
+            stopped(await server.stop());
             server = await target.start();
           }
         }
@@ -253,8 +256,7 @@ async function runTable(db: BenchDatabase, which: TableScenario[], targets: Targ
           record(values, 'coldBefore', target.id, round, r.before.loadMs.p50);
           record(values, 'coldAfter', target.id, round, r.after.loadMs.p50);
         }
-        const code = await server.stop();
-        if (rec.stopExitCode === undefined || rec.stopExitCode === 0) rec.stopExitCode = code;
+        stopped(await server.stop());
       } catch (error) {
         rec.error = error instanceof Error ? error.message.split('\n')[0] : String(error);
         log(`round ${round}: ${target.label}: FAILED: ${error instanceof Error ? error.message : String(error)}`);
