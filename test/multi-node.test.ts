@@ -471,6 +471,8 @@ describe.each(redisTopologies(register))('three nodes over $name', (topology) =>
     a.doc.getMap('m').set('during-outage-a', 'a');
     b.doc.getText('t').insert(0, 'during-outage-b ');
     b.doc.getArray('l').delete(0, Math.min(1, b.doc.getArray('l').length));
+    // A cursor moved meanwhile: its only message was published into the outage.
+    b.provider.setAwarenessField('cursor', { x: 42, y: 42 });
     await acknowledged(a, 15_000);
     await acknowledged(b, 15_000);
     expect(a.doc.getMap('m').get('during-outage-a')).toBe('a');
@@ -482,6 +484,10 @@ describe.each(redisTopologies(register))('three nodes over $name', (topology) =>
     console.log(`[multi-node] reconverged ${Date.now() - restored} ms after Redis returned`);
     expect(b.doc.getMap('m').get('during-outage-a')).toBe('a');
     expect(a.doc.getText('t').toString()).toContain('during-outage-b');
+    // Without a new move: the nodes' hellos after the outage bring each other's awareness
+    // (clients renew theirs only every 15 s).
+    const cursorOfB = () => (a.provider.awareness!.getStates().get(b.doc.clientID) as { cursor?: { x: number } } | undefined)?.cursor?.x;
+    await waitFor(() => cursorOfB() === 42, { timeout: 5_000, what: "b's cursor moved during the outage, seen by a" });
     await waitFor(async () => (await api(nodes[0]!.url, 'GET', '/readyz')).body.status === 'ready', { timeout: 10_000, what: 'ready again' });
     expect(await metric(nodes[0]!, 'imageflow_redis_connected')).toBe(1);
     a.destroy();

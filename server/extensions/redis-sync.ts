@@ -34,7 +34,9 @@
  *   other node. Awareness changes relayed from Redis are not published again.
  * - **Redis unreachable**: loading a document does not wait for Redis longer than `loadWaitMs`;
  *   each node keeps serving its own clients; when Redis is back, document channels are
- *   re-subscribed and an anti-entropy round runs at once, so nodes reconverge without new edits.
+ *   re-subscribed, each document says `hello` again (the answers bring the edits and awareness
+ *   states it could not hear meanwhile) and an anti-entropy round runs at once, so nodes
+ *   reconverge without new edits.
  *
  * - **One Redis or a Redis Cluster** (`connection.ts`): on a cluster the live path, anti-entropy
  *   and answers use sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`) and liveness asks `SHARDNUMSUB`;
@@ -464,10 +466,24 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
     this.#fanout.to(peer, { type: 'diff', sender: this.#identifier, document: name, bytes: diff });
   }
 
+  /**
+   * After an outage of either connection, once both are back: subscribes every loaded document's
+   * channels again and then says `hello` for each, as a load does. The answers carry what the
+   * peers hold and this node lacks — edits, and the awareness states that changed while this
+   * node could not hear them (a cursor moved or a clientID taken on another node meanwhile: live
+   * messages published before the subscription was back are lost, and clients renew their
+   * awareness only every 15 s).
+   */
   #resubscribe(): void {
-    if (this.#subscriber.status !== 'ready') return;
-    for (const name of this.#documents.keys()) {
-      this.#fanout.subscribe(name).catch((error: unknown) => this.#opts.logger.debug({ err: error, session: name }, 'redis resubscribe failed'));
+    if (this.#subscriber.status !== 'ready' || this.commands.status !== 'ready') return;
+    for (const [name, document] of this.#documents) {
+      this.#fanout
+        .subscribe(name)
+        .then(() => {
+          if (this.#documents.get(name) !== document) return; // unloaded meanwhile
+          this.#fanout.broadcast({ type: 'hello', sender: this.#identifier, document: name, stateVector: Y.encodeStateVector(document) });
+        })
+        .catch((error: unknown) => this.#opts.logger.debug({ err: error, session: name }, 'redis resubscribe failed'));
     }
   }
 
