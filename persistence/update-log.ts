@@ -12,6 +12,10 @@
  *   writer, not for the commit before it, and PostgreSQL flushes the WAL of commits that arrive
  *   together once. `flushed()` still means "everything appended before is committed": the durable
  *   mark only moves past a batch once every batch before it has committed too.
+ * - A row appended `lazy` (a change relayed from another node, whose own node logs it too) starts
+ *   no commit of its own: it goes with the next batch something else starts — an ordinary row, a
+ *   `flushed()` waiting for it (every acknowledgement of this node), shutdown — or after
+ *   `lazyMs` at the latest. So it is never left out of a commit an acknowledgement waits for.
  * - A failed write keeps its updates queued and retries with capped exponential backoff; nothing
  *   is dropped (except rows whose session no longer exists, which are logged and discarded).
  * - The log never stores a whole document over existing rows: loading appends nothing, and
@@ -44,6 +48,10 @@ export interface UpdateLogOptions {
    * free one without waiting more, so this bounds the extra acknowledgement latency it costs.
    */
   gatherMs?: number;
+  /**
+   * Longest a `lazy` row waits for a batch it can go with (ms). Default 1,000.
+   */
+  lazyMs?: number;
   /** Backoff bounds for failed writes, in ms. */
   retryMinMs?: number;
   retryMaxMs?: number;
@@ -61,6 +69,7 @@ interface Pending extends AppendRow {
   ticket: number;
   /** performance.now() when it was appended (the gather window counts from the oldest row). */
   at: number;
+  lazy: boolean;
 }
 
 /** A batch being written: its rows, in ticket order. */
@@ -103,6 +112,10 @@ export class UpdateLog {
   #compacting: Promise<void> = Promise.resolve();
   /** Fires when the oldest pending row's gather window ends. */
   #gatherTimer: NodeJS.Timeout | undefined;
+  /** Fires when the oldest pending lazy row has waited `lazyMs`. */
+  #lazyTimer: NodeJS.Timeout | undefined;
+  /** Pending rows that are not lazy: while there is one, a batch is due. */
+  #eager = 0;
   /** Updates appended per document since its last load or compaction: the compaction trigger. */
   readonly #sinceCompaction = new Map<string, number>();
 
@@ -116,6 +129,7 @@ export class UpdateLog {
       maxBatchRows: atLeast('maxBatchRows', options.maxBatchRows ?? 500, 1),
       writers: atLeast('writers', options.writers ?? 1, 1),
       gatherMs: atLeast('gatherMs', options.gatherMs ?? 0, 0),
+      lazyMs: atLeast('lazyMs', options.lazyMs ?? 1_000, 0),
       retryMinMs: atLeast('retryMinMs', options.retryMinMs ?? 50, 0),
       retryMaxMs: atLeast('retryMaxMs', options.retryMaxMs ?? 5_000, 0),
       merge: options.merge ?? mergeInline,
@@ -138,10 +152,15 @@ export class UpdateLog {
     return this.#sinceCompaction.get(sessionId) ?? 0;
   }
 
-  /** Queues one update Yjs has applied; returns at once. Pair with `flushed()` to wait for it. */
-  append(sessionId: string, payload: Uint8Array): void {
+  /**
+   * Queues one update Yjs has applied; returns at once. Pair with `flushed()` to wait for it.
+   * `lazy`: the row starts no commit of its own (see the header).
+   */
+  append(sessionId: string, payload: Uint8Array, options?: { lazy?: boolean }): void {
     if (this.#closed) throw new Error('update log is closed');
-    this.#pending.push({ sessionId, payload, ticket: ++this.#issued, at: this.#opts.gatherMs > 0 ? performance.now() : 0 });
+    const lazy = options?.lazy === true;
+    this.#pending.push({ sessionId, payload, ticket: ++this.#issued, at: lazy || this.#opts.gatherMs > 0 ? performance.now() : 0, lazy });
+    if (!lazy) this.#eager += 1;
     this.#sinceCompaction.set(sessionId, (this.#sinceCompaction.get(sessionId) ?? 0) + 1);
     this.#kick();
   }
@@ -150,7 +169,10 @@ export class UpdateLog {
   flushed(): Promise<void> {
     const ticket = this.#issued;
     if (this.#durable >= ticket) return Promise.resolve();
-    return new Promise((resolve) => this.#waiters.push({ ticket, resolve }));
+    const done = new Promise<void>((resolve) => this.#waiters.push({ ticket, resolve }));
+    // Lazy rows waiting for a batch: this waiter is the reason to start one.
+    if (this.#pending.length > 0 && this.#eager === 0) this.#kick();
+    return done;
   }
 
   /** Reads and merges a document's rows. Throws if the database cannot be read: never "empty". */
@@ -251,11 +273,32 @@ export class UpdateLog {
   #kick(): void {
     const writers = Math.max(1, this.#opts.writers);
     while (this.#pending.length > 0 && this.#inFlight.length < writers) {
-      if (this.#gathering()) return;
+      if (!this.#due() || this.#gathering()) return;
       const batch: Batch = { rows: this.#pending.splice(0, this.#opts.maxBatchRows) };
+      for (const row of batch.rows) if (!row.lazy) this.#eager -= 1;
       this.#inFlight.push(batch);
       void this.#run(batch);
     }
+  }
+
+  /**
+   * True when the pending rows need a batch now: one is not lazy, a `flushed()` waits for one,
+   * the log is closing, a batch is full, or the oldest has waited `lazyMs`. Otherwise (lazy rows
+   * only) the end of that wait is armed to kick again.
+   */
+  #due(): boolean {
+    if (this.#eager > 0 || this.#closing || this.#pending.length >= this.#opts.maxBatchRows) return true;
+    const last = this.#waiters[this.#waiters.length - 1];
+    if (last !== undefined && last.ticket >= this.#pending[0]!.ticket) return true;
+    const wait = this.#pending[0]!.at + this.#opts.lazyMs - performance.now();
+    if (wait <= 0) return true;
+    if (!this.#lazyTimer) {
+      this.#lazyTimer = setTimeout(() => {
+        this.#lazyTimer = undefined;
+        this.#kick();
+      }, wait);
+    }
+    return false;
   }
 
   /**

@@ -180,7 +180,8 @@ export async function startServer(config: Config, options: { logger?: Logger } =
         syncIntervalMs: config.REDIS_SYNC_INTERVAL_MS,
         releasedBindingsPerUser: config.MAX_AWARENESS_CLIENTS_PER_CONNECTION,
         logger,
-        persist: (document, update) => log.append(document, update),
+        // Relayed changes are logged lazily: their own node commits them; ours go with our next commit.
+        persist: (document, update) => log.append(document, update, { lazy: true }),
       })
     : undefined;
   const snapshots = new SnapshotExtension({

@@ -216,6 +216,52 @@ describe('the gather window (PostgreSQL)', () => {
   });
 });
 
+describe('lazy rows: changes relayed from another node (PostgreSQL)', () => {
+  it('start no commit of their own: they go with the next ordinary row, or with a flushed() that waits for them', async () => {
+    const db = await openEngine('postgres', register);
+    const batches: number[] = [];
+    const log = new UpdateLog(db, { nodeId: 'test', lazyMs: 60_000, onCommit: (rows) => batches.push(rows) });
+    register(() => log.close());
+    const sessionId = await newSession(db);
+    log.append(sessionId, new Uint8Array([0, 0]), { lazy: true });
+    log.append(sessionId, new Uint8Array([0, 0]), { lazy: true });
+    // An ordinary row written meanwhile would show; give the log a few turns to start a batch.
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(batches, 'no batch for lazy rows alone').toEqual([]);
+    expect(log.backlog).toBe(2);
+    log.append(sessionId, new Uint8Array([0, 0]));
+    await log.flushed();
+    expect(batches, 'the lazy rows went with the ordinary one').toEqual([3]);
+    expect(await rowCount(db, sessionId)).toBe(3);
+
+    // Lazy rows alone, then an acknowledgement's wait: flushed() starts their batch.
+    log.append(sessionId, new Uint8Array([0, 0]), { lazy: true });
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(batches).toEqual([3]);
+    const started = performance.now();
+    await log.flushed();
+    expect(performance.now() - started, 'not held for lazyMs').toBeLessThan(10_000);
+    expect(batches).toEqual([3, 1]);
+    expect(await rowCount(db, sessionId)).toBe(4);
+  });
+
+  it('are committed on their own after lazyMs, and at close', async () => {
+    const db = await openEngine('postgres', register);
+    const log = new UpdateLog(db, { nodeId: 'test', lazyMs: 100 });
+    const sessionId = await newSession(db);
+    const started = performance.now();
+    log.append(sessionId, new Uint8Array([0, 0]), { lazy: true });
+    await waitFor(async () => (await rowCount(db, sessionId)) === 1, { timeout: 5_000, what: 'the lazy row committed after lazyMs' });
+    expect(performance.now() - started).toBeGreaterThanOrEqual(95);
+
+    const slow = new UpdateLog(db, { nodeId: 'test', lazyMs: 60_000 });
+    slow.append(sessionId, new Uint8Array([0, 0]), { lazy: true });
+    await slow.close();
+    expect(await rowCount(db, sessionId)).toBe(2);
+    await log.close();
+  });
+});
+
 describe('compaction by two nodes of one session (PostgreSQL)', () => {
   it('the second node, finding the rows already merged by the first, skips instead of compacting again', async () => {
     const db = await openEngine('postgres', register);

@@ -40,6 +40,7 @@ import { machineFacts, waitForQuiet, type MachineFacts } from '../lib/machine.ts
 import { writeSection } from '../lib/results-file.ts';
 import { drain, MeasureWindow, tickEvery } from '../lib/window.ts';
 import { fmt, fmtRatio, ratio, summarize, type Summary } from '../lib/stats.ts';
+import { scrapeCommitMetrics } from '../lib/metrics.ts';
 import { oursTarget, stockTarget, type Target } from '../lib/targets.ts';
 
 /** Each server is measured this many times (fresh processes each time, the servers' order alternating); medians are reported. Set by runCrossNode. */
@@ -107,6 +108,8 @@ interface CrossNodeResult {
   redisPublishes: number;
   /** PUBLISH + SPUBLISH calls over the edits sent between the two Redis readings (`RedisCounters.at`). */
   publishesPerEdit: number;
+  /** Group commits of both nodes' update logs in the window per edit sent in it (ours; undefined for stock, which commits none per edit). */
+  commitsPerEdit: number | undefined;
   redisNetBytes: number;
   clientCpuSeconds: number;
   clientLoopDelayP99Ms: number;
@@ -275,6 +278,7 @@ async function measure(system: System, servers: [ServerChild, ServerChild], db: 
     await sleep(OPTIONS.warmupMs);
 
     await pg.start();
+    const commits0 = await Promise.all(servers.map((s) => scrapeCommitMetrics(s.httpUrl)));
     const redis0 = await redisCounters(redis);
     const node0 = pids.map((pid) => cpuSeconds(pid));
     const client0 = process.cpuUsage();
@@ -288,8 +292,10 @@ async function measure(system: System, servers: [ServerChild, ServerChild], db: 
     const machine1 = machineBusySeconds();
     loop.disable();
     const redis1 = await redisCounters(redis);
+    const commits1 = await Promise.all(servers.map((s) => scrapeCommitMetrics(s.httpUrl)));
     const pgCpu = await pg.stop();
     for (const stop of stops) stop();
+    const commitCounts = commits0.map((c, i) => (c && commits1[i] ? commits1[i]!.commitCount - c.commitCount : undefined));
 
     const half = OPTIONS.clientsPerDocument / 2;
     const expectedSame = sent * (half - 1);
@@ -314,6 +320,7 @@ async function measure(system: System, servers: [ServerChild, ServerChild], db: 
       redisCpuSeconds,
       redisPublishes: redis1.publishes - redis0.publishes,
       publishesPerEdit: (redis1.publishes - redis0.publishes) / between(sentAt, redis0.at, redis1.at),
+      commitsPerEdit: commitCounts.every((c) => c !== undefined) ? commitCounts.reduce((a, b) => a! + b!, 0)! / Math.max(1, sent) : undefined,
       redisNetBytes: redis1.netInputBytes - redis0.netInputBytes + (redis1.netOutputBytes - redis0.netOutputBytes),
       clientCpuSeconds,
       clientLoopDelayP99Ms: loop.percentile(99) / 1e6,
@@ -469,6 +476,7 @@ function medianResult(rounds: readonly CrossNodeResult[]): CrossNodeResult {
     redisCpuSeconds: m((r) => r.redisCpuSeconds),
     redisPublishes: m((r) => r.redisPublishes),
     publishesPerEdit: m((r) => r.publishesPerEdit),
+    commitsPerEdit: rounds.some((r) => r.commitsPerEdit === undefined) ? undefined : m((r) => r.commitsPerEdit!),
     redisNetBytes: m((r) => r.redisNetBytes),
     clientCpuSeconds: m((r) => r.clientCpuSeconds),
     clientLoopDelayP99Ms: m((r) => r.clientLoopDelayP99Ms),
@@ -512,7 +520,7 @@ function emptyResult(): CrossNodeResult {
   const none = { expected: 0, delivered: 0, latency: summarize([]) };
   return {
     windowSeconds: 0, sent: 0, cross: none, same: none, deliveredPerSecond: 0, serverCpuSeconds: 0, nodeCpuSeconds: [0, 0],
-    pgCpuSeconds: 0, redisCpuSeconds: 0, redisPublishes: 0, publishesPerEdit: 0, redisNetBytes: 0, clientCpuSeconds: 0, clientLoopDelayP99Ms: 0, otherCores: 0,
+    pgCpuSeconds: 0, redisCpuSeconds: 0, redisPublishes: 0, publishesPerEdit: 0, commitsPerEdit: undefined, redisNetBytes: 0, clientCpuSeconds: 0, clientLoopDelayP99Ms: 0, otherCores: 0,
     cursors: { windowSeconds: 0, moves: 0, cross: none, same: none, serverCpuSeconds: 0, redisPublishes: 0, publishesPerMove: 0 },
   };
 }
@@ -572,7 +580,7 @@ function renderMarkdown(results: SystemResult[], facts: Facts): string {
   );
   parts.push(
     table(
-      ['server', 'server CPU s / 1,000 deliveries', 'node a / node b CPU s', 'PostgreSQL CPU s / 1,000', 'Redis CPU s / 1,000', 'server + PostgreSQL + Redis CPU s / 1,000', 'Redis PUBLISH / 1,000 deliveries', 'Redis PUBLISH+SPUBLISH / edit', 'Redis kB / 1,000 deliveries', 'client CPU s', 'client loop p99 ms', 'other load, cores'],
+      ['server', 'server CPU s / 1,000 deliveries', 'node a / node b CPU s', 'PostgreSQL CPU s / 1,000', 'Redis CPU s / 1,000', 'server + PostgreSQL + Redis CPU s / 1,000', 'Redis PUBLISH / 1,000 deliveries', 'Redis PUBLISH+SPUBLISH / edit', 'update-log group commits / edit (both nodes)', 'Redis kB / 1,000 deliveries', 'client CPU s', 'client loop p99 ms', 'other load, cores'],
       rowsWithRatio(
         results,
         (r) => {
@@ -585,13 +593,14 @@ function renderMarkdown(results: SystemResult[], facts: Facts): string {
             [total, fmt(total, 4)],
             [perK(r.redisPublishes, r), fmt(perK(r.redisPublishes, r), 0)],
             [r.publishesPerEdit, fmt(r.publishesPerEdit, 3)],
+            [undefined, r.commitsPerEdit === undefined ? '—' : fmt(r.commitsPerEdit, 2)],
             [perK(r.redisNetBytes / 1024, r), fmt(perK(r.redisNetBytes / 1024, r), 0)],
             [undefined, fmt(r.clientCpuSeconds, 2)],
             [undefined, ms(r.clientLoopDelayP99Ms)],
             [undefined, fmt(r.otherCores, 2)],
           ];
         },
-        [true, false, true, true, true, true, true, true, false, false, false],
+        [true, false, true, true, true, true, true, false, true, false, false, false],
       ),
     ),
   );

@@ -258,6 +258,9 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
     // origin dies before committing, the nodes that received it commit it themselves, and a client
     // that sees it on its new node (and so never sends it again) finds it in the log on the next
     // load. Duplicate rows are harmless (the log replays in any order, compaction merges them).
+    // The row is lazy (persistence/update-log.ts): it starts no commit of its own, since its origin
+    // commits it anyway, but goes with this node's next commit, which every acknowledgement here
+    // waits for, or within a second.
     document.on('update', (update: Uint8Array, origin: unknown) => {
       if (isTransactionOrigin(origin) && origin.source === 'redis') {
         this.#persist(documentName, update);
