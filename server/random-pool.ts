@@ -30,8 +30,23 @@ const target = webcrypto as Crypto;
 if (!target[INSTALLED]) {
   const original = target.getRandomValues.bind(target);
   const pool = new Uint8Array(POOL_BYTES);
+  /** The same bytes as words, for lib0's one-word requests. */
+  const words = new Uint32Array(pool.buffer);
   let offset = POOL_BYTES;
   const pooled = <T extends ArrayBufferView | null>(array: T): T => {
+    // lib0's `uint32()` (`getRandomValues(new Uint32Array(1))`), 32 of each `new Y.Doc()`: one
+    // aligned word, no views made. In a microbenchmark, `new Y.Doc()` 11 → 4 µs.
+    if (array instanceof Uint32Array && array.length === 1 && array.constructor === Uint32Array) {
+      let word = (offset + 3) >>> 2;
+      if (word >= words.length) {
+        randomFillSync(pool);
+        word = 0;
+      }
+      array[0] = words[word]!;
+      words[word] = 0;
+      offset = (word + 1) << 2;
+      return array;
+    }
     if (!array || !POOLED_VIEWS.has(array.constructor) || array.byteLength > MAX_POOLED) return original(array as never) as T;
     const n = array.byteLength;
     if (offset + n > POOL_BYTES) {
