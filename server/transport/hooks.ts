@@ -115,6 +115,7 @@ export class PeerSocket implements WebSocketLike, Subscriber {
 
   #write(data: string | ArrayBufferLike | Blob | ArrayBufferView): void {
     if (this.readyState !== OPEN) return;
+    this.#corkTurn();
     if (this.yjsDocument === null) this.#peer.send(data);
     else {
       const out = fromHocuspocus(data as Uint8Array);
@@ -125,7 +126,45 @@ export class PeerSocket implements WebSocketLike, Subscriber {
       }
       this.#peer.send(out.send);
     }
-    this.#checkBackpressure();
+    // Corked, the turn's bytes all count as owed until the tick sends them: checked then.
+    if (!this.#corked) this.#checkBackpressure();
+  }
+
+  /**
+   * On the node transport, what this socket is sent in one turn of the event loop (a reply and
+   * the messages the same hooks send after it: the authentication answer, the sync steps, the
+   * awareness states of a new connection) leaves in one `writev` instead of one system call
+   * each: the TCP socket under `ws` is corked at the turn's first send and uncorked once the
+   * turn's ticks and promise continuations have run (`process.nextTick`, which Node runs after
+   * the microtasks queued before it). `ws` corks around each frame itself, which nests. Nothing
+   * waits for an I/O event: the bytes leave before the event loop polls again. On uWS there is
+   * no such socket (`null`), and nothing changes.
+   *
+   * Only in the first `CORKED_TURNS` turns a socket is sent anything, its handshake: after it a socket is sent
+   * about one broadcast per turn, and a cork with its tick per delivery cost more than it saved
+   * (the fan-out's CPU per delivery rose in an A/B).
+   */
+  #corkTurn(): void {
+    if (this.#corked || this.#corkedTurns >= CORKED_TURNS) return;
+    this.#corkedTurns += 1;
+    const socket = (this.#tcp ??= tcpSocketOf(this.#peer) ?? false);
+    if (socket === false || socket.destroyed) return;
+    socket.cork();
+    this.#corked = true;
+    process.nextTick(uncorkTurn, this, socket);
+  }
+
+  /** `#corkTurn`'s socket, found at the first send: false where there is none (uWS). */
+  #tcp: CorkableSocket | false | undefined;
+  #corked = false;
+  /** Turns `#corkTurn` has corked so far (it stops at CORKED_TURNS). */
+  #corkedTurns = 0;
+
+  /** @internal `#corkTurn`'s tick. */
+  static uncork(socket: PeerSocket, tcp: CorkableSocket): void {
+    socket.#corked = false;
+    tcp.uncork();
+    if (socket.readyState === OPEN) socket.#checkBackpressure();
   }
 
   /**
@@ -233,6 +272,31 @@ export class PeerSocket implements WebSocketLike, Subscriber {
     this.#terminateTimer = null;
   }
 }
+
+interface CorkableSocket {
+  readonly destroyed: boolean;
+  cork(): void;
+  uncork(): void;
+}
+
+/**
+ * The TCP socket under a crossws node peer (`peer._internal.ws._socket`, the bundled `ws`
+ * WebSocket's; crossws 0.4, ws 8), or null (uWS, or another crossws inside).
+ */
+function tcpSocketOf(peer: Peer): CorkableSocket | null {
+  const ws = (peer as unknown as { _internal?: { ws?: { _socket?: Partial<CorkableSocket> } } })._internal?.ws;
+  const socket = ws?._socket;
+  return socket && typeof socket.cork === 'function' && typeof socket.uncork === 'function' ? (socket as CorkableSocket) : null;
+}
+
+const uncorkTurn = (socket: PeerSocket, tcp: CorkableSocket) => PeerSocket.uncork(socket, tcp);
+
+/**
+ * In how many of a socket's first turns with sends `#corkTurn` corks: a provider's handshake
+ * (authenticated, the two sync steps, awareness, the acknowledgement of its SyncStep2) takes two
+ * to four.
+ */
+const CORKED_TURNS = 8;
 
 export interface SocketLimits {
   /** Bytes the server may have queued for one socket before it closes it `client_too_slow`. */
