@@ -110,10 +110,9 @@ export class UpdateLog {
   #closing = false;
   /** The compaction running now (or resolved): the next one starts after it. */
   #compacting: Promise<void> = Promise.resolve();
-  /** Fires when the oldest pending row's gather window ends. */
-  #gatherTimer: NodeJS.Timeout | undefined;
-  /** Fires when the oldest pending lazy row has waited `lazyMs`. */
-  #lazyTimer: NodeJS.Timeout | undefined;
+  /** Fires when the oldest pending row's gather window ends, or when lazy rows alone have waited `lazyMs` (`#kickIn`). */
+  #kickTimer: NodeJS.Timeout | undefined;
+  #kickAt = 0;
   /** Pending rows that are not lazy: while there is one, a batch is due. */
   #eager = 0;
   /** Updates appended per document since its last load or compaction: the compaction trigger. */
@@ -292,12 +291,7 @@ export class UpdateLog {
     if (last !== undefined && last.ticket >= this.#pending[0]!.ticket) return true;
     const wait = this.#pending[0]!.at + this.#opts.lazyMs - performance.now();
     if (wait <= 0) return true;
-    if (!this.#lazyTimer) {
-      this.#lazyTimer = setTimeout(() => {
-        this.#lazyTimer = undefined;
-        this.#kick();
-      }, wait);
-    }
+    this.#kickIn(wait);
     return false;
   }
 
@@ -310,13 +304,20 @@ export class UpdateLog {
     if (gatherMs <= 0 || this.#closing || this.#pending.length >= this.#opts.maxBatchRows) return false;
     const wait = this.#pending[0]!.at + gatherMs - performance.now();
     if (wait <= 0) return false;
-    if (!this.#gatherTimer) {
-      this.#gatherTimer = setTimeout(() => {
-        this.#gatherTimer = undefined;
-        this.#kick();
-      }, wait);
-    }
+    this.#kickIn(wait);
     return true;
+  }
+
+  /** Kicks again in `wait` ms, unless a kick is armed to come sooner. */
+  #kickIn(wait: number): void {
+    const at = performance.now() + wait;
+    if (this.#kickTimer && this.#kickAt <= at) return;
+    clearTimeout(this.#kickTimer);
+    this.#kickAt = at;
+    this.#kickTimer = setTimeout(() => {
+      this.#kickTimer = undefined;
+      this.#kick();
+    }, wait);
   }
 
   /** Writes one batch, retrying with backoff until it is in; then moves the durable mark. */
