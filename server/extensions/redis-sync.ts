@@ -471,11 +471,12 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
 
   /**
    * After an outage of either connection, once both are back: subscribes every loaded document's
-   * channels again and then says `hello` for each, as a load does. The answers carry what the
-   * peers hold and this node lacks — edits, and the awareness states that changed while this
-   * node could not hear them (a cursor moved or a clientID taken on another node meanwhile: live
-   * messages published before the subscription was back are lost, and clients renew their
-   * awareness only every 15 s).
+   * channels again, then says `hello` for each, as a load does, and publishes the awareness states
+   * of its own clients. Live messages published while a node could not hear them are lost (a
+   * cursor moved, a clientID taken), and clients renew their awareness only every 15 s; the two
+   * messages cover both orders in which nodes come back: the answers to `hello` bring this node
+   * what the peers already back hold (edits, their clients' states), and the states it publishes
+   * reach the peers already subscribed — a peer that comes back later does the same in turn.
    */
   #resubscribe(): void {
     if (this.#subscriber.status !== 'ready' || this.commands.status !== 'ready') return;
@@ -485,6 +486,10 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
         .then(() => {
           if (this.#documents.get(name) !== document) return; // unloaded meanwhile
           this.#fanout.broadcast({ type: 'hello', sender: this.#identifier, document: name, stateVector: Y.encodeStateVector(document) });
+          const own = [...document.awareness.getStates().keys()].filter((id) => this.#claims.isLocal(name, id));
+          if (own.length > 0) {
+            this.#fanout.broadcast({ type: 'awareness', sender: this.#identifier, document: name, bytes: encodeAwarenessUpdate(document.awareness, own) });
+          }
         })
         .catch((error: unknown) => this.#opts.logger.debug({ err: error, session: name }, 'redis resubscribe failed'));
     }
