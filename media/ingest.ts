@@ -8,6 +8,7 @@
  *    refused;
  * 2. the header is read (sharp `metadata()`, no decode) and checked against the pixel limit — a
  *    pixel bomb is refused before a single pixel is decoded — and for one frame (GIF: its first);
+ *    a HEIC coded with HEVC is refused when this libvips cannot decode HEVC (`hevcDecodes`);
  * 3. one decode (sharp, `failOn: 'warning'`, `limitInputPixels`, a timeout) produces the
  *    orientation-corrected large variant, from which the medium and small ones and the colour
  *    palette are made; a truncated or corrupt file fails here (media/pixels.ts; the server runs
@@ -35,7 +36,7 @@ import type { Database } from '../persistence/db.ts';
 import { insertActivity } from '../persistence/repositories/activities.ts';
 import { insertIngestedImage, type ImageRecord } from '../persistence/repositories/images.ts';
 import type { BlobStore } from '../storage/blob-store.ts';
-import { ACCEPTED, isAcceptedMime, type AcceptedMime, type JobQueue } from './sharp.ts';
+import { ACCEPTED, hevcDecodes, isAcceptedMime, type AcceptedMime, type JobQueue } from './sharp.ts';
 import { processPixels, sharpError, type PixelJob, type Processed } from './pixels.ts';
 import { STANDARD_VARIANTS, standardSpec, variantKey, type StandardVariant } from './variants.ts';
 
@@ -163,6 +164,12 @@ export async function inspect(path: string, limits: IngestLimits): Promise<Inspe
   }
   if (metadata.format !== ACCEPTED[mime]) {
     throw new AppError('image_corrupt', `The bytes start like ${mime} but do not parse as it.`);
+  }
+  if (metadata.format === 'heif' && metadata.compression === 'hevc' && !(await hevcDecodes())) {
+    throw new AppError(
+      'image_type_not_accepted',
+      "This HEIC image is coded with HEVC, which this server's image library cannot decode (its libheif has no HEVC decoder); convert it to JPEG or AVIF. JPEG, PNG, WebP, AVIF, GIF (first frame) and TIFF are accepted.",
+    );
   }
   const { width, height } = metadata.autoOrient ?? metadata;
   if (!width || !height) throw new AppError('image_corrupt', 'The image header has no dimensions.');

@@ -16,7 +16,9 @@ export function sharpError(error: unknown): AppError {
   if (/pixel limit/i.test(message)) return new AppError('image_too_many_pixels');
   if (/timeout/i.test(message)) return new AppError('image_timeout');
   if (/unsupported image format/i.test(message)) return new AppError('image_type_not_accepted');
-  return new AppError('image_corrupt', `The image is truncated or corrupt (${message.split('\n')[0]?.slice(0, 160)}).`);
+  // libvips starts a file load's messages with the file's path: the server's spool, not the client's business.
+  const detail = (message.split('\n')[0] ?? '').replace(/(^|\s)\/[^\s:]*:\s*/g, '$1').slice(0, 160);
+  return new AppError('image_corrupt', `The image is truncated or corrupt (${detail}).`);
 }
 
 type Rgb = readonly [number, number, number];

@@ -33,6 +33,27 @@ const LOADERS = ['Jpeg', 'Png', 'Webp', 'Heif', 'Nsgif', 'Tiff'].flatMap((f) => 
 
 let hardened = false;
 
+/**
+ * A 64×48 HEIC whose image is coded with HEVC (made with libheif's `heif-enc -q 50`, x265), the
+ * way phones write HEIC. sharp's prebuilt libvips reads HEIF headers but its libheif decodes AV1
+ * (AVIF) only: HEVC needs a decoder plugin (libde265) that the prebuilt binaries leave out, for
+ * patent reasons. Decoding this once says whether the libvips in use can.
+ */
+const HEVC_PROBE = 'AAAAHGZ0eXBoZWljAAAAAG1pZjFoZWljbWlhZgAAAaptZXRhAAAAAAAAACFoZGxyAAAAAAAAAABwaWN0AAAAAAAAAAAAAAAAAAAAAA5waXRtAAAAAAACAAAAEGlkYXQAAAAAAEAAMAAAADhpbG9jAQAAAERAAAIAAQAAAAAAAAHOAAEAAAAAAAAAHQACAAEAAAAAAAAAAQAAAAAAAAAIAAAAOGlpbmYAAAAAAAIAAAAVaW5mZQIAAAEAAQAAaHZjMQAAAAAVaW5mZQIAAAAAAgAAZ3JpZAAAAADVaXBycAAAALNpcGNvAAAAc2h2Y0MBA3AAAAAAAAAAAAAe8AD8/fj4AAAPAyAAAQAYQAEMAf//A3AAAAMAkAAAAwAAAwAeugJAIQABACdCAQEDcAAAAwCQAAADAAADAB6gIIEFlurkprmwIAAAAwAgAAADACEiAAEABkQBwXPAiQAAABRpc3BlAAAAAAAAAEAAAABAAAAAFGlzcGUAAAAAAAAAQAAAADAAAAAQcGl4aQAAAAADCAgIAAAAGmlwbWEAAAAAAAAAAgABAoECAAICA4QAAAAaaXJlZgAAAAAAAAAOZGltZwACAAEAAQAAACVtZGF0AAAAGSgBrxOA9SeBP//gpUf/utZ4fg8Lfnny1PA=';
+let hevc: Promise<boolean> | undefined;
+
+/** Can this process's libvips decode HEVC-coded HEIF images? Asked once, then remembered. */
+export function hevcDecodes(): Promise<boolean> {
+  hevc ??= sharp(Buffer.from(HEVC_PROBE, 'base64'), { failOn: 'error' })
+    .raw()
+    .toBuffer()
+    .then(
+      () => true,
+      () => false,
+    );
+  return hevc;
+}
+
 /** Loaders other parts of the server need: the renderer's own SVG, from a buffer. */
 export const RENDERER_LOADERS = ['VipsForeignLoadSvgBuffer'] as const;
 

@@ -1,7 +1,8 @@
 /**
  * Image ingest and files end to end: the real server (child process, node transport, PostgreSQL),
  * real files made with sharp (JPEG with EXIF orientation and GPS, PNG with alpha, WebP, AVIF,
- * GIF, TIFF) and hostile ones (pixel bomb, truncated JPEG, SVG with an external href, text named
+ * GIF, TIFF; a HEIC coded with HEVC, made with libheif's heif-enc) and hostile ones (pixel bomb,
+ * truncated JPEG and AVIF, SVG with an external href, text named
  * .png, a zip, an animated WebP, too many bytes); the direct upload path on the local store and
  * on S3 (a real s3rver); `/file` resizing, ETag/304, Cache-Control, signed URLs and access.
  */
@@ -13,7 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { threadCpu } from '../bench/lib/procfs.ts';
 import { createDatabase } from './support/databases.ts';
 import { api, createActor, createImage, openPool } from './support/fixtures.ts';
-import { alphaPng, photoJpeg, pngBomb, solid, svgWithExternalHref, zipFile } from './support/images.ts';
+import { alphaPng, hevcHeic, photoJpeg, pngBomb, solid, svgWithExternalHref, zipFile } from './support/images.ts';
+import { hevcDecodes } from '../media/sharp.ts';
 import { startS3, type S3Server } from './support/s3.ts';
 import { startServerProcess, tempDir, type ServerProcess } from './support/server-process.ts';
 
@@ -200,10 +202,13 @@ describe('image ingest on the local blob store', () => {
     const blobsBefore = blobs().length;
     const imagesBefore = await imageCount();
     const noise = await sharp({ create: { width: 400, height: 300, channels: 3, background: '#888', noise: { type: 'gaussian', mean: 0, sigma: 40 } } }).jpeg().toBuffer();
+    const noiseAvif = await sharp({ create: { width: 400, height: 300, channels: 3, background: '#888', noise: { type: 'gaussian', mean: 0, sigma: 40 } } }).avif().toBuffer();
     const frames = [await solid(20, 20, '#ff0000').png().toBuffer(), await solid(20, 20, '#0000ff').png().toBuffer()];
     const cases: Array<[string, Buffer, number, string, RegExp?]> = [
       ['pixel bomb (30000×30000 PNG header)', pngBomb(), 413, 'image_too_many_pixels', /30000×30000/],
       ['truncated JPEG', noise.subarray(0, Math.floor(noise.length * 0.6)), 422, 'image_corrupt'],
+      // libvips's HEIF loader names the file it read in its message: the server's spool path.
+      ['truncated AVIF', noiseAvif.subarray(0, Math.floor(noiseAvif.length * 0.6)), 422, 'image_corrupt', /bad seek/],
       ['SVG with an external href', svgWithExternalHref, 415, 'image_type_not_accepted', /external/],
       ['text named .png', Buffer.from('just some text, honestly\n'.repeat(20)), 415, 'not_an_image'],
       ['a zip', zipFile(), 415, 'not_an_image', /zip/],
@@ -216,11 +221,30 @@ describe('image ingest on the local blob store', () => {
       expect(res.status, `${name}: ${JSON.stringify(res.body)}`).toBe(status);
       expect(res.body.error.code, name).toBe(code);
       if (message) expect(res.body.error.message, name).toMatch(message);
+      expect(res.body.error.message, `${name}: no server path in the message`).not.toContain(server.dataDir);
     }
     expect(blobs().length).toBe(blobsBefore);
     expect(await imageCount()).toBe(imagesBefore);
     expect(walk(join(server.dataDir, 'spool'))).toEqual([]);
     expect(await readMetric(server.url, 'imageflow_images_ingested_total', { result: 'image_too_many_pixels' })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a HEIC coded with HEVC (as phones write it): refused 415 naming HEVC where libvips cannot decode it, storing nothing; accepted where it can', async () => {
+    const blobsBefore = blobs().length;
+    const imagesBefore = await imageCount();
+    const res = await upload(server, owner.token, hevcHeic(), '?filename=IMG_0001.HEIC');
+    if (await hevcDecodes()) {
+      // A libvips built with an HEVC decoder (libde265): an ordinary image.
+      expect(res.status, JSON.stringify(res.body)).toBe(201);
+      expect(res.body.image).toMatchObject({ mimeType: 'image/heic', width: 64, height: 48 });
+      return;
+    }
+    expect(res.status, JSON.stringify(res.body)).toBe(415);
+    expect(res.body.error.code).toBe('image_type_not_accepted');
+    expect(res.body.error.message).toMatch(/HEVC/);
+    expect(blobs().length).toBe(blobsBefore);
+    expect(await imageCount()).toBe(imagesBefore);
+    expect(walk(join(server.dataDir, 'spool'))).toEqual([]);
   });
 
   it('refuses a body over IMAGE_MAX_BODY_BYTES, announced or streamed without a length, storing nothing', async () => {
