@@ -295,7 +295,10 @@ async function measure(system: System, servers: [ServerChild, ServerChild], db: 
     const commits1 = await Promise.all(servers.map((s) => scrapeCommitMetrics(s.httpUrl)));
     const pgCpu = await pg.stop();
     for (const stop of stops) stop();
-    const commitCounts = commits0.map((c, i) => (c && commits1[i] ? commits1[i]!.commitCount - c.commitCount : undefined));
+    // Both nodes' group commits in the window; undefined when a node has no metrics (stock).
+    const commits = commits0.every((c, i) => c && commits1[i])
+      ? commits0.reduce((n, c, i) => n + commits1[i]!.commitCount - c!.commitCount, 0)
+      : undefined;
 
     const half = OPTIONS.clientsPerDocument / 2;
     const expectedSame = sent * (half - 1);
@@ -320,7 +323,7 @@ async function measure(system: System, servers: [ServerChild, ServerChild], db: 
       redisCpuSeconds,
       redisPublishes: redis1.publishes - redis0.publishes,
       publishesPerEdit: (redis1.publishes - redis0.publishes) / between(sentAt, redis0.at, redis1.at),
-      commitsPerEdit: commitCounts.every((c) => c !== undefined) ? commitCounts.reduce((a, b) => a! + b!, 0)! / Math.max(1, sent) : undefined,
+      commitsPerEdit: commits === undefined ? undefined : commits / Math.max(1, sent),
       redisNetBytes: redis1.netInputBytes - redis0.netInputBytes + (redis1.netOutputBytes - redis0.netOutputBytes),
       clientCpuSeconds,
       clientLoopDelayP99Ms: loop.percentile(99) / 1e6,

@@ -295,7 +295,7 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
             });
           })
         : undefined;
-    this.#fanout.broadcast({ type: 'hello', sender: this.#identifier, document: name, stateVector: Y.encodeStateVector(document) });
+    this.#hello(name, document);
     await answered;
     this.#answered.delete(name);
   }
@@ -478,6 +478,11 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
    * what the peers already back hold (edits, their clients' states), and the states it publishes
    * reach the peers already subscribed — a peer that comes back later does the same in turn.
    */
+  /** Asks every peer of the document for what this node lacks (each answers with a diff and its awareness). */
+  #hello(name: string, document: Document): void {
+    this.#fanout.broadcast({ type: 'hello', sender: this.#identifier, document: name, stateVector: Y.encodeStateVector(document) });
+  }
+
   #resubscribe(): void {
     if (this.#subscriber.status !== 'ready' || this.commands.status !== 'ready') return;
     for (const [name, document] of this.#documents) {
@@ -485,7 +490,7 @@ export class RedisSyncExtension implements Extension, AwarenessClaims {
         .subscribe(name)
         .then(() => {
           if (this.#documents.get(name) !== document) return; // unloaded meanwhile
-          this.#fanout.broadcast({ type: 'hello', sender: this.#identifier, document: name, stateVector: Y.encodeStateVector(document) });
+          this.#hello(name, document);
           const own = [...document.awareness.getStates().keys()].filter((id) => this.#claims.isLocal(name, id));
           if (own.length > 0) {
             this.#fanout.broadcast({ type: 'awareness', sender: this.#identifier, document: name, bytes: encodeAwarenessUpdate(document.awareness, own) });

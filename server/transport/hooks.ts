@@ -151,7 +151,7 @@ export class PeerSocket implements WebSocketLike, Subscriber {
     if (socket === false || socket.destroyed) return;
     socket.cork();
     this.#corked = true;
-    process.nextTick(uncorkTurn, this, socket);
+    process.nextTick(PeerSocket.uncork, this, socket);
   }
 
   /** `#corkTurn`'s socket, found at the first send: false where there is none (uWS). */
@@ -288,8 +288,6 @@ function tcpSocketOf(peer: Peer): CorkableSocket | null {
   const socket = ws?._socket;
   return socket && typeof socket.cork === 'function' && typeof socket.uncork === 'function' ? (socket as CorkableSocket) : null;
 }
-
-const uncorkTurn = (socket: PeerSocket, tcp: CorkableSocket) => PeerSocket.uncork(socket, tcp);
 
 /**
  * In how many of a socket's first turns with sends `#corkTurn` corks: a provider's handshake

@@ -5,6 +5,7 @@
  */
 import { crc32, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
+import { HEVC_HEIC_SAMPLE } from '../../media/sharp.ts';
 
 /** A two-colour photo-like JPEG (left half `left`, right half `right`), noise so it does not compress away. */
 export async function photoJpeg(width: number, height: number, options: { orientation?: number; gps?: boolean; quality?: number } = {}): Promise<Buffer> {
@@ -97,8 +98,5 @@ export function zipFile(name = 'hello.txt', content = Buffer.from('hello zip\n')
   return Buffer.concat([localPart, centralPart, end]);
 }
 
-/**
- * A 64×48 HEIC coded with HEVC, as phones write it (libheif's `heif-enc -q 50` with x265 from a
- * red JPEG; the same bytes as media/sharp.ts's probe).
- */
-export const hevcHeic = (): Buffer => Buffer.from('AAAAHGZ0eXBoZWljAAAAAG1pZjFoZWljbWlhZgAAAaptZXRhAAAAAAAAACFoZGxyAAAAAAAAAABwaWN0AAAAAAAAAAAAAAAAAAAAAA5waXRtAAAAAAACAAAAEGlkYXQAAAAAAEAAMAAAADhpbG9jAQAAAERAAAIAAQAAAAAAAAHOAAEAAAAAAAAAHQACAAEAAAAAAAAAAQAAAAAAAAAIAAAAOGlpbmYAAAAAAAIAAAAVaW5mZQIAAAEAAQAAaHZjMQAAAAAVaW5mZQIAAAAAAgAAZ3JpZAAAAADVaXBycAAAALNpcGNvAAAAc2h2Y0MBA3AAAAAAAAAAAAAe8AD8/fj4AAAPAyAAAQAYQAEMAf//A3AAAAMAkAAAAwAAAwAeugJAIQABACdCAQEDcAAAAwCQAAADAAADAB6gIIEFlurkprmwIAAAAwAgAAADACEiAAEABkQBwXPAiQAAABRpc3BlAAAAAAAAAEAAAABAAAAAFGlzcGUAAAAAAAAAQAAAADAAAAAQcGl4aQAAAAADCAgIAAAAGmlwbWEAAAAAAAAAAgABAoECAAICA4QAAAAaaXJlZgAAAAAAAAAOZGltZwACAAEAAQAAACVtZGF0AAAAGSgBrxOA9SeBP//gpUf/utZ4fg8Lfnny1PA=', 'base64');
+/** A 64×48 HEIC coded with HEVC, as phones write it: media/sharp.ts's probe (made with libheif's heif-enc, x265). */
+export const hevcHeic = (): Buffer => Buffer.from(HEVC_HEIC_SAMPLE, 'base64');
